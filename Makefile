@@ -1,0 +1,23 @@
+# ferry: top-level build. `make` builds the VMM, the guest kernel and the tests;
+# `make test` and `make demo` also install what a fresh Debian 12 machine lacks.
+BUILD    ?= build
+CC       ?= gcc
+HOST_CC  := $(CC)
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS   ?= -O2 -g
+HOST_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -Iinclude -Isrc -D_GNU_SOURCE -pthread -MMD -MP
+HOST_LIBS   := -lcjson -lpthread -lm
+
+.PHONY: all clean test demo deps
+all: ferry guest tests
+
+include guest/guest.mk
+-include src/ferry.mk
+-include tests/tests.mk
+
+clean:
+	rm -rf $(BUILD)
+
+deps:
+	scripts/install-deps.sh

@@ -1,0 +1,3 @@
+# placeholder; the guest kernel's build rules live here
+.PHONY: guest
+guest:
