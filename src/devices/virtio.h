@@ -1,0 +1,80 @@
+/* A virtio device, independent of transport: feature negotiation, status,
+ * queues, and the ops table each device type fills in (kvmtool's shape). The
+ * transport (virtio_pci.c) owns registers and interrupts. */
+#ifndef FERRY_VIRTIO_DEV_H
+#define FERRY_VIRTIO_DEV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/device.h"
+#include "devices/virtqueue.h"
+
+#define VIRTIO_MAX_QUEUES 8
+
+struct vm;
+struct virtio_device;
+struct virtio_pci;
+struct cJSON;
+
+struct virtio_device_ops {
+	uint16_t type;            /* VIRTIO_ID_* */
+	uint16_t num_queues;
+	uint16_t queue_size;      /* maximum offered per queue */
+	uint64_t features;        /* device-specific bits; the core adds VERSION_1 */
+	uint32_t config_size;
+	/* All callbacks run with vd->lock held. Config accesses arrive with
+	 * off + len already checked against config_size. */
+	void (*config_read)(struct virtio_device *vd, uint32_t off, void *data, uint32_t len);
+	void (*config_write)(struct virtio_device *vd, uint32_t off, const void *data, uint32_t len);
+	/* The driver kicked vq. Runs on the event loop thread. */
+	void (*queue_notify)(struct virtio_device *vd, struct virtqueue *vq);
+	/* The driver set DRIVER_OK. */
+	void (*activate)(struct virtio_device *vd);
+	/* The driver reset the device. */
+	void (*reset)(struct virtio_device *vd);
+	/* Extra counters for the summary. */
+	void (*counters_json)(struct virtio_device *vd, struct cJSON *obj);
+	/* Frees the device-specific part (the core frees the rest). */
+	void (*destroy)(struct virtio_device *vd);
+};
+
+struct virtio_device {
+	struct device dev;        /* first: a virtio_device is a device */
+	const struct virtio_device_ops *vops;
+	struct vm *vm;
+	pthread_mutex_t lock;
+	uint64_t driver_features; /* accepted at FEATURES_OK */
+	uint8_t status;
+	uint8_t config_generation;
+	struct virtqueue vq[VIRTIO_MAX_QUEUES];
+	struct virtio_pci *transport;
+	atomic_ulong notifications; /* doorbells, by ioeventfd or by exit */
+};
+
+/* Sets up the core and a virtio-pci transport, and registers the device
+ * with the VM. `name` is the summary's key for its counters. */
+int virtio_device_init(struct virtio_device *vd, struct vm *vm, const char *name,
+		       const struct virtio_device_ops *vops, char *err, size_t errlen);
+
+/* After pushing buffers to vq: interrupts the driver if it wants it. */
+void virtio_queue_interrupt(struct virtio_device *vd, struct virtqueue *vq);
+/* The device changed its config space: bump the generation, interrupt. */
+void virtio_config_changed(struct virtio_device *vd);
+/* Marks the device as needing a reset (after a malformed ring). */
+void virtio_needs_reset(struct virtio_device *vd);
+
+static inline bool virtio_has_feature(const struct virtio_device *vd, unsigned bit)
+{
+	return vd->driver_features & (1ull << bit);
+}
+
+/* Transport side (virtio_pci.c). */
+int virtio_pci_create(struct virtio_device *vd, char *err, size_t errlen);
+void virtio_pci_destroy(struct virtio_pci *vp);
+void virtio_pci_signal_queue(struct virtio_pci *vp, struct virtqueue *vq);
+void virtio_pci_signal_config(struct virtio_pci *vp);
+
+#endif

@@ -1,0 +1,373 @@
+#include "vmm/config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Parsing state: where we are, for messages. */
+struct ctx {
+	const char *origin;
+	const char *base_dir;
+	char *err;
+	size_t errlen;
+};
+
+static int fail(struct ctx *c, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct ctx *c, const char *path, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(c->err, c->errlen, "%s: %s: %s", c->origin, path, msg);
+	return -1;
+}
+
+static const char *json_type_name(const cJSON *j)
+{
+	if (cJSON_IsObject(j)) return "an object";
+	if (cJSON_IsArray(j)) return "an array";
+	if (cJSON_IsString(j)) return "a string";
+	if (cJSON_IsNumber(j)) return "a number";
+	if (cJSON_IsBool(j)) return "a boolean";
+	if (cJSON_IsNull(j)) return "null";
+	return "invalid";
+}
+
+/* Every key of obj must be in allowed (NULL-terminated). */
+static int check_keys(struct ctx *c, const cJSON *obj, const char *path, const char *const *allowed)
+{
+	const cJSON *item;
+	cJSON_ArrayForEach(item, obj) {
+		bool known = false;
+		for (const char *const *k = allowed; *k; k++)
+			known |= strcmp(item->string, *k) == 0;
+		if (!known) {
+			char keys[256] = "";
+			for (const char *const *k = allowed; *k; k++)
+				snprintf(keys + strlen(keys), sizeof(keys) - strlen(keys), "%s%s",
+					 k == allowed ? "" : ", ", *k);
+			return fail(c, path, "unknown key \"%s\" (allowed: %s)", item->string, keys);
+		}
+		/* cJSON keeps duplicates; a second "memory_mib" would silently lose. */
+		for (const cJSON *o = obj->child; o != item; o = o->next)
+			if (strcmp(o->string, item->string) == 0)
+				return fail(c, path, "key \"%s\" appears twice", item->string);
+	}
+	return 0;
+}
+
+static int get_uint(struct ctx *c, const cJSON *obj, const char *key, const char *path,
+		    uint64_t min, uint64_t max, bool required, uint64_t *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	if (!v) {
+		if (required)
+			return fail(c, path, "missing required key \"%s\"", key);
+		return 0;
+	}
+	double d = v->valuedouble;
+	if (!cJSON_IsNumber(v) || d != (double)(uint64_t)d || d < 0)
+		return fail(c, path, "\"%s\" must be a non-negative integer, not %s", key, json_type_name(v));
+	if ((uint64_t)d < min || (uint64_t)d > max)
+		return fail(c, path, "\"%s\" must be between %llu and %llu (got %llu)", key,
+			    (unsigned long long)min, (unsigned long long)max, (unsigned long long)d);
+	*out = (uint64_t)d;
+	return 0;
+}
+
+static int get_string(struct ctx *c, const cJSON *obj, const char *key, const char *path,
+		      bool required, char *out, size_t outlen)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	if (!v) {
+		if (required)
+			return fail(c, path, "missing required key \"%s\"", key);
+		return 0;
+	}
+	if (!cJSON_IsString(v))
+		return fail(c, path, "\"%s\" must be a string, not %s", key, json_type_name(v));
+	if (strlen(v->valuestring) >= outlen)
+		return fail(c, path, "\"%s\" is too long (max %zu characters)", key, outlen - 1);
+	strcpy(out, v->valuestring);
+	return 0;
+}
+
+static int get_bool(struct ctx *c, const cJSON *obj, const char *key, const char *path, bool *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	if (!v)
+		return 0;
+	if (!cJSON_IsBool(v))
+		return fail(c, path, "\"%s\" must be true or false, not %s", key, json_type_name(v));
+	*out = cJSON_IsTrue(v);
+	return 0;
+}
+
+static int resolve_path(struct ctx *c, const char *path, const char *key, char *p, size_t len)
+{
+	if (p[0] == '/' || p[0] == '\0')
+		return 0;
+	char joined[PATH_MAX];
+	if ((size_t)snprintf(joined, sizeof(joined), "%s/%s", c->base_dir, p) >= sizeof(joined) ||
+	    strlen(joined) >= len)
+		return fail(c, path, "\"%s\": path too long", key);
+	strcpy(p, joined);
+	return 0;
+}
+
+bool config_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n >= CFG_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = name[i];
+		bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			  (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.';
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+static const char *const device_type_names[] = {
+	[DEV_VIRTIO_RNG] = "virtio-rng",
+};
+
+const char *device_type_name(enum device_type type)
+{
+	return device_type_names[type];
+}
+
+static int parse_device(struct ctx *c, const cJSON *j, const char *path, struct device_config *d)
+{
+	if (!cJSON_IsObject(j))
+		return fail(c, path, "a device must be an object like {\"type\": \"virtio-rng\"}, not %s",
+			    json_type_name(j));
+	char type[32];
+	if (get_string(c, j, "type", path, true, type, sizeof(type)) < 0)
+		return -1;
+	for (size_t t = 0; t < sizeof(device_type_names) / sizeof(device_type_names[0]); t++) {
+		if (strcmp(type, device_type_names[t]) == 0) {
+			d->type = (enum device_type)t;
+			static const char *const keys[] = { "type", NULL };
+			return check_keys(c, j, path, keys);
+		}
+	}
+	return fail(c, path, "unknown device type \"%s\" (known: virtio-rng)", type);
+}
+
+static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_config *vm)
+{
+	static const char *const keys[] = { "name", "memory_mib", "vcpus", "kernel", "cmdline",
+					    "hugepages", "console_log", "devices", NULL };
+	if (!cJSON_IsObject(j))
+		return fail(c, path, "must be an object, not %s", json_type_name(j));
+	if (check_keys(c, j, path, keys) < 0)
+		return -1;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->vcpus = 1;
+	uint64_t vcpus = 1;
+	if (get_string(c, j, "name", path, true, vm->name, sizeof(vm->name)) < 0 ||
+	    get_uint(c, j, "memory_mib", path, CFG_MIN_MEMORY_MIB, CFG_MAX_MEMORY_MIB, true, &vm->memory_mib) < 0 ||
+	    get_uint(c, j, "vcpus", path, 1, CFG_MAX_VCPUS, false, &vcpus) < 0 ||
+	    get_string(c, j, "kernel", path, false, vm->kernel, sizeof(vm->kernel)) < 0 ||
+	    get_string(c, j, "cmdline", path, false, vm->cmdline, sizeof(vm->cmdline)) < 0 ||
+	    get_bool(c, j, "hugepages", path, &vm->hugepages) < 0 ||
+	    get_string(c, j, "console_log", path, false, vm->console_log, sizeof(vm->console_log)) < 0)
+		return -1;
+	vm->vcpus = (unsigned)vcpus;
+	if (!config_name_valid(vm->name))
+		return fail(c, path, "\"name\" must be 1-%d characters from A-Z a-z 0-9 . _ - (got \"%s\")",
+			    CFG_NAME_MAX - 1, vm->name);
+	if (vm->hugepages && vm->memory_mib % 2)
+		return fail(c, path, "\"memory_mib\" must be a multiple of 2 with \"hugepages\" (got %llu)",
+			    (unsigned long long)vm->memory_mib);
+
+	if (vm->kernel[0] == '\0')
+		config_default_kernel(vm->kernel, sizeof(vm->kernel));
+	else if (resolve_path(c, path, "kernel", vm->kernel, sizeof(vm->kernel)) < 0)
+		return -1;
+	if (access(vm->kernel, R_OK) != 0)
+		return fail(c, path, "\"kernel\": cannot read %s: %s", vm->kernel, strerror(errno));
+	if (resolve_path(c, path, "console_log", vm->console_log, sizeof(vm->console_log)) < 0)
+		return -1;
+
+	const cJSON *devs = cJSON_GetObjectItemCaseSensitive(j, "devices");
+	if (devs) {
+		char dpath[128];
+		snprintf(dpath, sizeof(dpath), "%s.devices", path);
+		if (!cJSON_IsArray(devs))
+			return fail(c, dpath, "must be an array, not %s", json_type_name(devs));
+		int n = cJSON_GetArraySize(devs);
+		if (n > CFG_MAX_DEVICES)
+			return fail(c, dpath, "too many devices (%d, max %d)", n, CFG_MAX_DEVICES);
+		for (int i = 0; i < n; i++) {
+			snprintf(dpath, sizeof(dpath), "%s.devices[%d]", path, i);
+			struct device_config *d = &vm->devices[vm->nr_devices];
+			if (parse_device(c, cJSON_GetArrayItem(devs, i), dpath, d) < 0)
+				return -1;
+			for (unsigned k = 0; k < vm->nr_devices; k++)
+				if (vm->devices[k].type == d->type)
+					return fail(c, dpath, "a second %s device; each VM has at most one",
+						    device_type_name(d->type));
+			vm->nr_devices++;
+		}
+	}
+	return 0;
+}
+
+/* Turns cJSON's error pointer into "line L, column C". */
+static void error_position(const char *text, const char *at, int *line, int *col)
+{
+	*line = 1;
+	*col = 1;
+	for (const char *p = text; p < at && *p; p++) {
+		if (*p == '\n') {
+			(*line)++;
+			*col = 1;
+		} else {
+			(*col)++;
+		}
+	}
+}
+
+int config_parse(const char *text, const char *origin, const char *base_dir,
+		 struct ferry_config *out, char *err, size_t errlen)
+{
+	struct ctx c = { origin, base_dir, err, errlen };
+	memset(out, 0, sizeof(*out));
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithOpts(text, &end, true);
+	if (!root) {
+		int line, col;
+		error_position(text, end ? end : text, &line, &col);
+		snprintf(err, errlen, "%s: line %d, column %d: invalid JSON", origin, line, col);
+		return -1;
+	}
+	int ret = -1;
+	static const char *const keys[] = { "vms", NULL };
+	if (!cJSON_IsObject(root)) {
+		fail(&c, "(top level)", "must be an object, not %s", json_type_name(root));
+		goto out;
+	}
+	if (check_keys(&c, root, "(top level)", keys) < 0)
+		goto out;
+	const cJSON *vms = cJSON_GetObjectItemCaseSensitive(root, "vms");
+	if (!vms) {
+		fail(&c, "(top level)", "missing required key \"vms\"");
+		goto out;
+	}
+	if (!cJSON_IsArray(vms) || cJSON_GetArraySize(vms) == 0) {
+		fail(&c, "vms", "must be a non-empty array of VM objects");
+		goto out;
+	}
+	int n = cJSON_GetArraySize(vms);
+	if (n > CFG_MAX_VMS) {
+		fail(&c, "vms", "too many VMs (%d, max %d)", n, CFG_MAX_VMS);
+		goto out;
+	}
+	out->vms = calloc((size_t)n, sizeof(*out->vms));
+	if (!out->vms) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		char path[32];
+		snprintf(path, sizeof(path), "vms[%d]", i);
+		if (parse_vm(&c, cJSON_GetArrayItem(vms, i), path, &out->vms[i]) < 0)
+			goto out;
+		for (int k = 0; k < i; k++) {
+			if (strcmp(out->vms[k].name, out->vms[i].name) == 0) {
+				fail(&c, path, "name \"%s\" is already used by vms[%d]", out->vms[i].name, k);
+				goto out;
+			}
+		}
+		out->nr_vms++;
+	}
+	ret = 0;
+out:
+	cJSON_Delete(root);
+	if (ret < 0)
+		config_free(out);
+	return ret;
+}
+
+int config_load_file(const char *path, struct ferry_config *out, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	char *text = NULL;
+	size_t size = 0, cap = 0;
+	for (;;) {
+		if (size + 4096 + 1 > cap) {
+			cap = cap ? cap * 2 : 16384;
+			if (cap > (16u << 20)) {
+				snprintf(err, errlen, "%s: file is larger than 16 MiB", path);
+				goto fail;
+			}
+			char *t = realloc(text, cap);
+			if (!t) {
+				snprintf(err, errlen, "out of memory");
+				goto fail;
+			}
+			text = t;
+		}
+		size_t n = fread(text + size, 1, 4096, f);
+		size += n;
+		if (n < 4096)
+			break;
+	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s: read error", path);
+		goto fail;
+	}
+	fclose(f);
+	text[size] = '\0';
+	if (strlen(text) != size) {
+		snprintf(err, errlen, "%s: file contains a NUL byte", path);
+		free(text);
+		return -1;
+	}
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	int ret = config_parse(text, path, dirname(dir), out, err, errlen);
+	free(text);
+	return ret;
+fail:
+	fclose(f);
+	free(text);
+	return -1;
+}
+
+void config_free(struct ferry_config *cfg)
+{
+	free(cfg->vms);
+	cfg->vms = NULL;
+	cfg->nr_vms = 0;
+}
+
+void config_default_kernel(char *out, size_t len)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0) {
+		snprintf(out, len, "guest/ferry-guest.elf");
+		return;
+	}
+	exe[n] = '\0';
+	snprintf(out, len, "%s/guest/ferry-guest.elf", dirname(exe));
+}

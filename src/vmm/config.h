@@ -1,0 +1,61 @@
+/* The run configuration: a JSON file (or the equivalent CLI options) parsed
+ * into plain structs. Everything is validated here, before any VM exists, and
+ * every error names the file and the JSON path of the offending value. */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_NAME_MAX      32
+#define CFG_CMDLINE_MAX   3072   /* leaves room for what ferry appends */
+#define CFG_MAX_VMS       256
+#define CFG_MAX_DEVICES   16
+#define CFG_MAX_VCPUS     64
+#define CFG_MIN_MEMORY_MIB 2
+#define CFG_MAX_MEMORY_MIB (1024 * 1024)
+
+enum device_type {
+	DEV_VIRTIO_RNG,
+};
+
+struct device_config {
+	enum device_type type;
+};
+
+struct vm_config {
+	char name[CFG_NAME_MAX];
+	uint64_t memory_mib;
+	unsigned vcpus;
+	char kernel[PATH_MAX];
+	char cmdline[CFG_CMDLINE_MAX];
+	bool hugepages;
+	char console_log[PATH_MAX];   /* empty: <log dir>/<name>.log */
+	struct device_config devices[CFG_MAX_DEVICES];
+	unsigned nr_devices;
+};
+
+struct ferry_config {
+	struct vm_config *vms;
+	unsigned nr_vms;
+};
+
+/* Parses JSON text. `origin` names the source in messages (a file name);
+ * relative paths in it are taken relative to `base_dir`. */
+int config_parse(const char *text, const char *origin, const char *base_dir,
+		 struct ferry_config *out, char *err, size_t errlen);
+int config_load_file(const char *path, struct ferry_config *out, char *err, size_t errlen);
+void config_free(struct ferry_config *cfg);
+
+/* The ferry-guest image built next to this ferry binary, used when a VM names
+ * no kernel. */
+void config_default_kernel(char *out, size_t len);
+
+/* Checks a VM name: 1-31 characters from [A-Za-z0-9._-]. */
+bool config_name_valid(const char *name);
+
+const char *device_type_name(enum device_type type);
+
+#endif

@@ -1,0 +1,179 @@
+#include "vmm/memory.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmm/log.h"
+
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21u << 26)
+#endif
+
+void gm_init(struct guest_memory *gm, int vm_fd)
+{
+	memset(gm, 0, sizeof(*gm));
+	gm->vm_fd = vm_fd;
+}
+
+void gm_destroy(struct guest_memory *gm)
+{
+	for (unsigned i = 0; i < gm->nr_regions; i++) {
+		struct gm_region *r = &gm->region[i];
+		munmap(r->hva, r->size);
+		close(r->memfd);
+	}
+	gm->nr_regions = 0;
+}
+
+static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+static int create_memfd(const char *name, uint64_t size, bool *hugepages)
+{
+	if (*hugepages) {
+		int fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+		if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
+			return fd;
+		if (fd >= 0)
+			close(fd);
+		log_warn(NULL, "%s: no 2 MiB huge pages available (%s); using 4 KiB pages "
+			 "(reserve some with: echo N > /proc/sys/vm/nr_hugepages)",
+			 name, strerror(errno));
+		*hugepages = false;
+	}
+	int fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (ftruncate(fd, (off_t)size) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
+	       uint64_t size, bool hugepages, char *err, size_t errlen)
+{
+	uint64_t align = hugepages ? (2ull << 20) : 4096;
+	if (size == 0 || size % align || gpa % align) {
+		snprintf(err, errlen, "%s: region 0x%llx+0x%llx is not %llu-byte aligned", name,
+			 (unsigned long long)gpa, (unsigned long long)size, (unsigned long long)align);
+		return -1;
+	}
+	if (gm->nr_regions == GM_MAX_REGIONS) {
+		snprintf(err, errlen, "%s: too many memory regions (max %d)", name, GM_MAX_REGIONS);
+		return -1;
+	}
+	for (unsigned i = 0; i < gm->nr_regions; i++) {
+		if (ranges_overlap(gpa, size, gm->region[i].gpa, gm->region[i].size)) {
+			snprintf(err, errlen, "%s: overlaps region %s", name, gm->region[i].name);
+			return -1;
+		}
+	}
+
+	struct gm_region *r = &gm->region[gm->nr_regions];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->hugepages = hugepages;
+	r->memfd = create_memfd(name, size, &r->hugepages);
+	if (r->memfd < 0) {
+		snprintf(err, errlen, "%s: cannot create %llu MiB of guest memory: %s", name,
+			 (unsigned long long)(size >> 20), strerror(errno));
+		return -1;
+	}
+	/* MAP_NORESERVE: guest RAM is allocated on first touch, and given back
+	 * by the balloon, so reserving it all up front would defeat overcommit. */
+	r->hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->memfd, 0);
+	if (r->hva == MAP_FAILED) {
+		snprintf(err, errlen, "%s: cannot map %llu MiB of guest memory: %s", name,
+			 (unsigned long long)(size >> 20), strerror(errno));
+		close(r->memfd);
+		return -1;
+	}
+	r->gpa = gpa;
+	r->size = size;
+	r->slot = gm->nr_regions;
+
+	if (gm->vm_fd >= 0) {
+		struct kvm_userspace_memory_region kr = {
+			.slot = r->slot,
+			.guest_phys_addr = gpa,
+			.memory_size = size,
+			.userspace_addr = (uint64_t)(uintptr_t)r->hva,
+		};
+		if (ioctl(gm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0) {
+			snprintf(err, errlen, "%s: KVM_SET_USER_MEMORY_REGION: %s", name, strerror(errno));
+			munmap(r->hva, size);
+			close(r->memfd);
+			return -1;
+		}
+	}
+	gm->nr_regions++;
+	return 0;
+}
+
+const struct gm_region *gm_region_of(struct guest_memory *gm, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < gm->nr_regions; i++) {
+		const struct gm_region *r = &gm->region[i];
+		/* Written so that no sum can overflow: gpa + len may wrap. */
+		if (gpa >= r->gpa && len <= r->size && gpa - r->gpa <= r->size - len)
+			return r;
+	}
+	atomic_fetch_add(&gm->rejected, 1);
+	return NULL;
+}
+
+void *gm_ptr(struct guest_memory *gm, uint64_t gpa, uint64_t len)
+{
+	const struct gm_region *r = gm_region_of(gm, gpa, len);
+	return r ? r->hva + (gpa - r->gpa) : NULL;
+}
+
+int gm_read(struct guest_memory *gm, uint64_t gpa, void *dst, uint64_t len)
+{
+	void *p = gm_ptr(gm, gpa, len);
+	if (!p)
+		return -1;
+	memcpy(dst, p, len);
+	return 0;
+}
+
+int gm_write(struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len)
+{
+	void *p = gm_ptr(gm, gpa, len);
+	if (!p)
+		return -1;
+	memcpy(p, src, len);
+	return 0;
+}
+
+uint64_t gm_total_size(const struct guest_memory *gm)
+{
+	uint64_t total = 0;
+	for (unsigned i = 0; i < gm->nr_regions; i++)
+		total += gm->region[i].size;
+	return total;
+}
+
+uint64_t gm_resident_bytes(const struct guest_memory *gm)
+{
+	uint64_t total = 0;
+	for (unsigned i = 0; i < gm->nr_regions; i++) {
+		struct stat st;
+		if (fstat(gm->region[i].memfd, &st) == 0)
+			total += (uint64_t)st.st_blocks * 512;
+	}
+	return total;
+}

@@ -1,0 +1,60 @@
+/* Guest memory: memfd-backed regions registered with KVM, and the checked
+ * accessors that are the only way host code reaches guest memory. Nothing
+ * hands out a host pointer without first checking that [gpa, gpa + len) lies
+ * inside one region, so a guest-supplied address or length can never make
+ * ferry touch memory outside the guest. */
+#ifndef FERRY_MEMORY_H
+#define FERRY_MEMORY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GM_MAX_REGIONS 16
+
+struct gm_region {
+	char name[32];
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *hva;      /* host mapping of the whole region */
+	int memfd;         /* backing file; pages can be punched or remapped */
+	uint32_t slot;     /* KVM memory slot */
+	bool hugepages;    /* backed by 2 MiB hugetlb pages */
+};
+
+struct guest_memory {
+	int vm_fd;         /* KVM VM fd, or -1 when used without KVM (tests) */
+	struct gm_region region[GM_MAX_REGIONS];
+	unsigned nr_regions;
+	atomic_ulong rejected;  /* accesses refused by the bounds check */
+};
+
+void gm_init(struct guest_memory *gm, int vm_fd);
+void gm_destroy(struct guest_memory *gm);
+
+/* Creates a memfd of `size` bytes, maps it and registers it at `gpa`.
+ * With hugepages, falls back to 4 KiB pages (and says so) if the host has
+ * none. On failure writes a one-line reason to err and returns -1. */
+int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
+	       uint64_t size, bool hugepages, char *err, size_t errlen);
+
+/* The region holding all of [gpa, gpa + len), or NULL (counted as rejected).
+ * len == 0 is allowed and needs gpa inside a region or at its end. */
+const struct gm_region *gm_region_of(struct guest_memory *gm, uint64_t gpa, uint64_t len);
+
+/* Host pointer to [gpa, gpa + len) if it lies in one region, else NULL. */
+void *gm_ptr(struct guest_memory *gm, uint64_t gpa, uint64_t len);
+
+/* Copy to or from guest memory; 0 on success, -1 (and nothing copied) if the
+ * range is not wholly inside one region. */
+int gm_read(struct guest_memory *gm, uint64_t gpa, void *dst, uint64_t len);
+int gm_write(struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len);
+
+/* Sum of region sizes, i.e. the guest's RAM. */
+uint64_t gm_total_size(const struct guest_memory *gm);
+
+/* Bytes of guest RAM the host has actually allocated (memfd blocks). */
+uint64_t gm_resident_bytes(const struct guest_memory *gm);
+
+#endif

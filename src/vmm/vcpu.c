@@ -1,0 +1,350 @@
+#include "vmm/vcpu.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/kvm.h"
+#include "vmm/log.h"
+#include "vmm/vm.h"
+
+#define KICK_SIGNAL SIGUSR1
+
+/* CPUID leaf where ferry tells the guest its TSC and LAPIC timer frequencies
+ * (kHz), as VMware and several VMMs do; ferry-guest reads it to skip
+ * calibrating against the PIT. */
+#define CPUID_TIMING_LEAF 0x40000010u
+#define LAPIC_BUS_KHZ     1000000u   /* KVM's emulated APIC bus runs at 1 GHz */
+
+static void kick_handler(int sig)
+{
+	(void)sig;
+}
+
+void vcpu_signals_init(void)
+{
+	struct sigaction sa = { .sa_handler = kick_handler };
+	sigemptyset(&sa.sa_mask);
+	sigaction(KICK_SIGNAL, &sa, NULL); /* no SA_RESTART: KVM_RUN must return EINTR */
+}
+
+static struct kvm_cpuid_entry2 *cpuid_find(struct kvm_cpuid2 *c, uint32_t fn, uint32_t index)
+{
+	for (uint32_t i = 0; i < c->nent; i++)
+		if (c->entries[i].function == fn && c->entries[i].index == index)
+			return &c->entries[i];
+	return NULL;
+}
+
+static int vcpu_setup_cpuid(struct vcpu *vcpu, char *err, size_t errlen)
+{
+	struct kvm *kvm = vcpu->vm->kvm;
+	size_t size = sizeof(struct kvm_cpuid2) + (kvm->cpuid->nent + 1) * sizeof(struct kvm_cpuid_entry2);
+	struct kvm_cpuid2 *c = malloc(size);
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	memcpy(c, kvm->cpuid, sizeof(struct kvm_cpuid2) + kvm->cpuid->nent * sizeof(struct kvm_cpuid_entry2));
+	unsigned apic_id = vcpu->index, n = vcpu->vm->nr_vcpus;
+
+	struct kvm_cpuid_entry2 *e = cpuid_find(c, 1, 0);
+	if (e) {
+		e->ebx = (e->ebx & 0x0000ffffu) | (apic_id << 24) | ((n & 0xffu) << 16);
+		e->ecx |= 1u << 31; /* running under a hypervisor */
+		if (n > 1)
+			e->edx |= 1u << 28;
+	}
+	/* x2APIC topology: one thread per core, all cores in one package. */
+	unsigned core_bits = 0;
+	while ((1u << core_bits) < n)
+		core_bits++;
+	for (uint32_t sub = 0; (e = cpuid_find(c, 0xb, sub)) != NULL; sub++) {
+		e->edx = apic_id;
+		if (sub == 0) {
+			e->eax = 0;
+			e->ebx = 1;
+			e->ecx = (1u << 8) | sub;
+		} else if (sub == 1) {
+			e->eax = core_bits;
+			e->ebx = n;
+			e->ecx = (2u << 8) | sub;
+		} else {
+			e->eax = e->ebx = 0;
+			e->ecx = sub;
+		}
+	}
+
+	int tsc_khz = ioctl(vcpu->fd, KVM_GET_TSC_KHZ, 0);
+	struct kvm_cpuid_entry2 *hv = cpuid_find(c, 0x40000000, 0);
+	if (hv && tsc_khz > 0 && !cpuid_find(c, CPUID_TIMING_LEAF, 0)) {
+		if (hv->eax < CPUID_TIMING_LEAF)
+			hv->eax = CPUID_TIMING_LEAF;
+		c->entries[c->nent++] = (struct kvm_cpuid_entry2){
+			.function = CPUID_TIMING_LEAF, .eax = (uint32_t)tsc_khz, .ebx = LAPIC_BUS_KHZ,
+		};
+	}
+
+	int ret = ioctl(vcpu->fd, KVM_SET_CPUID2, c);
+	if (ret < 0)
+		snprintf(err, errlen, "vcpu %u: KVM_SET_CPUID2: %s", vcpu->index, strerror(errno));
+	free(c);
+	return ret;
+}
+
+struct vcpu *vcpu_create(struct vm *vm, unsigned index, char *err, size_t errlen)
+{
+	struct vcpu *vcpu = calloc(1, sizeof(*vcpu));
+	if (!vcpu) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	vcpu->vm = vm;
+	vcpu->index = index;
+	vcpu->fd = ioctl(vm->fd, KVM_CREATE_VCPU, (unsigned long)index);
+	if (vcpu->fd < 0) {
+		snprintf(err, errlen, "vcpu %u: KVM_CREATE_VCPU: %s", index, strerror(errno));
+		free(vcpu);
+		return NULL;
+	}
+	vcpu->run = mmap(NULL, (size_t)vm->kvm->vcpu_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu->fd, 0);
+	if (vcpu->run == MAP_FAILED) {
+		snprintf(err, errlen, "vcpu %u: mmap of kvm_run: %s", index, strerror(errno));
+		close(vcpu->fd);
+		free(vcpu);
+		return NULL;
+	}
+	if (vcpu_setup_cpuid(vcpu, err, errlen) < 0) {
+		vcpu_destroy(vcpu);
+		return NULL;
+	}
+	return vcpu;
+}
+
+int vcpu_set_pvh_entry(struct vcpu *vcpu, uint32_t entry, uint32_t start_info, char *err, size_t errlen)
+{
+	struct kvm_sregs s;
+	if (ioctl(vcpu->fd, KVM_GET_SREGS, &s) < 0) {
+		snprintf(err, errlen, "KVM_GET_SREGS: %s", strerror(errno));
+		return -1;
+	}
+	/* PVH: flat 32-bit code and data segments, protected mode, no paging. */
+	struct kvm_segment code = {
+		.base = 0, .limit = 0xffffffff, .selector = 0x10, .type = 0xb,
+		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+	};
+	struct kvm_segment data = code;
+	data.type = 0x3;
+	data.selector = 0x18;
+	s.cs = code;
+	s.ds = s.es = s.fs = s.gs = s.ss = data;
+	s.tr = (struct kvm_segment){ .base = 0, .limit = 0x67, .selector = 0x20, .type = 0xb, .present = 1 };
+	s.cr0 = 0x11; /* PE | ET */
+	s.cr3 = 0;
+	s.cr4 = 0;
+	s.efer = 0;
+	if (ioctl(vcpu->fd, KVM_SET_SREGS, &s) < 0) {
+		snprintf(err, errlen, "KVM_SET_SREGS: %s", strerror(errno));
+		return -1;
+	}
+	struct kvm_regs r = { .rip = entry, .rbx = start_info, .rflags = 0x2 };
+	if (ioctl(vcpu->fd, KVM_SET_REGS, &r) < 0) {
+		snprintf(err, errlen, "KVM_SET_REGS: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* "RIP 0x... bytes: 0f 01 ..." for reports of exits ferry cannot handle. */
+static void describe_rip(struct vcpu *vcpu, const uint8_t *kvm_bytes, unsigned kvm_len, char *out, size_t len)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) < 0 || ioctl(vcpu->fd, KVM_GET_SREGS, &s) < 0) {
+		snprintf(out, len, "registers unavailable: %s", strerror(errno));
+		return;
+	}
+	uint8_t bytes[16];
+	unsigned n = 0;
+	if (kvm_len) {
+		n = kvm_len > sizeof(bytes) ? sizeof(bytes) : kvm_len;
+		memcpy(bytes, kvm_bytes, n);
+	} else {
+		struct kvm_translation t = { .linear_address = s.cs.base + r.rip };
+		if (ioctl(vcpu->fd, KVM_TRANSLATE, &t) == 0 && t.valid &&
+		    gm_read(&vcpu->vm->mem, t.physical_address, bytes, 15) == 0)
+			n = 15;
+	}
+	int off = snprintf(out, len, "RIP 0x%llx (CS base 0x%llx, CR0 0x%llx, EFER 0x%llx), instruction bytes:",
+			   (unsigned long long)r.rip, (unsigned long long)s.cs.base,
+			   (unsigned long long)s.cr0, (unsigned long long)s.efer);
+	for (unsigned i = 0; i < n && off > 0 && (size_t)off < len; i++)
+		off += snprintf(out + off, len - (size_t)off, " %02x", bytes[i]);
+	if (n == 0 && off > 0 && (size_t)off < len)
+		snprintf(out + off, len - (size_t)off, " (unreadable)");
+}
+
+static void handle_io(struct vcpu *vcpu)
+{
+	struct kvm_run *run = vcpu->run;
+	uint8_t *data = (uint8_t *)run + run->io.data_offset;
+	bool is_write = run->io.direction == KVM_EXIT_IO_OUT;
+	atomic_fetch_add(&vcpu->ctr.io_exits, 1);
+	for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size) {
+		if (!bus_dispatch(&vcpu->vm->pio, run->io.port, data, run->io.size, is_write) &&
+		    log_limit_ok(&vcpu->vm->pio.unhandled_log))
+			log_warn(vcpu->vm->name, "vcpu %u: %s of %u bytes at unhandled I/O port 0x%x ignored",
+				 vcpu->index, is_write ? "write" : "read", run->io.size, run->io.port);
+	}
+}
+
+static void handle_mmio(struct vcpu *vcpu)
+{
+	struct kvm_run *run = vcpu->run;
+	atomic_fetch_add(&vcpu->ctr.mmio_exits, 1);
+	uint32_t len = run->mmio.len > 8 ? 8 : run->mmio.len;
+	if (!bus_dispatch(&vcpu->vm->mmio, run->mmio.phys_addr, run->mmio.data, len, run->mmio.is_write) &&
+	    log_limit_ok(&vcpu->vm->mmio.unhandled_log))
+		log_warn(vcpu->vm->name, "vcpu %u: %s of %u bytes at unhandled MMIO address 0x%llx ignored",
+			 vcpu->index, run->mmio.is_write ? "write" : "read", len,
+			 (unsigned long long)run->mmio.phys_addr);
+}
+
+/* Returns false when the VM must stop. */
+static bool handle_exit(struct vcpu *vcpu)
+{
+	struct vm *vm = vcpu->vm;
+	struct kvm_run *run = vcpu->run;
+	char detail[512], where[200];
+
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		handle_io(vcpu);
+		return true;
+	case KVM_EXIT_MMIO:
+		handle_mmio(vcpu);
+		return true;
+	case KVM_EXIT_IRQ_WINDOW_OPEN:
+	case KVM_EXIT_INTR:
+		return true;
+	case KVM_EXIT_SHUTDOWN:
+		describe_rip(vcpu, NULL, 0, where, sizeof(where));
+		snprintf(detail, sizeof(detail), "vcpu %u: triple fault (KVM_EXIT_SHUTDOWN) at %s", vcpu->index, where);
+		vm_stop(vm, VM_EXIT_TRIPLE_FAULT, 0, detail);
+		return false;
+	case KVM_EXIT_INTERNAL_ERROR: {
+		const uint8_t *bytes = NULL;
+		unsigned nbytes = 0;
+		if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+		    (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+			bytes = run->emulation_failure.insn_bytes;
+			nbytes = run->emulation_failure.insn_size;
+		}
+		describe_rip(vcpu, bytes, nbytes, where, sizeof(where));
+		snprintf(detail, sizeof(detail), "vcpu %u: KVM internal error (suberror %u%s) at %s", vcpu->index,
+			 run->internal.suberror,
+			 run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? ": instruction emulation failed" : "",
+			 where);
+		vm_stop(vm, VM_EXIT_INTERNAL_ERROR, 0, detail);
+		return false;
+	}
+	case KVM_EXIT_FAIL_ENTRY:
+		snprintf(detail, sizeof(detail), "vcpu %u: KVM could not enter the guest (hardware reason 0x%llx)",
+			 vcpu->index, (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		vm_stop(vm, VM_EXIT_INTERNAL_ERROR, 0, detail);
+		return false;
+	case KVM_EXIT_SYSTEM_EVENT:
+		if (run->system_event.type == KVM_SYSTEM_EVENT_RESET) {
+			snprintf(detail, sizeof(detail), "vcpu %u: guest requested a reset", vcpu->index);
+			vm_stop(vm, VM_EXIT_GUEST_RESET, 0, detail);
+		} else if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) {
+			vm_stop(vm, VM_EXIT_POWEROFF, 0, NULL);
+		} else {
+			snprintf(detail, sizeof(detail), "vcpu %u: system event %u", vcpu->index, run->system_event.type);
+			vm_stop(vm, VM_EXIT_INTERNAL_ERROR, 0, detail);
+		}
+		return false;
+	default:
+		describe_rip(vcpu, NULL, 0, where, sizeof(where));
+		snprintf(detail, sizeof(detail), "vcpu %u: unexpected KVM exit reason %u at %s", vcpu->index,
+			 run->exit_reason, where);
+		vm_stop(vm, VM_EXIT_INTERNAL_ERROR, 0, detail);
+		return false;
+	}
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *vcpu = arg;
+	struct vm *vm = vcpu->vm;
+	char tname[64];
+	snprintf(tname, sizeof(tname), "vcpu%u/%s", vcpu->index, vm->name);
+	tname[15] = '\0'; /* the kernel keeps 15 characters */
+	pthread_setname_np(pthread_self(), tname);
+
+	while (!atomic_load(&vm->stopping)) {
+		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN) {
+				vcpu->run->immediate_exit = 0;
+				continue;
+			}
+			char detail[512];
+			snprintf(detail, sizeof(detail), "vcpu %u: KVM_RUN: %s%s", vcpu->index, strerror(errno),
+				 errno == EFAULT ? " (guest memory could not be provided by the host)" : "");
+			vm_stop(vm, VM_EXIT_VMM_ERROR, 0, detail);
+			break;
+		}
+		atomic_fetch_add(&vcpu->ctr.exits, 1);
+		if (!handle_exit(vcpu))
+			break;
+	}
+	struct timespec ts;
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+		vcpu->cpu_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return NULL;
+}
+
+int vcpu_start(struct vcpu *vcpu)
+{
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024); /* exit handling is shallow */
+	int ret = pthread_create(&vcpu->thread, &attr, vcpu_thread, vcpu);
+	pthread_attr_destroy(&attr);
+	if (ret != 0)
+		return -1;
+	vcpu->started = true;
+	return 0;
+}
+
+void vcpu_kick(struct vcpu *vcpu)
+{
+	__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	if (vcpu->started && !pthread_equal(pthread_self(), vcpu->thread))
+		pthread_kill(vcpu->thread, KICK_SIGNAL);
+}
+
+void vcpu_join(struct vcpu *vcpu)
+{
+	if (vcpu->started) {
+		pthread_join(vcpu->thread, NULL);
+		vcpu->started = false;
+	}
+}
+
+void vcpu_destroy(struct vcpu *vcpu)
+{
+	if (!vcpu)
+		return;
+	vcpu_join(vcpu);
+	munmap(vcpu->run, (size_t)vcpu->vm->kvm->vcpu_mmap_size);
+	close(vcpu->fd);
+	free(vcpu);
+}

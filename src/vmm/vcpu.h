@@ -1,0 +1,43 @@
+/* A vCPU thread: runs KVM_RUN and dispatches exits to the VM's buses. */
+#ifndef FERRY_VCPU_H
+#define FERRY_VCPU_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vm;
+struct kvm_run;
+
+struct vcpu_counters {
+	atomic_ulong exits;
+	atomic_ulong io_exits;
+	atomic_ulong mmio_exits;
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned index;         /* also its APIC ID */
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+	struct vcpu_counters ctr;
+	uint64_t cpu_time_ns;   /* thread CPU time, sampled when it exits */
+};
+
+struct vcpu *vcpu_create(struct vm *vm, unsigned index, char *err, size_t errlen);
+/* The boot vCPU enters the kernel at entry in 32-bit protected mode, paging
+ * off, with EBX pointing at the PVH start info. */
+int vcpu_set_pvh_entry(struct vcpu *vcpu, uint32_t entry, uint32_t start_info, char *err, size_t errlen);
+int vcpu_start(struct vcpu *vcpu);
+/* Makes KVM_RUN return promptly (immediate_exit plus a signal). */
+void vcpu_kick(struct vcpu *vcpu);
+void vcpu_join(struct vcpu *vcpu);
+void vcpu_destroy(struct vcpu *vcpu);
+
+/* Installs the no-op signal handler used to kick vCPU threads. */
+void vcpu_signals_init(void);
+
+#endif

@@ -1,0 +1,276 @@
+#include "vmm/vm.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "devices/debug_exit.h"
+#include "devices/device.h"
+#include "devices/pci.h"
+#include "devices/serial.h"
+#include "devices/virtio_rng.h"
+#include "ferry/layout.h"
+#include "vmm/acpi.h"
+#include "vmm/boot_pvh.h"
+#include "vmm/clock.h"
+#include "vmm/kvm.h"
+#include "vmm/vcpu.h"
+#include "vmm/vmm.h"
+
+static const char *const exit_reason_names[] = {
+	[VM_EXIT_NONE] = "running",
+	[VM_EXIT_POWEROFF] = "poweroff",
+	[VM_EXIT_TIMEOUT] = "timeout",
+	[VM_EXIT_TRIPLE_FAULT] = "triple-fault",
+	[VM_EXIT_INTERNAL_ERROR] = "internal-error",
+	[VM_EXIT_VMM_ERROR] = "vmm-error",
+	[VM_EXIT_GUEST_RESET] = "reset",
+	[VM_EXIT_INTERRUPTED] = "interrupted",
+	[VM_EXIT_CREATE_FAILED] = "create-failed",
+};
+
+const char *vm_exit_reason_name(enum vm_exit_reason reason)
+{
+	return exit_reason_names[reason];
+}
+
+int vm_exit_code_for(enum vm_exit_reason reason, int guest_status)
+{
+	return reason == VM_EXIT_POWEROFF ? guest_status : -(int)reason;
+}
+
+void vm_add_device(struct vm *vm, struct device *dev)
+{
+	dev->vm = vm;
+	dev->next = vm->devices;
+	vm->devices = dev;
+}
+
+static int host_memory_mib(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+	return pages > 0 && size > 0 ? (int)((uint64_t)pages * (uint64_t)size >> 20) : -1;
+}
+
+static int add_ram(struct vm *vm, char *err, size_t errlen)
+{
+	uint64_t ram = vm->cfg->memory_mib << 20;
+	int host_mib = host_memory_mib();
+	if (host_mib > 0 && vm->cfg->memory_mib > (uint64_t)host_mib) {
+		snprintf(err, errlen, "%llu MiB of guest RAM is more than the host's %d MiB",
+			 (unsigned long long)vm->cfg->memory_mib, host_mib);
+		return -1;
+	}
+	uint64_t low = ram < FERRY_MMIO_HOLE_GPA ? ram : FERRY_MMIO_HOLE_GPA;
+	char name[64];
+	snprintf(name, sizeof(name), "ferry-%s-ram", vm->name);
+	if (gm_add_ram(&vm->mem, name, 0, low, vm->cfg->hugepages, err, errlen) < 0)
+		return -1;
+	if (ram > low) {
+		snprintf(name, sizeof(name), "ferry-%s-ram-high", vm->name);
+		if (gm_add_ram(&vm->mem, name, FERRY_HIGH_RAM_GPA, ram - low, vm->cfg->hugepages, err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int add_devices(struct vm *vm, const char *log_dir, bool console, char *err, size_t errlen)
+{
+	char log_path[PATH_MAX];
+	if (vm->cfg->console_log[0])
+		snprintf(log_path, sizeof(log_path), "%s", vm->cfg->console_log);
+	else
+		snprintf(log_path, sizeof(log_path), "%s/%s.log", log_dir, vm->name);
+	vm->console = serial_create(vm, log_path, console, err, errlen);
+	if (!vm->console || debug_exit_create(vm, err, errlen) < 0)
+		return -1;
+	vm->pci = pci_bus_create(vm, err, errlen);
+	if (!vm->pci)
+		return -1;
+	for (unsigned i = 0; i < vm->cfg->nr_devices; i++) {
+		switch (vm->cfg->devices[i].type) {
+		case DEV_VIRTIO_RNG:
+			if (virtio_rng_create(vm, err, errlen) < 0)
+				return -1;
+			break;
+		}
+	}
+	return 0;
+}
+
+static int load_kernel(struct vm *vm, char *err, size_t errlen)
+{
+	uint8_t *acpi = gm_ptr(&vm->mem, FERRY_ACPI_GPA, FERRY_ACPI_MAX);
+	if (!acpi || acpi_build(acpi, FERRY_ACPI_MAX, FERRY_ACPI_GPA, vm->nr_vcpus) == 0) {
+		snprintf(err, errlen, "cannot place the ACPI tables");
+		return -1;
+	}
+	char cmdline[FERRY_CMDLINE_MAX];
+	snprintf(cmdline, sizeof(cmdline), "%s%svm=%s", vm->cfg->cmdline, vm->cfg->cmdline[0] ? " " : "", vm->name);
+	uint32_t entry;
+	if (pvh_load(&vm->mem, vm->cfg->kernel, cmdline, FERRY_ACPI_GPA, &entry, err, errlen) < 0)
+		return -1;
+	return vcpu_set_pvh_entry(vm->vcpus[0], entry, (uint32_t)FERRY_START_INFO_GPA, err, errlen);
+}
+
+struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
+		     const char *log_dir, bool console_to_terminal, char *err, size_t errlen)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	char why[400];
+	if (!vm) {
+		snprintf(err, errlen, "%s: out of memory", cfg->name);
+		return NULL;
+	}
+	vm->t_create_ns = clock_ns();
+	snprintf(vm->name, sizeof(vm->name), "%s", cfg->name);
+	vm->id = id;
+	vm->cfg = cfg;
+	vm->vmm = vmm;
+	vm->kvm = &vmm->kvm;
+	vm->evl = vmm->evl;
+	vm->fd = -1;
+	pthread_mutex_init(&vm->lock, NULL);
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+	gm_init(&vm->mem, -1);
+
+	if (cfg->vcpus > (unsigned)vm->kvm->max_vcpus) {
+		snprintf(why, sizeof(why), "%u vCPUs asked, KVM allows %d", cfg->vcpus, vm->kvm->max_vcpus);
+		goto fail;
+	}
+	vm->fd = ioctl(vm->kvm->fd, KVM_CREATE_VM, 0);
+	if (vm->fd < 0) {
+		snprintf(why, sizeof(why), "KVM_CREATE_VM: %s", strerror(errno));
+		goto fail;
+	}
+	vm->mem.vm_fd = vm->fd;
+	/* Needed by VT-x for real mode; harmless elsewhere. Both pages are in
+	 * the MMIO hole, away from RAM. */
+	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, (unsigned long)FERRY_KVM_TSS_GPA) < 0) {
+		snprintf(why, sizeof(why), "KVM_SET_TSS_ADDR: %s", strerror(errno));
+		goto fail;
+	}
+	uint64_t idmap = FERRY_KVM_IDMAP_GPA;
+	if (ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) {
+		snprintf(why, sizeof(why), "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+		goto fail;
+	}
+	/* RAM before the irqchip: once an irqchip exists, KVM waits for an SRCU
+	 * grace period on every memory slot change (~6 ms here, per slot). */
+	if (add_ram(vm, why, sizeof(why)) < 0 || irq_init(&vm->irq, vm->fd, why, sizeof(why)) < 0 ||
+	    add_devices(vm, log_dir, console_to_terminal, why, sizeof(why)) < 0)
+		goto fail;
+
+	vm->vcpus = calloc(cfg->vcpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus) {
+		snprintf(why, sizeof(why), "out of memory");
+		goto fail;
+	}
+	vm->nr_vcpus = cfg->vcpus;
+	for (unsigned i = 0; i < cfg->vcpus; i++) {
+		vm->vcpus[i] = vcpu_create(vm, i, why, sizeof(why));
+		if (!vm->vcpus[i])
+			goto fail;
+	}
+	if (load_kernel(vm, why, sizeof(why)) < 0)
+		goto fail;
+	log_debug(vm->name, "created in %.2f ms", ns_to_ms(clock_ns() - vm->t_create_ns));
+	return vm;
+fail:
+	snprintf(err, errlen, "%s: %s", cfg->name, why);
+	vm_destroy(vm);
+	return NULL;
+}
+
+int vm_start(struct vm *vm, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->state = VM_RUNNING;
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		if (vcpu_start(vm->vcpus[i]) < 0) {
+			snprintf(err, errlen, "%s: cannot start vCPU thread %u", vm->name, i);
+			vm_stop(vm, VM_EXIT_VMM_ERROR, 0, "cannot start a vCPU thread");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void vm_stop(struct vm *vm, enum vm_exit_reason reason, int guest_status, const char *detail)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->exit_reason != VM_EXIT_NONE) {
+		pthread_mutex_unlock(&vm->lock);
+		return; /* the first reason is the true one */
+	}
+	vm->exit_reason = reason;
+	vm->guest_status = guest_status;
+	vm->state = VM_STOPPED;
+	vm->t_stop_ns = clock_ns();
+	if (detail)
+		snprintf(vm->exit_detail, sizeof(vm->exit_detail), "%s", detail);
+	atomic_store(&vm->stopping, true);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+	pthread_mutex_unlock(&vm->lock);
+
+	if (detail)
+		log_error(vm->name, "%s", detail);
+	vmm_notify_stopped(vm->vmm);
+}
+
+bool vm_is_stopped(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool stopped = vm->state == VM_STOPPED;
+	pthread_mutex_unlock(&vm->lock);
+	return stopped;
+}
+
+double vm_boot_ms(struct vm *vm)
+{
+	uint64_t first = atomic_load(&vm->t_first_output_ns);
+	return first ? ns_to_ms(first - vm->t_create_ns) : -1.0;
+}
+
+void vm_join(struct vm *vm)
+{
+	atomic_store(&vm->stopping, true);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		if (vm->vcpus[i])
+			vcpu_kick(vm->vcpus[i]);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		if (vm->vcpus[i])
+			vcpu_join(vm->vcpus[i]);
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	vm_join(vm);
+	/* Newest first: a device may use those created before it (PCI, irq). */
+	while (vm->devices) {
+		struct device *d = vm->devices;
+		vm->devices = d->next;
+		d->ops->destroy(d);
+	}
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_destroy(vm->vcpus[i]);
+	free(vm->vcpus);
+	gm_destroy(&vm->mem);
+	if (vm->irq.routes)
+		irq_destroy(&vm->irq);
+	if (vm->fd >= 0)
+		close(vm->fd);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	pthread_mutex_destroy(&vm->lock);
+	free(vm);
+}

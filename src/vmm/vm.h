@@ -1,0 +1,96 @@
+/* One virtual machine: its KVM handle, memory, interrupt chip, buses,
+ * devices and vCPUs, and its life from creation to power-off. */
+#ifndef FERRY_VM_H
+#define FERRY_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/bus.h"
+#include "vmm/config.h"
+#include "vmm/irq.h"
+#include "vmm/memory.h"
+
+struct kvm;
+struct vmm;
+struct vcpu;
+struct device;
+struct pci_bus;
+struct serial;
+struct eventloop;
+
+enum vm_state { VM_CREATED, VM_RUNNING, VM_STOPPED };
+
+/* Why a VM stopped. Only VM_EXIT_POWEROFF carries a guest status. */
+enum vm_exit_reason {
+	VM_EXIT_NONE,
+	VM_EXIT_POWEROFF,        /* guest wrote its status to the debug-exit port */
+	VM_EXIT_TIMEOUT,         /* still running when --timeout expired */
+	VM_EXIT_TRIPLE_FAULT,    /* KVM_EXIT_SHUTDOWN */
+	VM_EXIT_INTERNAL_ERROR,  /* KVM could not emulate an instruction, etc. */
+	VM_EXIT_VMM_ERROR,       /* ferry itself failed for this VM */
+	VM_EXIT_GUEST_RESET,     /* the guest asked for a reset, which ferry does not do */
+	VM_EXIT_INTERRUPTED,     /* ferry got SIGINT or SIGTERM */
+	VM_EXIT_CREATE_FAILED,   /* the VM could not be built */
+};
+
+/* exit_code in the summary for reasons other than a power-off; negative so
+ * they never collide with a guest's 0-255 status. */
+int vm_exit_code_for(enum vm_exit_reason reason, int guest_status);
+const char *vm_exit_reason_name(enum vm_exit_reason reason);
+
+struct vm {
+	char name[CFG_NAME_MAX];
+	unsigned id;                  /* position in the run, from 0 */
+	const struct vm_config *cfg;
+	struct vmm *vmm;              /* the process-wide context */
+	struct kvm *kvm;
+	int fd;
+
+	struct guest_memory mem;
+	struct irq_chip irq;
+	struct io_bus pio;
+	struct io_bus mmio;
+	struct pci_bus *pci;
+	struct serial *console;
+	struct device *devices;       /* every device, for counters and teardown */
+	struct eventloop *evl;
+
+	struct vcpu **vcpus;
+	unsigned nr_vcpus;
+
+	/* Life cycle; guarded by lock. */
+	pthread_mutex_t lock;
+	enum vm_state state;
+	enum vm_exit_reason exit_reason;
+	int guest_status;
+	char exit_detail[512];        /* e.g. RIP and bytes of a failed instruction */
+	atomic_bool stopping;
+
+	uint64_t t_create_ns;
+	atomic_ullong t_first_output_ns;  /* first console byte */
+	uint64_t t_stop_ns;
+};
+
+/* Creates the VM, its memory and devices, and loads the kernel; nothing runs
+ * yet. On failure writes a one-line reason and returns NULL. */
+struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
+		     const char *log_dir, bool console_to_terminal, char *err, size_t errlen);
+/* Starts one thread per vCPU. */
+int vm_start(struct vm *vm, char *err, size_t errlen);
+/* Records why the VM stops (the first reason wins) and kicks every vCPU out
+ * of the guest. Safe from any thread, including the VM's own vCPUs. */
+void vm_stop(struct vm *vm, enum vm_exit_reason reason, int guest_status, const char *detail);
+/* Waits for the vCPU threads to end (after vm_stop). */
+void vm_join(struct vm *vm);
+/* Joins and frees everything. */
+void vm_destroy(struct vm *vm);
+
+bool vm_is_stopped(struct vm *vm);
+void vm_add_device(struct vm *vm, struct device *dev);
+/* Milliseconds from creation to the first console byte, or -1 if none. */
+double vm_boot_ms(struct vm *vm);
+
+#endif

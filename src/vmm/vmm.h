@@ -1,0 +1,23 @@
+/* Process-wide context shared by all VMs of a run: the KVM handle, the event
+ * loop thread, and a condition the runner waits on for VMs to stop. */
+#ifndef FERRY_VMM_H
+#define FERRY_VMM_H
+
+#include <pthread.h>
+
+#include "vmm/kvm.h"
+
+struct eventloop;
+
+struct vmm {
+	struct kvm kvm;
+	struct eventloop *evl;
+	pthread_mutex_t lock;
+	pthread_cond_t vm_stopped;  /* signalled whenever a VM stops */
+};
+
+int vmm_init(struct vmm *vmm, char *err, size_t errlen);
+void vmm_destroy(struct vmm *vmm);
+void vmm_notify_stopped(struct vmm *vmm);
+
+#endif
