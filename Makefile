@@ -21,3 +21,9 @@ clean:
 
 deps:
 	scripts/install-deps.sh
+
+# Several VMs that boot and report; their consoles are copied to the terminal.
+demo: deps
+	$(MAKE) ferry guest
+	$(BUILD)/ferry run examples/demo.json --console --summary $(BUILD)/demo-summary.json
+	@echo "summary: $(BUILD)/demo-summary.json"

@@ -3,8 +3,37 @@
 #ifndef FERRY_BENCH_H
 #define FERRY_BENCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 int bench_boot(int argc, char **argv);
+
+/* A child process whose stdout we read. */
+struct child {
+	pid_t pid;
+	int out;          /* read end of its stdout */
+	uint64_t t_spawn; /* clock_ns() just before fork */
+	char buf[65536];  /* everything it printed so far (truncated) */
+	size_t len;
+};
+
+int child_spawn(struct child *c, char *const argv[]);
+/* Reads output until `needle` appears (NULL: any byte). Returns the time of
+ * that read in ns since spawn, or 0 on EOF/timeout. */
+uint64_t child_wait_output(struct child *c, const char *needle, double timeout_s);
+/* Drains output and reaps; returns the exit status (128+sig if killed). */
+int child_finish(struct child *c, double timeout_s);
+
+/* Resident memory of a process, from /proc/PID/status, in KiB. */
+struct rss {
+	uint64_t total, anon, file, shmem;
+};
+bool read_rss(pid_t pid, struct rss *out);
+
+/* Order statistics of n values (the array is sorted in place). */
+double stat_median(double *v, size_t n);
+double stat_p95(double *v, size_t n);
 
 #endif

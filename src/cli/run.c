@@ -99,7 +99,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 	uint64_t n;
 	int c;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+vqh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "vqh", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_SUMMARY:
 			o->summary = optarg;

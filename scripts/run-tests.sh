@@ -1,0 +1,44 @@
+#!/bin/sh
+# Runs every built test: unit tests, the same under ASan+UBSan, integration
+# tests against the normal ferry and against the sanitized one. Prints one
+# line per suite and exits non-zero if any failed.
+set -u
+BUILD=${BUILD:-build}
+failed=""
+
+suite() {
+	name=$1
+	shift
+	log="$BUILD/test-logs/$(echo "$name" | tr ' /' '__').log"
+	mkdir -p "$BUILD/test-logs"
+	start=$(date +%s)
+	if "$@" >"$log" 2>&1; then
+		echo "ok     $name ($(( $(date +%s) - start )) s)"
+	else
+		echo "FAILED $name ($(( $(date +%s) - start )) s): log in $log"
+		tail -n 40 "$log" | sed 's/^/    /'
+		failed="$failed
+  $name"
+	fi
+}
+
+for t in "$BUILD"/tests/unit/test_*; do
+	suite "unit $(basename "$t")" "$t"
+done
+for t in "$BUILD"/asan/tests/unit/test_*; do
+	suite "unit+asan $(basename "$t")" "$t"
+done
+for t in "$BUILD"/tests/integration/test_*; do
+	suite "integration $(basename "$t")" "$t"
+done
+# The integration tests again, driving the sanitized VMM.
+for t in "$BUILD"/tests/integration/test_*; do
+	suite "integration+asan $(basename "$t")" env FERRY_BIN="$BUILD/asan/ferry" \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 "$t"
+done
+
+if [ -n "$failed" ]; then
+	echo "failed suites:$failed"
+	exit 1
+fi
+echo "all test suites passed"

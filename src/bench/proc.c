@@ -1,0 +1,141 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+#include "vmm/clock.h"
+
+int child_spawn(struct child *c, char *const argv[])
+{
+	memset(c, 0, sizeof(*c));
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	c->t_spawn = clock_ns();
+	c->pid = fork();
+	if (c->pid < 0)
+		return -1;
+	if (c->pid == 0) {
+		dup2(p[1], 1);
+		int null = open("/dev/null", O_WRONLY);
+		if (null >= 0)
+			dup2(null, 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(p[1]);
+	c->out = p[0];
+	return 0;
+}
+
+/* One read; false at EOF. */
+static bool read_some(struct child *c)
+{
+	char tmp[4096];
+	ssize_t n = read(c->out, tmp, sizeof(tmp));
+	if (n <= 0)
+		return false;
+	size_t room = sizeof(c->buf) - 1 - c->len;
+	size_t take = (size_t)n < room ? (size_t)n : room;
+	memcpy(c->buf + c->len, tmp, take);
+	c->len += take;
+	c->buf[c->len] = '\0';
+	return true;
+}
+
+uint64_t child_wait_output(struct child *c, const char *needle, double timeout_s)
+{
+	uint64_t deadline = clock_ns() + (uint64_t)(timeout_s * 1e9);
+	for (;;) {
+		if (c->len && (!needle || strstr(c->buf, needle)))
+			return clock_ns() - c->t_spawn;
+		uint64_t now = clock_ns();
+		if (now >= deadline)
+			return 0;
+		struct pollfd p = { c->out, POLLIN, 0 };
+		int r = poll(&p, 1, (int)((deadline - now) / 1000000) + 1);
+		if (r < 0 && errno != EINTR)
+			return 0;
+		if (r > 0) {
+			uint64_t t = clock_ns() - c->t_spawn;
+			if (!read_some(c))
+				return 0;
+			if (!needle || strstr(c->buf, needle))
+				return t;
+		}
+	}
+}
+
+int child_finish(struct child *c, double timeout_s)
+{
+	uint64_t deadline = clock_ns() + (uint64_t)(timeout_s * 1e9);
+	for (;;) {
+		uint64_t now = clock_ns();
+		if (now >= deadline) {
+			kill(c->pid, SIGKILL);
+			break;
+		}
+		struct pollfd p = { c->out, POLLIN, 0 };
+		int r = poll(&p, 1, (int)((deadline - now) / 1000000) + 1);
+		if (r > 0 && !read_some(c))
+			break;
+	}
+	close(c->out);
+	int st = 0;
+	waitpid(c->pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+bool read_rss(pid_t pid, struct rss *out)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	memset(out, 0, sizeof(*out));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long v;
+		if (sscanf(line, "VmRSS: %llu", &v) == 1)
+			out->total = v;
+		else if (sscanf(line, "RssAnon: %llu", &v) == 1)
+			out->anon = v;
+		else if (sscanf(line, "RssFile: %llu", &v) == 1)
+			out->file = v;
+		else if (sscanf(line, "RssShmem: %llu", &v) == 1)
+			out->shmem = v;
+	}
+	fclose(f);
+	return out->total > 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+double stat_median(double *v, size_t n)
+{
+	if (n == 0)
+		return NAN;
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double stat_p95(double *v, size_t n)
+{
+	if (n == 0)
+		return NAN;
+	qsort(v, n, sizeof(*v), cmp_double);
+	size_t idx = (size_t)ceil(0.95 * (double)n) - 1;
+	return v[idx];
+}

@@ -1,0 +1,186 @@
+#include "helpers.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+static void buf_read(struct buf *b, int fd, bool *open)
+{
+	char tmp[4096];
+	ssize_t n = read(fd, tmp, sizeof(tmp));
+	if (n <= 0) {
+		*open = false;
+		return;
+	}
+	if (b->len + (size_t)n + 1 > b->cap) {
+		b->cap = (b->len + (size_t)n + 1) * 2;
+		b->p = realloc(b->p, b->cap);
+	}
+	memcpy(b->p + b->len, tmp, (size_t)n);
+	b->len += (size_t)n;
+	b->p[b->len] = '\0';
+}
+
+struct cmd_result run_cmd(char *const argv[], double timeout_s)
+{
+	struct cmd_result r = { .status = -1 };
+	int out[2], err[2];
+	if (pipe(out) < 0 || pipe(err) < 0)
+		fail_msg("pipe: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		close(out[0]);
+		close(err[0]);
+		setpgid(0, 0); /* so a timeout can kill the whole group */
+		execvp(argv[0], argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	struct buf bo = { 0 }, be = { 0 };
+	bool oo = true, eo = true, timed_out = false;
+	double deadline = now_s() + timeout_s;
+	while (oo || eo) {
+		double left = deadline - now_s();
+		if (left <= 0) {
+			timed_out = true;
+			kill(-pid, SIGKILL);
+			break;
+		}
+		struct pollfd p[2] = { { oo ? out[0] : -1, POLLIN, 0 }, { eo ? err[0] : -1, POLLIN, 0 } };
+		if (poll(p, 2, (int)(left * 1000) + 1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents)
+			buf_read(&bo, out[0], &oo);
+		if (p[1].revents)
+			buf_read(&be, err[0], &eo);
+	}
+	close(out[0]);
+	close(err[0]);
+	int st;
+	waitpid(pid, &st, 0);
+	if (!timed_out)
+		r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	r.out = bo.p ? bo.p : strdup("");
+	r.err = be.p ? be.p : strdup("");
+	return r;
+}
+
+void cmd_result_free(struct cmd_result *r)
+{
+	free(r->out);
+	free(r->err);
+}
+
+char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *p = malloc((size_t)n + 1);
+	size_t got = fread(p, 1, (size_t)n, f);
+	p[got] = '\0';
+	fclose(f);
+	return p;
+}
+
+void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	if (!f)
+		fail_msg("cannot write %s: %s", path, strerror(errno));
+	fputs(text, f);
+	fclose(f);
+}
+
+cJSON *load_json(const char *path)
+{
+	char *text = read_file(path);
+	if (!text)
+		return NULL;
+	cJSON *j = cJSON_Parse(text);
+	free(text);
+	return j;
+}
+
+char *make_temp_dir(void)
+{
+	char *dir = strdup("/tmp/ferry-test-XXXXXX");
+	if (!mkdtemp(dir))
+		fail_msg("mkdtemp: %s", strerror(errno));
+	return dir;
+}
+
+void remove_tree(const char *dir)
+{
+	char *argv[] = { "rm", "-rf", (char *)dir, NULL };
+	struct cmd_result r = run_cmd(argv, 30);
+	cmd_result_free(&r);
+}
+
+void require_kvm(void)
+{
+	int fd = open("/dev/kvm", O_RDWR);
+	if (fd >= 0) {
+		close(fd);
+		return;
+	}
+	const char *allow = getenv("FERRY_ALLOW_NO_KVM");
+	if (allow && !strcmp(allow, "1"))
+		skip();
+	fail_msg("/dev/kvm is not usable (%s); set FERRY_ALLOW_NO_KVM=1 to skip tests that need it", strerror(errno));
+}
+
+bool have_qemu(void)
+{
+	return access("/usr/bin/qemu-system-x86_64", X_OK) == 0;
+}
+
+const char *ferry_bin(void)
+{
+	const char *p = getenv("FERRY_BIN");
+	return p && *p ? p : "build/ferry";
+}
+
+const char *guest_image(void)
+{
+	const char *p = getenv("FERRY_GUEST");
+	return p && *p ? p : "build/guest/ferry-guest.elf";
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}

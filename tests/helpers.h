@@ -1,0 +1,45 @@
+/* Shared by the tests: run a command with a timeout and capture its output,
+ * read files and JSON, and gate tests that need /dev/kvm. */
+#ifndef FERRY_TEST_HELPERS_H
+#define FERRY_TEST_HELPERS_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+struct cJSON;
+
+struct cmd_result {
+	int status;        /* exit code, or 128 + signal, or -1 if it timed out */
+	char *out;         /* stdout, NUL-terminated */
+	char *err;         /* stderr */
+};
+
+/* Runs argv (NULL-terminated) and waits up to timeout_s seconds. */
+struct cmd_result run_cmd(char *const argv[], double timeout_s);
+void cmd_result_free(struct cmd_result *r);
+
+char *read_file(const char *path);
+void write_file(const char *path, const char *text);
+struct cJSON *load_json(const char *path);
+
+/* A fresh directory under /tmp, removed by the caller with remove_tree(). */
+char *make_temp_dir(void);
+void remove_tree(const char *dir);
+
+/* Fails the test unless /dev/kvm can be opened; with FERRY_ALLOW_NO_KVM=1 it
+ * skips instead. */
+void require_kvm(void);
+/* Skips the test if qemu-system-x86_64 is not installed. */
+bool have_qemu(void);
+
+/* Paths of the built artefacts (overridable: FERRY_BIN, FERRY_GUEST). */
+const char *ferry_bin(void);
+const char *guest_image(void);
+
+/* printf into a new string. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

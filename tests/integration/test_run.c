@@ -1,0 +1,325 @@
+/* ferry run end to end: VMs boot ferry-guest, power off with a status, and
+ * the summary, console logs and exit code say what happened - including
+ * when the guest, the kernel image, the config or the host is at fault. */
+#include "helpers.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *tmp;
+
+static int setup(void **state)
+{
+	(void)state;
+	tmp = make_temp_dir();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	remove_tree(tmp);
+	free(tmp);
+	return 0;
+}
+
+/* Runs ferry with the given arguments after "run", plus --summary and
+ * --log-dir in the temp dir. */
+static struct cmd_result ferry_run(const char *const *args, double timeout)
+{
+	char *argv[40];
+	int n = 0;
+	argv[n++] = (char *)ferry_bin();
+	argv[n++] = "run";
+	for (; *args; args++)
+		argv[n++] = (char *)*args;
+	char *summary = xasprintf("%s/summary.json", tmp), *logs = xasprintf("%s/logs", tmp);
+	argv[n++] = "--summary";
+	argv[n++] = summary;
+	argv[n++] = "--log-dir";
+	argv[n++] = logs;
+	argv[n] = NULL;
+	struct cmd_result r = run_cmd(argv, timeout);
+	free(summary);
+	free(logs);
+	return r;
+}
+
+static cJSON *summary_vm(const char *name)
+{
+	char *path = xasprintf("%s/summary.json", tmp);
+	cJSON *root = load_json(path);
+	free(path);
+	if (!root)
+		fail_msg("no summary written");
+	static cJSON *keep; /* owned until the next call */
+	cJSON_Delete(keep);
+	keep = root;
+	cJSON *vm;
+	cJSON_ArrayForEach(vm, cJSON_GetObjectItem(root, "vms"))
+		if (!strcmp(cJSON_GetObjectItem(vm, "name")->valuestring, name))
+			return vm;
+	fail_msg("VM %s missing from the summary", name);
+	return NULL;
+}
+
+static double num(cJSON *obj, const char *path)
+{
+	char buf[128];
+	snprintf(buf, sizeof(buf), "%s", path);
+	cJSON *cur = obj;
+	for (char *tok = strtok(buf, "."); tok; tok = strtok(NULL, ".")) {
+		cur = cJSON_GetObjectItem(cur, tok);
+		if (!cur)
+			fail_msg("summary lacks %s", path);
+	}
+	if (!cJSON_IsNumber(cur))
+		fail_msg("summary %s is not a number", path);
+	return cur->valuedouble;
+}
+
+static const char *str(cJSON *obj, const char *key)
+{
+	cJSON *v = cJSON_GetObjectItem(obj, key);
+	if (!cJSON_IsString(v))
+		fail_msg("summary lacks string %s", key);
+	return v->valuestring;
+}
+
+static char *console_log(const char *vm)
+{
+	char *path = xasprintf("%s/logs/%s.log", tmp, vm);
+	char *text = read_file(path);
+	free(path);
+	if (!text)
+		fail_msg("no console log for %s", vm);
+	return text;
+}
+
+static void expect_contains(const char *haystack, const char *needle)
+{
+	if (!strstr(haystack, needle))
+		fail_msg("expected \"%s\" in:\n%s", needle, haystack);
+}
+
+static void hello_two_vms(void **state)
+{
+	(void)state;
+	require_kvm();
+	const char *args[] = { "examples/hello.json", NULL };
+	struct cmd_result r = ferry_run(args, 60);
+	if (r.status != 0)
+		fail_msg("ferry exited %d:\n%s", r.status, r.err);
+	const char *names[] = { "alpha", "beta" };
+	for (int i = 0; i < 2; i++) {
+		cJSON *vm = summary_vm(names[i]);
+		assert_int_equal(num(vm, "exit_code"), 0);
+		assert_string_equal(str(vm, "exit_reason"), "poweroff");
+		assert_true(num(vm, "boot_ms") > 0);
+		assert_true(num(vm, "counters.serial.bytes") > 0);
+		assert_true(num(vm, "counters.debug-exit.exits") == 1);
+		char *log = console_log(names[i]);
+		char *want = xasprintf("hello from %s", names[i]);
+		expect_contains(log, want);
+		free(want);
+		free(log);
+	}
+	cmd_result_free(&r);
+}
+
+static void selftest_with_virtio_rng(void **state)
+{
+	(void)state;
+	require_kvm();
+	const char *args[] = { "--kernel", guest_image(), "--mem", "128M", "--cpus", "2", "--name", "st",
+			       "--cmdline", "app=selftest require=virtio-rng", "--device", "virtio-rng", NULL };
+	struct cmd_result r = ferry_run(args, 60);
+	char *log = console_log("st");
+	if (r.status != 0)
+		fail_msg("selftest failed (ferry exit %d):\n%s\n%s", r.status, log, r.err);
+	expect_contains(log, " 0 failed");
+	cJSON *vm = summary_vm("st");
+	assert_true(num(vm, "counters.virtio-rng.bytes") >= 8192);
+	assert_true(num(vm, "counters.virtio-rng.interrupts") >= 1);
+	assert_true(num(vm, "counters.virtio-rng.notifications") >= 1);
+	assert_int_equal(num(vm, "counters.virtio-rng.rejected"), 0);
+	free(log);
+	cmd_result_free(&r);
+}
+
+static void console_lines_prefixed(void **state)
+{
+	(void)state;
+	require_kvm();
+	const char *args[] = { "--kernel", guest_image(), "--cmdline", "app=hello", "--name", "pfx", "--console", NULL };
+	struct cmd_result r = ferry_run(args, 60);
+	assert_int_equal(r.status, 0);
+	expect_contains(r.out, "[pfx] hello from pfx");
+	cmd_result_free(&r);
+}
+
+static void guest_status_is_exit_code(void **state)
+{
+	(void)state;
+	require_kvm();
+	/* An unknown app makes ferry-guest power off with status 2. */
+	const char *args[] = { "--kernel", guest_image(), "--cmdline", "app=no-such-app", "--name", "bad", NULL };
+	struct cmd_result r = ferry_run(args, 60);
+	assert_int_equal(r.status, 1);
+	cJSON *vm = summary_vm("bad");
+	assert_int_equal(num(vm, "exit_code"), 2);
+	assert_string_equal(str(vm, "exit_reason"), "poweroff");
+	cmd_result_free(&r);
+}
+
+static void timeout_stops_only_the_hung_vm(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *cfg = xasprintf("%s/t.json", tmp);
+	char *text = xasprintf("{\"vms\": ["
+			       "{\"name\": \"hung\", \"memory_mib\": 64, \"kernel\": \"%s/%s\", \"cmdline\": \"app=idle\"},"
+			       "{\"name\": \"fine\", \"memory_mib\": 64, \"kernel\": \"%s/%s\", \"cmdline\": \"app=hello\"}]}",
+			       getenv("PWD"), guest_image(), getenv("PWD"), guest_image());
+	write_file(cfg, text);
+	const char *args[] = { cfg, "--timeout", "2", NULL };
+	struct cmd_result r = ferry_run(args, 60);
+	assert_int_equal(r.status, 1);
+	cJSON *hung = summary_vm("hung");
+	assert_string_equal(str(hung, "exit_reason"), "timeout");
+	assert_true(num(hung, "exit_code") < 0);
+	cJSON *fine = summary_vm("fine");
+	assert_int_equal(num(fine, "exit_code"), 0);
+	expect_contains(r.err, "hung");
+	free(cfg);
+	free(text);
+	cmd_result_free(&r);
+}
+
+static void guest_crashes_are_reported(void **state)
+{
+	(void)state;
+	require_kvm();
+	/* An exception the guest does not expect: its handler prints the
+	 * registers and powers off with status 3. */
+	const char *panic[] = { "--kernel", guest_image(), "--cmdline", "app=crash mode=ud", "--name", "c1", NULL };
+	struct cmd_result r = ferry_run(panic, 60);
+	assert_int_equal(r.status, 1);
+	assert_int_equal(num(summary_vm("c1"), "exit_code"), 3);
+	char *log = console_log("c1");
+	expect_contains(log, "RIP");
+	free(log);
+	cmd_result_free(&r);
+
+	/* No IDT at all: the CPU triple-faults and ferry says where. */
+	const char *triple[] = { "--kernel", guest_image(), "--cmdline", "app=crash mode=triple", "--name", "c2", NULL };
+	r = ferry_run(triple, 60);
+	assert_int_equal(r.status, 1);
+	cJSON *vm = summary_vm("c2");
+	assert_string_equal(str(vm, "exit_reason"), "triple-fault");
+	expect_contains(str(vm, "detail"), "RIP 0x");
+	expect_contains(r.err, "triple fault");
+	cmd_result_free(&r);
+}
+
+static void bad_kernel_images(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *junk = xasprintf("%s/junk.elf", tmp);
+	write_file(junk, "this is not an ELF file\n");
+	const char *a1[] = { "--kernel", junk, NULL };
+	struct cmd_result r = ferry_run(a1, 30);
+	assert_int_equal(r.status, 1);
+	expect_contains(r.err, "not an ELF file");
+	assert_string_equal(str(summary_vm("vm0"), "exit_reason"), "create-failed");
+	cmd_result_free(&r);
+
+	/* A real ELF program, but not a PVH kernel. */
+	const char *a2[] = { "--kernel", ferry_bin(), NULL };
+	r = ferry_run(a2, 30);
+	assert_int_equal(r.status, 1);
+	expect_contains(r.err, "no PVH entry note");
+	cmd_result_free(&r);
+	free(junk);
+}
+
+static void bad_configs(void **state)
+{
+	(void)state;
+	const char *missing[] = { "/no/such/config.json", NULL };
+	struct cmd_result r = ferry_run(missing, 30);
+	assert_int_equal(r.status, 2);
+	expect_contains(r.err, "/no/such/config.json: cannot open");
+	cmd_result_free(&r);
+
+	char *cfg = xasprintf("%s/bad.json", tmp);
+	write_file(cfg, "{\"vms\": [{\"name\": \"x\", \"memory_mib\": 64, \"vcpu\": 2}]}");
+	const char *unknown[] = { cfg, NULL };
+	r = ferry_run(unknown, 30);
+	assert_int_equal(r.status, 2);
+	expect_contains(r.err, "vms[0]: unknown key \"vcpu\"");
+	cmd_result_free(&r);
+
+	write_file(cfg, "{\"vms\": [\n{\"name\": \"x\"\n");
+	r = ferry_run(unknown, 30);
+	assert_int_equal(r.status, 2);
+	expect_contains(r.err, "invalid JSON");
+	cmd_result_free(&r);
+	free(cfg);
+}
+
+static void bad_cli(void **state)
+{
+	(void)state;
+	char *bad_mem[] = { (char *)ferry_bin(), "run", "--kernel", (char *)guest_image(), "--mem", "lots", NULL };
+	struct cmd_result r = run_cmd(bad_mem, 10);
+	assert_int_equal(r.status, 2);
+	expect_contains(r.err, "--mem: expected a size");
+	cmd_result_free(&r);
+
+	char *nothing[] = { (char *)ferry_bin(), "run", NULL };
+	r = run_cmd(nothing, 10);
+	assert_int_equal(r.status, 2);
+	expect_contains(r.err, "nothing to run");
+	cmd_result_free(&r);
+
+	char *unknown_cmd[] = { (char *)ferry_bin(), "fly", NULL };
+	r = run_cmd(unknown_cmd, 10);
+	assert_int_equal(r.status, 2);
+	expect_contains(r.err, "unknown command 'fly'");
+	cmd_result_free(&r);
+
+	char *help[] = { (char *)ferry_bin(), "run", "--help", NULL };
+	r = run_cmd(help, 10);
+	assert_int_equal(r.status, 0);
+	expect_contains(r.out, "--summary FILE");
+	expect_contains(r.out, "--timeout SECONDS");
+	cmd_result_free(&r);
+}
+
+static void missing_kvm(void **state)
+{
+	(void)state;
+	setenv("FERRY_KVM_DEV", "/nonexistent/kvm", 1);
+	const char *args[] = { "--kernel", guest_image(), NULL };
+	struct cmd_result r = ferry_run(args, 30);
+	unsetenv("FERRY_KVM_DEV");
+	assert_int_equal(r.status, 1);
+	expect_contains(r.err, "/nonexistent/kvm does not exist");
+	cmd_result_free(&r);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(hello_two_vms),     T(selftest_with_virtio_rng), T(console_lines_prefixed),
+		T(guest_status_is_exit_code), T(timeout_stops_only_the_hung_vm), T(guest_crashes_are_reported),
+		T(bad_kernel_images), T(bad_configs), T(bad_cli), T(missing_kvm),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,125 @@
+/* Config parsing: valid files parse, and every kind of mistake is refused
+ * with the JSON path of the offending value in the message. */
+#include "helpers.h"
+
+#include <string.h>
+
+#include "vmm/config.h"
+
+static char err[1024];
+
+/* Parses text; relative paths resolve against /, where "dev/null" exists. */
+static int parse(const char *text, struct ferry_config *cfg)
+{
+	err[0] = '\0';
+	return config_parse(text, "test.json", "/", cfg, err, sizeof(err));
+}
+
+static void expect_error(const char *text, const char *fragment)
+{
+	struct ferry_config cfg;
+	assert_int_equal(parse(text, &cfg), -1);
+	if (!strstr(err, fragment))
+		fail_msg("error \"%s\" does not mention \"%s\"", err, fragment);
+	assert_non_null(strstr(err, "test.json: "));
+}
+
+static void valid_config(void **state)
+{
+	(void)state;
+	struct ferry_config cfg;
+	int r = parse("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"cmdline\": \"app=hello\","
+		      " \"devices\": [{\"type\": \"virtio-rng\"}]},"
+		      " {\"name\": \"b-2\", \"memory_mib\": 128, \"vcpus\": 2, \"kernel\": \"dev/null\"}]}",
+		      &cfg);
+	if (r)
+		fail_msg("%s", err);
+	assert_int_equal(cfg.nr_vms, 2);
+	assert_string_equal(cfg.vms[0].name, "a");
+	assert_int_equal(cfg.vms[0].memory_mib, 64);
+	assert_int_equal(cfg.vms[0].vcpus, 1);
+	assert_string_equal(cfg.vms[0].cmdline, "app=hello");
+	assert_int_equal(cfg.vms[0].nr_devices, 1);
+	assert_int_equal(cfg.vms[0].devices[0].type, DEV_VIRTIO_RNG);
+	assert_int_equal(cfg.vms[1].vcpus, 2);
+	assert_string_equal(cfg.vms[1].kernel, "//dev/null"); /* relative to the config's directory */
+	config_free(&cfg);
+}
+
+static void syntax_error_has_position(void **state)
+{
+	(void)state;
+	expect_error("{\n  \"vms\": [\n    {\"name\": \"a\",, }\n  ]\n}", "line 3");
+}
+
+static void top_level_mistakes(void **state)
+{
+	(void)state;
+	expect_error("[]", "must be an object");
+	expect_error("{}", "missing required key \"vms\"");
+	expect_error("{\"vms\": []}", "non-empty array");
+	expect_error("{\"vms\": [], \"extra\": 1}", "unknown key \"extra\"");
+}
+
+static void vm_mistakes(void **state)
+{
+	(void)state;
+	expect_error("{\"vms\": [{\"memory_mib\": 64, \"kernel\": \"/dev/null\"}]}", "vms[0]: missing required key \"name\"");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"kernel\": \"/dev/null\"}]}", "missing required key \"memory_mib\"");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": \"64\", \"kernel\": \"/dev/null\"}]}",
+		     "\"memory_mib\" must be a non-negative integer, not a string");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 1, \"kernel\": \"/dev/null\"}]}", "between 2 and");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64.5, \"kernel\": \"/dev/null\"}]}", "integer");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"vcpus\": 0, \"kernel\": \"/dev/null\"}]}",
+		     "\"vcpus\" must be between 1 and 64 (got 0)");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"memroy\": 1}]}",
+		     "vms[0]: unknown key \"memroy\"");
+	expect_error("{\"vms\": [{\"name\": \"a b\", \"memory_mib\": 64, \"kernel\": \"/dev/null\"}]}", "\"name\" must be");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/no/such/file\"}]}",
+		     "vms[0]: \"kernel\": cannot read /no/such/file");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"hugepages\": 1, \"kernel\": \"/dev/null\"}]}",
+		     "\"hugepages\" must be true or false");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"memory_mib\": 32, \"kernel\": \"/dev/null\"}]}",
+		     "appears twice");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\"},"
+		     " {\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\"}]}",
+		     "vms[1]: name \"a\" is already used by vms[0]");
+}
+
+static void device_mistakes(void **state)
+{
+	(void)state;
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"devices\": {}}]}",
+		     "vms[0].devices: must be an array");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"devices\": [\"rng\"]}]}",
+		     "vms[0].devices[0]: a device must be an object");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\","
+		     " \"devices\": [{\"type\": \"floppy\"}]}]}",
+		     "vms[0].devices[0]: unknown device type \"floppy\"");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\","
+		     " \"devices\": [{\"type\": \"virtio-rng\", \"speed\": 3}]}]}",
+		     "vms[0].devices[0]: unknown key \"speed\"");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\","
+		     " \"devices\": [{\"type\": \"virtio-rng\"}, {\"type\": \"virtio-rng\"}]}]}",
+		     "vms[0].devices[1]: a second virtio-rng");
+}
+
+static void names(void **state)
+{
+	(void)state;
+	assert_true(config_name_valid("web-1.prod_a"));
+	assert_false(config_name_valid(""));
+	assert_false(config_name_valid("has space"));
+	assert_false(config_name_valid("slash/"));
+	assert_false(config_name_valid("0123456789012345678901234567890123")); /* too long */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(valid_config),   cmocka_unit_test(syntax_error_has_position),
+		cmocka_unit_test(top_level_mistakes), cmocka_unit_test(vm_mistakes),
+		cmocka_unit_test(device_mistakes), cmocka_unit_test(names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
