@@ -15,6 +15,7 @@ all: ferry guest tests
 include guest/guest.mk
 -include src/ferry.mk
 -include tests/tests.mk
+-include fuzz/fuzz.mk
 
 clean:
 	rm -rf $(BUILD)

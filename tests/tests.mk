@@ -28,7 +28,7 @@ asan:
 	$(MAKE) BUILD=$(BUILD)/asan CFLAGS="$(SANITIZE_FLAGS)" ferry tests
 
 # Runs everything already built (see scripts/run-tests.sh).
-check: all asan
+check: all asan fuzz-smoke
 	BUILD=$(BUILD) scripts/run-tests.sh
 
 test: deps

@@ -74,9 +74,12 @@ static int get_uint(struct ctx *c, const cJSON *obj, const char *key, const char
 			return fail(c, path, "missing required key \"%s\"", key);
 		return 0;
 	}
-	double d = v->valuedouble;
-	if (!cJSON_IsNumber(v) || d != (double)(uint64_t)d || d < 0)
+	if (!cJSON_IsNumber(v))
 		return fail(c, path, "\"%s\" must be a non-negative integer, not %s", key, json_type_name(v));
+	/* Range first: converting a negative or huge double to uint64_t is undefined. */
+	double d = v->valuedouble;
+	if (!(d >= 0 && d < 18446744073709551616.0) || d != (double)(uint64_t)d)
+		return fail(c, path, "\"%s\" must be a non-negative integer (got %g)", key, d);
 	if ((uint64_t)d < min || (uint64_t)d > max)
 		return fail(c, path, "\"%s\" must be between %llu and %llu (got %llu)", key,
 			    (unsigned long long)min, (unsigned long long)max, (unsigned long long)d);

@@ -69,7 +69,9 @@ static void vm_mistakes(void **state)
 	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": \"64\", \"kernel\": \"/dev/null\"}]}",
 		     "\"memory_mib\" must be a non-negative integer, not a string");
 	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 1, \"kernel\": \"/dev/null\"}]}", "between 2 and");
-	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64.5, \"kernel\": \"/dev/null\"}]}", "integer");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64.5, \"kernel\": \"/dev/null\"}]}", "integer (got 64.5)");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": -65, \"kernel\": \"/dev/null\"}]}", "integer (got -65)");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 1e300, \"kernel\": \"/dev/null\"}]}", "integer (got 1e+300)");
 	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"vcpus\": 0, \"kernel\": \"/dev/null\"}]}",
 		     "\"vcpus\" must be between 1 and 64 (got 0)");
 	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"memroy\": 1}]}",
