@@ -1,0 +1,123 @@
+/* kernel_main: bring the machine up in dependency order, then run the app
+ * named on the command line and power off with its status. */
+#include <ferry/debug_exit.h>
+#include "acpi.h"
+#include "app.h"
+#include "boot.h"
+#include "cmdline.h"
+#include "interrupt.h"
+#include "ioapic.h"
+#include "kernel.h"
+#include "kstring.h"
+#include "lapic.h"
+#include "page_alloc.h"
+#include "paging.h"
+#include "pci.h"
+#include "pic.h"
+#include "serial.h"
+#include "smp.h"
+#include "timer.h"
+#include "virtio_rng.h"
+#include "x86.h"
+
+const struct hvm_start_info *boot_info;
+const struct hvm_memmap_table_entry *boot_memmap;
+unsigned boot_memmap_entries;
+uint64_t ap_boot_stack;
+
+/* Xen's hvm_modlist_entry: modules (e.g. an initrd) the loader placed in RAM. */
+struct hvm_modlist_entry {
+	uint64_t paddr, size, cmdline_paddr, reserved;
+};
+
+uint64_t boot_ram_bytes(void)
+{
+	uint64_t total = 0;
+
+	for (unsigned i = 0; i < boot_memmap_entries; i++) {
+		if (boot_memmap[i].type == HVM_MEMMAP_TYPE_RAM)
+			total += boot_memmap[i].size;
+	}
+	return total;
+}
+
+/* Keeps the page allocator away from everything the loader handed over. */
+static void reserve_boot_data(const struct hvm_start_info *si)
+{
+	page_alloc_reserve(virt_to_phys(si), sizeof(*si));
+	page_alloc_reserve(si->memmap_paddr, si->memmap_entries * sizeof(*boot_memmap));
+	if (si->cmdline_paddr)
+		page_alloc_reserve(si->cmdline_paddr, strlen(phys_to_virt(si->cmdline_paddr)) + 1);
+	if (si->nr_modules && si->modlist_paddr) {
+		const struct hvm_modlist_entry *m = phys_to_virt(si->modlist_paddr);
+		page_alloc_reserve(si->modlist_paddr, si->nr_modules * sizeof(*m));
+		for (unsigned i = 0; i < si->nr_modules; i++)
+			page_alloc_reserve(m[i].paddr, m[i].size);
+	}
+}
+
+static void reserve_acpi_tables(void)
+{
+	if (acpi.rsdp)
+		page_alloc_reserve(acpi.rsdp, 36);
+	for (unsigned i = 0; i < acpi.ntables; i++)
+		page_alloc_reserve(acpi.table[i].addr, acpi.table[i].len);
+}
+
+void kernel_main(uint32_t start_info_pa)
+{
+	const struct hvm_start_info *si = phys_to_virt(start_info_pa);
+	uint64_t entry_tsc = rdtsc();
+	const struct app *app;
+	const char *app_name;
+	int status;
+
+	serial_init();
+	kprintf("ferry-guest: booting\n");
+	smp_init_bsp();       /* this_cpu(), which exception handling uses */
+	interrupts_init();
+
+	if (si->magic != HVM_START_MAGIC)
+		panic("start_info at %#x: bad magic %#x", start_info_pa, si->magic);
+	if (si->version < 1 || !si->memmap_paddr || !si->memmap_entries)
+		panic("start_info has no memory map");
+	boot_info = si;
+	boot_memmap = phys_to_virt(si->memmap_paddr);
+	boot_memmap_entries = si->memmap_entries;
+
+	cmdline_parse(si->cmdline_paddr ? phys_to_virt(si->cmdline_paddr) : NULL);
+	console_quiet = cmdline_get_bool("quiet", false);
+	app_name = cmdline_get("app");
+	app = app_name ? app_find(app_name) : NULL;
+	if (!app) {
+		if (app_name)
+			kprintf("unknown app '%s'\n", app_name);
+		else
+			kprintf("no app=NAME on the command line\n");
+		app_print_list();
+		poweroff(FERRY_EXIT_BAD_ARGS);
+	}
+
+	reserve_boot_data(si);
+	if (acpi_init(si->rsdp_paddr) == 0)
+		reserve_acpi_tables();
+	paging_init();
+	page_alloc_init();
+
+	pic_disable();
+	lapic_init(acpi.lapic_base);
+	ioapic_init();
+	time_init();
+	irq_enable();
+	smp_start_aps();
+
+	pci_init();
+	virtio_rng_init();
+
+	pr_info("ferry-guest: vm %s, %u cpus, %lu MiB RAM, tsc %lu kHz (%s), up in %lu us\n",
+		cmdline_vm_name(), smp_cpu_count(), boot_ram_bytes() / MiB, tsc_khz(), tsc_source(),
+		(rdtsc() - entry_tsc) * 1000 / tsc_khz());
+	status = app->main();
+	kprintf("ferry-guest: %s exited with status %d\n", app->name, status);
+	poweroff(status);
+}
