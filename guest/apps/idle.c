@@ -9,11 +9,14 @@ static int idle_main(void)
 {
 	const char *ms = cmdline_get("ms");
 
+	/* Benchmarks wait for this line before sampling the VM's memory. */
 	if (!ms) {
 		pr_info("idle: halting until the VM is stopped\n");
 		halt_until(NULL, NULL, TIMEOUT_NEVER);
 	}
-	sleep_ms(cmdline_get_u64("ms", 0));
+	uint64_t n = cmdline_get_u64("ms", 0);
+	pr_info("idle: waiting %lu ms\n", n);
+	sleep_ms(n);
 	return 0;
 }
 

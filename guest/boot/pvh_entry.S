@@ -1,7 +1,7 @@
 /* PVH entry: the loader starts us in 32-bit protected mode, paging off, with
- * EBX = physical address of struct hvm_start_info. We load our own GDT,
- * identity-map the first 4 GiB with 2 MiB pages, switch to long mode, clear
- * .bss and call kernel_main(start_info). C code (kernel/paging.c) later maps
+ * EBX = physical address of struct hvm_start_info. We load our own GDT and
+ * prebuilt page tables identity-mapping the first 4 GiB with 2 MiB pages,
+ * switch to long mode and call kernel_main(start_info). C code (kernel/paging.c) later maps
  * RAM above 4 GiB into the same tables. APs join at ap_start32 (see
  * ap_trampoline.S). */
 #include "x86.h"
@@ -56,49 +56,18 @@ pvh_start32:
 	ljmp $GDT_CODE32, $1f
 1:	LOAD_DATA_SEGMENTS
 
-	/* PML4 and PDPT are contiguous; zero both. */
-	mov $boot_pml4, %edi
-	xor %eax, %eax
-	mov $(2 * 4096 / 4), %ecx
-	rep stosl
-	movl $(boot_pdpt + PTE_P + PTE_W), boot_pml4
-	mov $boot_pd, %eax
-	or $(PTE_P | PTE_W), %eax
-	xor %ecx, %ecx
-2:	mov %eax, boot_pdpt(, %ecx, 8)
-	add $4096, %eax
-	inc %ecx
-	cmp $4, %ecx
-	jb 2b
-
-	/* 2048 2 MiB pages; [3 GiB, 4 GiB) holds MMIO, so it is mapped uncached.
-	 * kernel/paging.c refines this with the memory map. */
-	xor %ecx, %ecx
-3:	mov %ecx, %eax
-	shl $21, %eax
-	or $(PTE_P | PTE_W | PTE_PS), %eax
-	cmp $1536, %ecx
-	jb 4f
-	or $(PTE_PCD | PTE_PWT), %eax
-4:	mov %eax, boot_pd(, %ecx, 8)
-	movl $0, boot_pd + 4(, %ecx, 8)
-	inc %ecx
-	cmp $2048, %ecx
-	jb 3b
-
+	/* The page tables are initialized data (below): until paging is on,
+	 * this host's KVM emulates every instruction, so a loop filling 2048
+	 * entries here would cost milliseconds. */
 	ENABLE_LONG_MODE
 	ljmp $GDT_CODE64, $pvh_start64
 
 	.code64
 pvh_start64:
 	LOAD_DATA_SEGMENTS
-	/* Quadwords: emulated, each rep iteration costs as much for 8 bytes as for 1. */
-	mov $__bss_start, %edi
-	mov $__bss_end, %ecx
-	sub %edi, %ecx
-	shr $3, %ecx
-	xor %eax, %eax
-	rep stosq
+	/* No .bss clearing: an ELF loader zero-fills each segment beyond its
+	 * file size (ferry's and QEMU's both do), and clearing 68 KiB here would
+	 * cost ~3 ms of emulated stores on this host. */
 	mov $(bsp_stack + BOOT_STACK_SIZE), %esp
 	xor %ebp, %ebp
 	mov %esi, %edi                  /* kernel_main(start_info) */
@@ -140,12 +109,31 @@ gdt_desc:
 	.word gdt_end - gdt - 1
 	.quad gdt
 
-	.section .pagetables, "aw", @nobits
+	/* Identity map of the low 4 GiB with 2 MiB pages; [3 GiB, 4 GiB) holds
+	 * MMIO and is uncached. kernel/paging.c refines this with the memory map
+	 * and maps more (RAM above 4 GiB, 64-bit BARs) into the same tables. */
+	.section .pagetables, "aw", @progbits
 	.balign 4096
 	.globl boot_pml4
-boot_pml4:	.skip 4096
-boot_pdpt:	.skip 4096
-boot_pd:	.skip 4 * 4096
+boot_pml4:
+	.quad boot_pdpt + PTE_P + PTE_W
+	.fill 511, 8, 0
+boot_pdpt:
+	.quad boot_pd + PTE_P + PTE_W
+	.quad boot_pd + 0x1000 + PTE_P + PTE_W
+	.quad boot_pd + 0x2000 + PTE_P + PTE_W
+	.quad boot_pd + 0x3000 + PTE_P + PTE_W
+	.fill 508, 8, 0
+boot_pd:
+	.set pde, 0
+	.rept 2048
+	.if pde < 1536
+	.quad (pde << 21) + PTE_P + PTE_W + PTE_PS
+	.else
+	.quad (pde << 21) + PTE_P + PTE_W + PTE_PS + PTE_PCD + PTE_PWT
+	.endif
+	.set pde, pde + 1
+	.endr
 
 	.bss
 	.balign 16

@@ -23,6 +23,8 @@ int child_spawn(struct child *c, char *const argv[]);
 /* Reads output until `needle` appears (NULL: any byte). Returns the time of
  * that read in ns since spawn, or 0 on EOF/timeout. */
 uint64_t child_wait_output(struct child *c, const char *needle, double timeout_s);
+/* Waits up to timeout_s for more output; false on EOF or timeout. */
+bool child_read_more(struct child *c, double timeout_s);
 /* Drains output and reaps; returns the exit status (128+sig if killed). */
 int child_finish(struct child *c, double timeout_s);
 

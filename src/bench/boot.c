@@ -130,7 +130,7 @@ static double overhead_mib(char **argv, unsigned vms)
 		return -1;
 	uint64_t deadline = clock_ns() + 30000000000ull;
 	while (count_of(c.buf, "idle:") < vms && clock_ns() < deadline)
-		if (!child_wait_output(&c, "\n", 1))
+		if (!child_read_more(&c, 1))
 			break;
 	usleep(200 * 1000); /* let the process settle after boot */
 	struct rss r;

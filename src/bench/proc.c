@@ -51,6 +51,13 @@ static bool read_some(struct child *c)
 	return true;
 }
 
+bool child_read_more(struct child *c, double timeout_s)
+{
+	struct pollfd p = { c->out, POLLIN, 0 };
+	int r = poll(&p, 1, (int)(timeout_s * 1000));
+	return r > 0 && read_some(c);
+}
+
 uint64_t child_wait_output(struct child *c, const char *needle, double timeout_s)
 {
 	uint64_t deadline = clock_ns() + (uint64_t)(timeout_s * 1e9);
