@@ -21,6 +21,7 @@ fuzz-smoke: fuzz
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(BUILD)/fuzz/corpus/$$(basename $$t); \
 		echo "fuzz $$(basename $$t): $(FUZZ_RUNS) runs"; \
-		$$t -runs=$(FUZZ_RUNS) -max_len=4096 $(BUILD)/fuzz/corpus/$$(basename $$t) fuzz/seeds/$$(basename $$t) \
+		seeds=fuzz/seeds/$$(basename $$t); [ -d $$seeds ] || seeds=; \
+		$$t -runs=$(FUZZ_RUNS) -max_len=4096 $(BUILD)/fuzz/corpus/$$(basename $$t) $$seeds \
 			>$(BUILD)/fuzz/$$(basename $$t).log 2>&1 || { tail -30 $(BUILD)/fuzz/$$(basename $$t).log; exit 1; }; \
 	done
