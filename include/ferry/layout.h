@@ -22,6 +22,9 @@
 #define FERRY_PCI_MMIO32_SIZE  0x3c000000ull  /* up to 0xfc000000 */
 /* 64-bit window for large BARs (shared-memory windows), above any RAM. */
 #define FERRY_PCI_MMIO64_GPA   0x8000000000ull /* 512 GiB */
+/* The message-queue page window (BAR 2 of the msgq device) starts here;
+ * ferry registers it with KVM before the PCI bus exists. */
+#define FERRY_MSGQ_WINDOW_GPA  FERRY_PCI_MMIO64_GPA
 
 #define FERRY_IOAPIC_GPA       0xfec00000ull
 #define FERRY_LAPIC_GPA        0xfee00000ull

@@ -49,6 +49,15 @@ struct virtio_pci_notify_cap {
 #define VIRTIO_PCI_CAP_ISR_CFG    3
 #define VIRTIO_PCI_CAP_DEVICE_CFG 4
 #define VIRTIO_PCI_CAP_PCI_CFG    5
+#define VIRTIO_PCI_CAP_SHARED_MEMORY_CFG 8
+
+/* A shared memory region (cfg_type 8): cap.id names the region; 64-bit
+ * offset and length within cap.bar. */
+struct virtio_pci_cap64 {
+	struct virtio_pci_cap cap;
+	uint32_t offset_hi;
+	uint32_t length_hi;
+};
 
 /* Common configuration structure: register offsets. */
 #define VIRTIO_PCI_COMMON_DFSELECT      0x00  /* le32 device_feature_select */

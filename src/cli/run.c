@@ -13,6 +13,7 @@
 
 #include "api/summary.h"
 #include "cli/cli.h"
+#include "devices/msgq.h"
 #include "vmm/clock.h"
 #include "vmm/config.h"
 #include "vmm/log.h"
@@ -274,6 +275,13 @@ int cmd_run(int argc, char **argv)
 	struct vmm vmm;
 	if (vmm_init(&vmm, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ferry run: %s\n", err);
+		config_free(&cfg);
+		return 1;
+	}
+	vmm.cfg = &cfg;
+	if (msgq_setup(&vmm, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ferry run: %s\n", err);
+		vmm_destroy(&vmm);
 		config_free(&cfg);
 		return 1;
 	}

@@ -71,6 +71,11 @@ void pci_set_bar(struct pci_device *pdev, unsigned bar, uint64_t size, bool is_6
 		put32(pdev->wmask + off + 4, (uint32_t)(~(size - 1) >> 32));
 }
 
+void pci_place_bar(struct pci_device *pdev, unsigned bar, uint64_t addr)
+{
+	pdev->bar[bar].preset = addr;
+}
+
 uint8_t pci_add_cap(struct pci_device *pdev, const void *cap, uint8_t len)
 {
 	uint8_t at = (uint8_t)((pdev->cap_end + 3) & ~3);
@@ -225,14 +230,15 @@ int pci_bus_add(struct pci_bus *bus, struct pci_device *pdev, char *err, size_t 
 		if (!b->size)
 			continue;
 		uint64_t *next = b->is_64 ? &bus->next_mmio64 : &bus->next_mmio32;
-		uint64_t addr = (*next + b->size - 1) & ~(b->size - 1);
+		uint64_t addr = b->preset ? b->preset : (*next + b->size - 1) & ~(b->size - 1);
 		if (!b->is_64 && addr + b->size > FERRY_PCI_MMIO32_GPA + FERRY_PCI_MMIO32_SIZE) {
 			pthread_mutex_unlock(&bus->lock);
 			snprintf(err, errlen, "PCI: no room for BAR%u of %llu bytes below 4 GiB", i,
 				 (unsigned long long)b->size);
 			return -1;
 		}
-		*next = addr + b->size;
+		if (addr + b->size > *next)
+			*next = addr + b->size;
 		uint32_t off = PCI_BAR0 + 4 * i;
 		put32(pdev->cfg + off, (get32(pdev->cfg + off) & 0xf) | (uint32_t)addr);
 		if (b->is_64) {

@@ -27,6 +27,7 @@ struct pci_bar {
 	void *opaque;
 	uint64_t addr;         /* where it is mapped now, if mapped */
 	bool mapped;
+	uint64_t preset;       /* if non-zero: the address to assign (see pci_place_bar) */
 };
 
 struct pci_device_ops {
@@ -59,6 +60,9 @@ void pci_device_init(struct pci_device *pdev, struct device *owner, uint16_t ven
 /* Declares a memory BAR (before pci_bus_add). */
 void pci_set_bar(struct pci_device *pdev, unsigned bar, uint64_t size, bool is_64, bool prefetch,
 		 io_handler_fn fn, void *opaque);
+/* Asks for a BAR at a fixed address, for memory the VMM registers with KVM
+ * before the bus exists. */
+void pci_place_bar(struct pci_device *pdev, unsigned bar, uint64_t addr);
 /* Appends a capability (whose first byte is its ID) and links it; returns
  * its config offset, or 0 if config space is full. */
 uint8_t pci_add_cap(struct pci_device *pdev, const void *cap, uint8_t len);

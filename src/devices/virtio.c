@@ -12,9 +12,9 @@ static void virtio_counters_json(struct device *dev, struct cJSON *obj)
 	struct virtio_device *vd = (struct virtio_device *)dev;
 	cJSON_AddNumberToObject(obj, "notifications", (double)atomic_load(&vd->notifications));
 	if (vd->vops->counters_json) {
-		pthread_mutex_lock(&vd->lock);
+		pthread_mutex_lock(vd->lock);
 		vd->vops->counters_json(vd, obj);
-		pthread_mutex_unlock(&vd->lock);
+		pthread_mutex_unlock(vd->lock);
 	}
 }
 
@@ -23,7 +23,7 @@ static void virtio_destroy(struct device *dev)
 	struct virtio_device *vd = (struct virtio_device *)dev;
 	if (vd->transport)
 		virtio_pci_destroy(vd->transport);
-	pthread_mutex_destroy(&vd->lock);
+	pthread_mutex_destroy(&vd->own_lock);
 	vd->vops->destroy(vd);
 }
 
@@ -33,7 +33,8 @@ static const struct device_ops virtio_device_ops_table = {
 };
 
 int virtio_device_init(struct virtio_device *vd, struct vm *vm, const char *name,
-		       const struct virtio_device_ops *vops, char *err, size_t errlen)
+		       const struct virtio_device_ops *vops, pthread_mutex_t *shared_lock,
+		       char *err, size_t errlen)
 {
 	if (vops->num_queues > VIRTIO_MAX_QUEUES) {
 		snprintf(err, errlen, "%s: %u queues, at most %d", name, vops->num_queues, VIRTIO_MAX_QUEUES);
@@ -44,11 +45,12 @@ int virtio_device_init(struct virtio_device *vd, struct vm *vm, const char *name
 	vd->dev.vm = vm;
 	vd->vops = vops;
 	vd->vm = vm;
-	pthread_mutex_init(&vd->lock, NULL);
+	pthread_mutex_init(&vd->own_lock, NULL);
+	vd->lock = shared_lock ? shared_lock : &vd->own_lock;
 	for (uint16_t q = 0; q < vops->num_queues; q++)
 		vq_init(&vd->vq[q], &vm->mem, &vd->dev, q, vops->queue_size);
 	if (virtio_pci_create(vd, err, errlen) < 0) {
-		pthread_mutex_destroy(&vd->lock);
+		pthread_mutex_destroy(&vd->own_lock);
 		return -1;
 	}
 	vm_add_device(vm, &vd->dev);

@@ -18,6 +18,7 @@ struct vm;
 struct virtio_device;
 struct virtio_pci;
 struct cJSON;
+struct pci_device;
 
 struct virtio_device_ops {
 	uint16_t type;            /* VIRTIO_ID_* */
@@ -39,13 +40,22 @@ struct virtio_device_ops {
 	void (*counters_json)(struct virtio_device *vd, struct cJSON *obj);
 	/* Frees the device-specific part (the core frees the rest). */
 	void (*destroy)(struct virtio_device *vd);
+	/* Queues (bit n = queue n) whose doorbell is handled on the vCPU thread
+	 * before the guest resumes, instead of by ioeventfd on the event loop. */
+	uint32_t sync_notify;
+	/* Optional: BARs and capabilities beyond the transport's BAR 0. */
+	int (*pci_setup)(struct virtio_device *vd, struct pci_device *pdev, char *err, size_t errlen);
+	/* A BAR other than 0 was mapped at addr, moved or unmapped. */
+	void (*bar_mapped)(struct virtio_device *vd, unsigned bar, uint64_t addr, bool mapped);
 };
 
 struct virtio_device {
 	struct device dev;        /* first: a virtio_device is a device */
 	const struct virtio_device_ops *vops;
 	struct vm *vm;
-	pthread_mutex_t lock;
+	/* Guards the device; devices that talk to each other share one. */
+	pthread_mutex_t *lock;
+	pthread_mutex_t own_lock;
 	uint64_t driver_features; /* accepted at FEATURES_OK */
 	uint8_t status;
 	uint8_t config_generation;
@@ -55,9 +65,11 @@ struct virtio_device {
 };
 
 /* Sets up the core and a virtio-pci transport, and registers the device
- * with the VM. `name` is the summary's key for its counters. */
+ * with the VM. `name` is the summary's key for its counters. shared_lock:
+ * a lock to use instead of the device's own (NULL for its own). */
 int virtio_device_init(struct virtio_device *vd, struct vm *vm, const char *name,
-		       const struct virtio_device_ops *vops, char *err, size_t errlen);
+		       const struct virtio_device_ops *vops, pthread_mutex_t *shared_lock,
+		       char *err, size_t errlen);
 
 /* After pushing buffers to vq: interrupts the driver if it wants it. */
 void virtio_queue_interrupt(struct virtio_device *vd, struct virtqueue *vq);

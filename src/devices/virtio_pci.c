@@ -100,9 +100,9 @@ static void ioeventfd_ready(void *arg, uint32_t events)
 	uint64_t count;
 	if (read(q->efd, &count, sizeof(count)) != sizeof(count))
 		return;
-	pthread_mutex_lock(&q->vp->vd->lock);
+	pthread_mutex_lock(q->vp->vd->lock);
 	queue_kicked(q->vp, q->vq);
-	pthread_mutex_unlock(&q->vp->vd->lock);
+	pthread_mutex_unlock(q->vp->vd->lock);
 }
 
 static void reset_device(struct virtio_pci *vp)
@@ -296,7 +296,7 @@ static void bar_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool
 	uint64_t val = 0;
 	if (is_write)
 		memcpy(&val, data, len);
-	pthread_mutex_lock(&vd->lock);
+	pthread_mutex_lock(vd->lock);
 	switch (region) {
 	case VPCI_COMMON:
 		if (is_write)
@@ -336,7 +336,7 @@ static void bar_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool
 		device_reject(&vd->dev, "access to unused BAR offset 0x%llx", (unsigned long long)off);
 		break;
 	}
-	pthread_mutex_unlock(&vd->lock);
+	pthread_mutex_unlock(vd->lock);
 	if (!is_write)
 		memcpy(data, &val, len);
 }
@@ -355,20 +355,25 @@ static int set_ioeventfd(struct virtio_pci *vp, unsigned q, uint64_t addr, bool 
 static void bar_mapped(struct pci_device *pdev, unsigned bar, uint64_t addr, bool mapped)
 {
 	struct virtio_pci *vp = pdev->opaque;
-	(void)bar;
-	pthread_mutex_lock(&vp->vd->lock);
+	if (bar != 0) {
+		if (vp->vd->vops->bar_mapped)
+			vp->vd->vops->bar_mapped(vp->vd, bar, addr, mapped);
+		return;
+	}
+	pthread_mutex_lock(vp->vd->lock);
 	for (unsigned q = 0; q < vp->vd->vops->num_queues; q++) {
 		struct virtio_pci_queue *pq = &vp->q[q];
 		if (pq->ioeventfd) {
 			set_ioeventfd(vp, q, vp->bar_addr, false);
 			pq->ioeventfd = false;
 		}
-		if (mapped)
+		/* Synchronous queues keep trapping to the vCPU thread. */
+		if (mapped && !(vp->vd->vops->sync_notify & (1u << q)))
 			pq->ioeventfd = set_ioeventfd(vp, q, addr, true) == 0;
 	}
 	vp->bar_addr = addr;
 	vp->bar_mapped = mapped;
-	pthread_mutex_unlock(&vp->vd->lock);
+	pthread_mutex_unlock(vp->vd->lock);
 }
 
 /* The VIRTIO_PCI_CAP_PCI_CFG window: config-space access to the BAR. */
@@ -472,6 +477,8 @@ int virtio_pci_create(struct virtio_device *vd, char *err, size_t errlen)
 
 	unsigned nvec = ops->num_queues + 1u;
 	if (msix_init(&vp->msix, pdev, nvec, 0, VPCI_MSIX_TABLE, VPCI_MSIX_PBA, err, errlen) < 0)
+		goto fail;
+	if (ops->pci_setup && ops->pci_setup(vd, pdev, err, errlen) < 0)
 		goto fail;
 
 	for (unsigned q = 0; q < ops->num_queues; q++) {

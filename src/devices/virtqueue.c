@@ -81,7 +81,7 @@ static struct vring_desc read_desc(struct virtqueue *vq, uint16_t i)
 	return (struct vring_desc){ d->addr, d->len, d->flags, d->next };
 }
 
-int vq_pop(struct virtqueue *vq, struct vq_chain *c)
+int vq_pop_desc(struct virtqueue *vq, struct vq_desc_chain *c)
 {
 	uint16_t pending = vq_pending(vq);
 	if (pending == 0)
@@ -94,8 +94,9 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *c)
 		return broken(vq, "available ring names a descriptor beyond the queue");
 	vq->last_avail++;
 
-	memset(c, 0, offsetof(struct vq_chain, seg));
 	c->head = head;
+	c->n = 0;
+	bool seen_writable = false;
 	uint16_t i = head;
 	for (unsigned hops = 0;; hops++) {
 		if (hops == vq->size)
@@ -104,28 +105,44 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *c)
 		if (d.flags & VRING_DESC_F_INDIRECT)
 			return broken(vq, "indirect descriptor, which the device did not offer");
 		bool writable = d.flags & VRING_DESC_F_WRITE;
-		if (!writable && c->nr_in)
+		if (!writable && seen_writable)
 			return broken(vq, "readable descriptor after a writable one");
+		seen_writable |= writable;
 		if (d.len) {
-			void *p = gm_ptr(vq->mem, d.addr, d.len);
-			if (!p)
-				return broken(vq, "buffer lies outside guest RAM");
-			if (c->nr_out + c->nr_in == VQ_MAX_SEGS)
+			if (c->n == VQ_MAX_SEGS)
 				return broken(vq, "descriptor chain has too many segments");
-			c->seg[c->nr_out + c->nr_in] = (struct vq_seg){ p, d.len, d.addr };
-			if (writable) {
-				c->nr_in++;
-				c->in_bytes += d.len;
-			} else {
-				c->nr_out++;
-				c->out_bytes += d.len;
-			}
+			c->desc[c->n++] = (struct vq_desc){ d.addr, d.len, writable };
 		}
 		if (!(d.flags & VRING_DESC_F_NEXT))
 			break;
 		if (d.next >= vq->size)
 			return broken(vq, "descriptor chain points beyond the queue");
 		i = d.next;
+	}
+	return 1;
+}
+
+int vq_pop(struct virtqueue *vq, struct vq_chain *c)
+{
+	struct vq_desc_chain dc;
+	int r = vq_pop_desc(vq, &dc);
+	if (r <= 0)
+		return r;
+	memset(c, 0, offsetof(struct vq_chain, seg));
+	c->head = dc.head;
+	for (unsigned k = 0; k < dc.n; k++) {
+		const struct vq_desc *d = &dc.desc[k];
+		void *p = gm_ptr(vq->mem, d->addr, d->len);
+		if (!p)
+			return broken(vq, "buffer lies outside guest RAM");
+		c->seg[k] = (struct vq_seg){ p, d->len, d->addr };
+		if (d->writable) {
+			c->nr_in++;
+			c->in_bytes += d->len;
+		} else {
+			c->nr_out++;
+			c->out_bytes += d->len;
+		}
 	}
 	return 1;
 }

@@ -57,8 +57,24 @@ void vq_reset(struct virtqueue *vq);
 int vq_enable(struct virtqueue *vq);
 
 /* 1: a chain was popped; 0: the queue is empty; -1: the ring is malformed
- * (the queue is now broken). */
+ * (the queue is now broken). Every buffer must lie in guest RAM. */
 int vq_pop(struct virtqueue *vq, struct vq_chain *chain);
+
+/* A popped chain before translation: what the guest wrote, checked for
+ * structure only (indices in range, no loops, readable before writable). */
+struct vq_desc {
+	uint64_t addr;
+	uint32_t len;
+	bool writable;
+};
+struct vq_desc_chain {
+	uint16_t head;
+	unsigned n;
+	struct vq_desc desc[VQ_MAX_SEGS];
+};
+/* For devices whose buffers may live outside RAM (e.g. msgq's page window):
+ * they translate each address themselves. Same return values as vq_pop. */
+int vq_pop_desc(struct virtqueue *vq, struct vq_desc_chain *chain);
 /* Returns a chain to the driver with `written` bytes in its writable part. */
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
 /* After pushing: does the driver want an interrupt? */

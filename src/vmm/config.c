@@ -144,11 +144,44 @@ bool config_name_valid(const char *name)
 
 static const char *const device_type_names[] = {
 	[DEV_VIRTIO_RNG] = "virtio-rng",
+	[DEV_MSGQ] = "msgq",
 };
 
 const char *device_type_name(enum device_type type)
 {
 	return device_type_names[type];
+}
+
+static int parse_msgq(struct ctx *c, const cJSON *j, const char *path, struct msgq_device_config *m)
+{
+	static const char *const keys[] = { "type", "peers", "send_slots", "recv_slots", "max_msg_pages",
+					    "poll_us", NULL };
+	if (check_keys(c, j, path, keys) < 0)
+		return -1;
+	uint64_t send = 0, recv = 0, max = 0, poll = 1000;
+	if (get_uint(c, j, "send_slots", path, 1, 65536, false, &send) < 0 ||
+	    get_uint(c, j, "recv_slots", path, 1, 65536, false, &recv) < 0 ||
+	    get_uint(c, j, "max_msg_pages", path, 1, 65536, false, &max) < 0 ||
+	    get_uint(c, j, "poll_us", path, 10, 10000000, false, &poll) < 0)
+		return -1;
+	m->send_slots = (uint32_t)send;
+	m->recv_slots = (uint32_t)recv;
+	m->max_msg_pages = (uint32_t)max;
+	m->poll_us = (uint32_t)poll;
+	const cJSON *peers = cJSON_GetObjectItemCaseSensitive(j, "peers");
+	if (peers) {
+		if (!cJSON_IsArray(peers))
+			return fail(c, path, "\"peers\" must be an array of VM names, not %s", json_type_name(peers));
+		if (cJSON_GetArraySize(peers) > CFG_MSGQ_MAX_PEERS)
+			return fail(c, path, "\"peers\": at most %d", CFG_MSGQ_MAX_PEERS);
+		const cJSON *p;
+		cJSON_ArrayForEach(p, peers) {
+			if (!cJSON_IsString(p) || !config_name_valid(p->valuestring))
+				return fail(c, path, "\"peers\" must hold VM names");
+			strcpy(m->peers[m->nr_peers++], p->valuestring);
+		}
+	}
+	return 0;
 }
 
 static int parse_device(struct ctx *c, const cJSON *j, const char *path, struct device_config *d)
@@ -159,14 +192,17 @@ static int parse_device(struct ctx *c, const cJSON *j, const char *path, struct 
 	char type[32];
 	if (get_string(c, j, "type", path, true, type, sizeof(type)) < 0)
 		return -1;
-	for (size_t t = 0; t < sizeof(device_type_names) / sizeof(device_type_names[0]); t++) {
-		if (strcmp(type, device_type_names[t]) == 0) {
-			d->type = (enum device_type)t;
-			static const char *const keys[] = { "type", NULL };
-			return check_keys(c, j, path, keys);
-		}
+	memset(d, 0, sizeof(*d));
+	if (!strcmp(type, "virtio-rng")) {
+		d->type = DEV_VIRTIO_RNG;
+		static const char *const keys[] = { "type", NULL };
+		return check_keys(c, j, path, keys);
 	}
-	return fail(c, path, "unknown device type \"%s\" (known: virtio-rng)", type);
+	if (!strcmp(type, "msgq")) {
+		d->type = DEV_MSGQ;
+		return parse_msgq(c, j, path, &d->msgq);
+	}
+	return fail(c, path, "unknown device type \"%s\" (known: virtio-rng, msgq)", type);
 }
 
 static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_config *vm)
@@ -230,6 +266,47 @@ static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_c
 	return 0;
 }
 
+const struct device_config *config_find_device(const struct vm_config *vm, enum device_type type)
+{
+	for (unsigned i = 0; i < vm->nr_devices; i++)
+		if (vm->devices[i].type == type)
+			return &vm->devices[i];
+	return NULL;
+}
+
+/* Message queues span VMs: peers must exist and have a msgq device, and all
+ * windows share one page pool, so one page size. */
+static int check_msgq_links(struct ctx *c, const struct ferry_config *cfg)
+{
+	int first = -1;
+	for (unsigned i = 0; i < cfg->nr_vms; i++) {
+		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
+		if (!d)
+			continue;
+		char path[64];
+		snprintf(path, sizeof(path), "vms[%u].devices (msgq)", i);
+		if (config_vm_id(i) > 255)
+			return fail(c, path, "only the first 255 VMs can have a msgq device");
+		if (first < 0)
+			first = (int)i;
+		else if (cfg->vms[i].hugepages != cfg->vms[first].hugepages)
+			return fail(c, path, "all VMs with msgq devices must agree on \"hugepages\" (vms[%d] does not)", first);
+		for (unsigned p = 0; p < d->msgq.nr_peers; p++) {
+			const char *peer = d->msgq.peers[p];
+			unsigned k = 0;
+			while (k < cfg->nr_vms && strcmp(cfg->vms[k].name, peer))
+				k++;
+			if (k == cfg->nr_vms)
+				return fail(c, path, "peer \"%s\" is not a VM in this file", peer);
+			if (k == i)
+				return fail(c, path, "a VM cannot list itself as a peer");
+			if (!config_find_device(&cfg->vms[k], DEV_MSGQ))
+				return fail(c, path, "peer \"%s\" has no msgq device", peer);
+		}
+	}
+	return 0;
+}
+
 /* Turns cJSON's error pointer into "line L, column C". */
 static void error_position(const char *text, const char *at, int *line, int *col)
 {
@@ -259,7 +336,7 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 		return -1;
 	}
 	int ret = -1;
-	static const char *const keys[] = { "vms", NULL };
+	static const char *const keys[] = { "vms", "msgq", NULL };
 	if (!cJSON_IsObject(root)) {
 		fail(&c, "(top level)", "must be an object, not %s", json_type_name(root));
 		goto out;
@@ -298,6 +375,21 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 		}
 		out->nr_vms++;
 	}
+	const cJSON *mq = cJSON_GetObjectItemCaseSensitive(root, "msgq");
+	if (mq) {
+		static const char *const mq_keys[] = { "copy_threshold", NULL };
+		uint64_t t = 0;
+		if (!cJSON_IsObject(mq)) {
+			fail(&c, "msgq", "must be an object, not %s", json_type_name(mq));
+			goto out;
+		}
+		if (check_keys(&c, mq, "msgq", mq_keys) < 0 ||
+		    get_uint(&c, mq, "copy_threshold", "msgq", 0, 1u << 30, false, &t) < 0)
+			goto out;
+		out->msgq.copy_threshold = (uint32_t)t;
+	}
+	if (check_msgq_links(&c, out) < 0)
+		goto out;
 	ret = 0;
 out:
 	cJSON_Delete(root);

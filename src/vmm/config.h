@@ -19,10 +19,21 @@
 
 enum device_type {
 	DEV_VIRTIO_RNG,
+	DEV_MSGQ,
+};
+
+#define CFG_MSGQ_MAX_PEERS 16
+
+struct msgq_device_config {
+	char peers[CFG_MSGQ_MAX_PEERS][CFG_NAME_MAX];  /* VMs this one may send to */
+	unsigned nr_peers;
+	uint32_t send_slots, recv_slots, max_msg_pages; /* 0: default for the page size */
+	uint32_t poll_us;                               /* deferred-send pickup interval */
 };
 
 struct device_config {
 	enum device_type type;
+	struct msgq_device_config msgq;
 };
 
 struct vm_config {
@@ -40,7 +51,19 @@ struct vm_config {
 struct ferry_config {
 	struct vm_config *vms;
 	unsigned nr_vms;
+	struct {
+		uint32_t copy_threshold;  /* bytes; 0: measure at start-up */
+	} msgq;
 };
+
+/* The VM's id as other VMs see it (message sources and destinations). */
+static inline uint32_t config_vm_id(unsigned index)
+{
+	return index + 1;
+}
+
+/* A VM's msgq device, or NULL. */
+const struct device_config *config_find_device(const struct vm_config *vm, enum device_type type);
 
 /* Parses JSON text. `origin` names the source in messages (a file name);
  * relative paths in it are taken relative to `base_dir`. */

@@ -26,6 +26,8 @@ void gm_destroy(struct guest_memory *gm)
 {
 	for (unsigned i = 0; i < gm->nr_regions; i++) {
 		struct gm_region *r = &gm->region[i];
+		if (r->foreign)
+			continue; /* its owner unmaps it */
 		munmap(r->hva, r->size);
 		close(r->memfd);
 	}
@@ -35,6 +37,20 @@ void gm_destroy(struct guest_memory *gm)
 static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
 	return a < b + blen && b < a + alen;
+}
+
+static int set_slot(struct guest_memory *gm, const struct gm_region *r, uint64_t gpa, uint64_t size)
+{
+	if (gm->vm_fd < 0)
+		return 0;
+	struct kvm_userspace_memory_region kr = {
+		.slot = r->slot,
+		.flags = r->readonly ? KVM_MEM_READONLY : 0,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)r->hva,
+	};
+	return ioctl(gm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr);
 }
 
 static int create_memfd(const char *name, uint64_t size, bool *hugepages)
@@ -104,22 +120,65 @@ int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 	r->gpa = gpa;
 	r->size = size;
 	r->slot = gm->nr_regions;
+	r->present = true;
+	if (set_slot(gm, r, gpa, size) < 0) {
+		snprintf(err, errlen, "%s: KVM_SET_USER_MEMORY_REGION: %s", name, strerror(errno));
+		munmap(r->hva, size);
+		close(r->memfd);
+		return -1;
+	}
+	gm->nr_regions++;
+	return 0;
+}
 
-	if (gm->vm_fd >= 0) {
-		struct kvm_userspace_memory_region kr = {
-			.slot = r->slot,
-			.guest_phys_addr = gpa,
-			.memory_size = size,
-			.userspace_addr = (uint64_t)(uintptr_t)r->hva,
-		};
-		if (ioctl(gm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0) {
-			snprintf(err, errlen, "%s: KVM_SET_USER_MEMORY_REGION: %s", name, strerror(errno));
-			munmap(r->hva, size);
-			close(r->memfd);
+int gm_add_foreign(struct guest_memory *gm, const char *name, uint64_t gpa, uint64_t size,
+		   void *hva, bool readonly, char *err, size_t errlen)
+{
+	if (gm->nr_regions == GM_MAX_REGIONS) {
+		snprintf(err, errlen, "%s: too many memory regions (max %d)", name, GM_MAX_REGIONS);
+		return -1;
+	}
+	for (unsigned i = 0; i < gm->nr_regions; i++) {
+		if (ranges_overlap(gpa, size, gm->region[i].gpa, gm->region[i].size)) {
+			snprintf(err, errlen, "%s: overlaps region %s", name, gm->region[i].name);
 			return -1;
 		}
 	}
-	gm->nr_regions++;
+	struct gm_region *r = &gm->region[gm->nr_regions];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->gpa = gpa;
+	r->size = size;
+	r->hva = hva;
+	r->memfd = -1;
+	r->slot = gm->nr_regions;
+	r->foreign = true;
+	r->readonly = readonly;
+	r->present = true;
+	if (set_slot(gm, r, gpa, size) < 0) {
+		snprintf(err, errlen, "%s: KVM_SET_USER_MEMORY_REGION: %s", name, strerror(errno));
+		return -1;
+	}
+	return (int)gm->nr_regions++;
+}
+
+int gm_move_foreign(struct guest_memory *gm, unsigned index, uint64_t gpa, bool present)
+{
+	if (index >= gm->nr_regions || !gm->region[index].foreign)
+		return -1;
+	struct gm_region *r = &gm->region[index];
+	if (r->present && set_slot(gm, r, r->gpa, 0) < 0) /* size 0 deletes the slot */
+		return -1;
+	r->present = false;
+	if (!present)
+		return 0;
+	for (unsigned i = 0; i < gm->nr_regions; i++)
+		if (i != index && ranges_overlap(gpa, r->size, gm->region[i].gpa, gm->region[i].size))
+			return -1;
+	if (set_slot(gm, r, gpa, r->size) < 0)
+		return -1;
+	r->gpa = gpa;
+	r->present = true;
 	return 0;
 }
 
@@ -127,6 +186,8 @@ const struct gm_region *gm_region_of(struct guest_memory *gm, uint64_t gpa, uint
 {
 	for (unsigned i = 0; i < gm->nr_regions; i++) {
 		const struct gm_region *r = &gm->region[i];
+		if (r->foreign)
+			continue;
 		/* Written so that no sum can overflow: gpa + len may wrap. */
 		if (gpa >= r->gpa && len <= r->size && gpa - r->gpa <= r->size - len)
 			return r;
@@ -163,7 +224,8 @@ uint64_t gm_total_size(const struct guest_memory *gm)
 {
 	uint64_t total = 0;
 	for (unsigned i = 0; i < gm->nr_regions; i++)
-		total += gm->region[i].size;
+		if (!gm->region[i].foreign)
+			total += gm->region[i].size;
 	return total;
 }
 
@@ -172,7 +234,7 @@ uint64_t gm_resident_bytes(const struct guest_memory *gm)
 	uint64_t total = 0;
 	for (unsigned i = 0; i < gm->nr_regions; i++) {
 		struct stat st;
-		if (fstat(gm->region[i].memfd, &st) == 0)
+		if (!gm->region[i].foreign && fstat(gm->region[i].memfd, &st) == 0)
 			total += (uint64_t)st.st_blocks * 512;
 	}
 	return total;

@@ -21,6 +21,12 @@ struct gm_region {
 	int memfd;         /* backing file; pages can be punched or remapped */
 	uint32_t slot;     /* KVM memory slot */
 	bool hugepages;    /* backed by 2 MiB hugetlb pages */
+	/* A window whose host mapping belongs to a device (the message-queue
+	 * page window): a memory slot for the guest, but never reachable
+	 * through gm_ptr, so no virtqueue buffer can point into it. */
+	bool foreign;
+	bool readonly;     /* guest writes exit to ferry as MMIO */
+	bool present;      /* registered with KVM at gpa */
 };
 
 struct guest_memory {
@@ -38,6 +44,14 @@ void gm_destroy(struct guest_memory *gm);
  * none. On failure writes a one-line reason to err and returns -1. */
 int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 	       uint64_t size, bool hugepages, char *err, size_t errlen);
+
+/* Registers host memory that a device manages as guest memory at gpa.
+ * Returns the region's index, or -1 with a reason in err. */
+int gm_add_foreign(struct guest_memory *gm, const char *name, uint64_t gpa, uint64_t size,
+		   void *hva, bool readonly, char *err, size_t errlen);
+/* Moves a foreign region (the guest reprogrammed a BAR), or hides it
+ * (present = false) while the guest has memory decoding off. */
+int gm_move_foreign(struct guest_memory *gm, unsigned index, uint64_t gpa, bool present);
 
 /* The region holding all of [gpa, gpa + len), or NULL (counted as rejected).
  * len == 0 is allowed and needs gpa inside a region or at its end. */

@@ -304,6 +304,8 @@ static void *vcpu_thread(void *arg)
 		atomic_fetch_add(&vcpu->ctr.exits, 1);
 		if (!handle_exit(vcpu))
 			break;
+		for (unsigned h = 0; h < vm->nr_exit_hooks; h++)
+			vm->exit_hook[h].fn(vm->exit_hook[h].arg);
 	}
 	struct timespec ts;
 	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)

@@ -10,6 +10,7 @@
 
 #include "devices/debug_exit.h"
 #include "devices/device.h"
+#include "devices/msgq.h"
 #include "devices/pci.h"
 #include "devices/serial.h"
 #include "devices/virtio_rng.h"
@@ -78,6 +79,23 @@ static int add_ram(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+int vm_add_exit_hook(struct vm *vm, void (*fn)(void *arg), void *arg)
+{
+	if (vm->nr_exit_hooks == VM_MAX_EXIT_HOOKS)
+		return -1;
+	vm->exit_hook[vm->nr_exit_hooks].fn = fn;
+	vm->exit_hook[vm->nr_exit_hooks].arg = arg;
+	vm->nr_exit_hooks++;
+	return 0;
+}
+
+/* Memory that devices bring: registered before the irqchip, like RAM. */
+static int add_device_memory(struct vm *vm, char *err, size_t errlen)
+{
+	const struct device_config *mq = config_find_device(vm->cfg, DEV_MSGQ);
+	return mq ? msgq_window_create(vm, mq, err, errlen) : 0;
+}
+
 static int add_devices(struct vm *vm, const char *log_dir, bool console, char *err, size_t errlen)
 {
 	char log_path[PATH_MAX];
@@ -95,6 +113,10 @@ static int add_devices(struct vm *vm, const char *log_dir, bool console, char *e
 		switch (vm->cfg->devices[i].type) {
 		case DEV_VIRTIO_RNG:
 			if (virtio_rng_create(vm, err, errlen) < 0)
+				return -1;
+			break;
+		case DEV_MSGQ:
+			if (msgq_create(vm, &vm->cfg->devices[i], err, errlen) < 0)
 				return -1;
 			break;
 		}
@@ -162,7 +184,8 @@ struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
 	}
 	/* RAM before the irqchip: once an irqchip exists, KVM waits for an SRCU
 	 * grace period on every memory slot change (~6 ms here, per slot). */
-	if (add_ram(vm, why, sizeof(why)) < 0 || irq_init(&vm->irq, vm->fd, why, sizeof(why)) < 0 ||
+	if (add_ram(vm, why, sizeof(why)) < 0 || add_device_memory(vm, why, sizeof(why)) < 0 ||
+	    irq_init(&vm->irq, vm->fd, why, sizeof(why)) < 0 ||
 	    add_devices(vm, log_dir, console_to_terminal, why, sizeof(why)) < 0)
 		goto fail;
 
@@ -261,6 +284,7 @@ void vm_destroy(struct vm *vm)
 		vm->devices = d->next;
 		d->ops->destroy(d);
 	}
+	msgq_abandon(vm); /* a window whose device was never created */
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_destroy(vm->vcpus[i]);
 	free(vm->vcpus);

@@ -20,6 +20,9 @@ struct device;
 struct pci_bus;
 struct serial;
 struct eventloop;
+struct msgq_dev;
+
+#define VM_MAX_EXIT_HOOKS 4
 
 enum vm_state { VM_CREATED, VM_RUNNING, VM_STOPPED };
 
@@ -61,6 +64,15 @@ struct vm {
 	struct vcpu **vcpus;
 	unsigned nr_vcpus;
 
+	struct msgq_dev *msgq;        /* the message queue, if configured */
+	/* Run on a vCPU thread after each exit to ferry: work that waits for
+	 * the VM's "next natural exit" (deferred message sends). */
+	struct {
+		void (*fn)(void *arg);
+		void *arg;
+	} exit_hook[VM_MAX_EXIT_HOOKS];
+	unsigned nr_exit_hooks;
+
 	/* Life cycle; guarded by lock. */
 	pthread_mutex_t lock;
 	enum vm_state state;
@@ -89,6 +101,8 @@ void vm_join(struct vm *vm);
 void vm_destroy(struct vm *vm);
 
 bool vm_is_stopped(struct vm *vm);
+/* Adds a hook run after every exit; only before vm_start. */
+int vm_add_exit_hook(struct vm *vm, void (*fn)(void *arg), void *arg);
 void vm_add_device(struct vm *vm, struct device *dev);
 /* Milliseconds from creation to the first console byte, or -1 if none. */
 double vm_boot_ms(struct vm *vm);

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "host/eventloop.h"
+#include "host/msgq_switch.h"
 #include "vmm/vcpu.h"
 
 int vmm_init(struct vmm *vmm, char *err, size_t errlen)
@@ -31,6 +32,7 @@ int vmm_init(struct vmm *vmm, char *err, size_t errlen)
 void vmm_destroy(struct vmm *vmm)
 {
 	evl_destroy(vmm->evl);
+	msgq_switch_destroy(vmm->msgq);
 	kvm_close(&vmm->kvm);
 	pthread_cond_destroy(&vmm->vm_stopped);
 	pthread_mutex_destroy(&vmm->lock);

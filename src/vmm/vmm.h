@@ -8,10 +8,14 @@
 #include "vmm/kvm.h"
 
 struct eventloop;
+struct msgq_switch;
+struct ferry_config;
 
 struct vmm {
 	struct kvm kvm;
 	struct eventloop *evl;
+	const struct ferry_config *cfg;  /* the whole run, for devices that span VMs */
+	struct msgq_switch *msgq;        /* message switch, if any VM has a msgq */
 	pthread_mutex_t lock;
 	pthread_cond_t vm_stopped;  /* signalled whenever a VM stops */
 };

@@ -1,0 +1,468 @@
+#include "devices/msgq.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "devices/pci.h"
+#include "devices/virtio.h"
+#include "ferry/layout.h"
+#include "ferry/msgq.h"
+#include "host/eventloop.h"
+#include "host/msgq_switch.h"
+#include "vmm/config.h"
+#include "vmm/vm.h"
+#include "vmm/vmm.h"
+
+#define MSGQ_QUEUE_SIZE 256
+
+struct msgq_dev {
+	struct virtio_device vd;
+	struct vm *vm;
+	struct msgq_endpoint *ep;
+	struct msgq_config cfg;      /* the device config space image */
+	uint64_t window_gpa;
+	int region[2];               /* guest-memory regions: send, receive */
+	struct evl_handler *poll;    /* picks up deferred sends */
+	struct device ro_guard;      /* counts writes to received pages */
+	bool registered;             /* a device of the VM: destroyed with it */
+};
+
+static const char *const status_name[MSGQ_E_MAX] = {
+	[MSGQ_OK] = "ok", [MSGQ_E_DENIED] = "denied", [MSGQ_E_NO_DEST] = "no_dest",
+	[MSGQ_E_DEST_DOWN] = "dest_down", [MSGQ_E_BAD_ADDR] = "bad_addr", [MSGQ_E_UNALIGNED] = "unaligned",
+	[MSGQ_E_TOO_LONG] = "too_long", [MSGQ_E_FULL] = "full", [MSGQ_E_BAD_CHAIN] = "bad_chain",
+};
+
+static struct msgq_dev *to_msgq(struct virtio_device *vd)
+{
+	return (struct msgq_dev *)vd;
+}
+
+static uint64_t send_region_size(const struct msgq_dev *m)
+{
+	return (uint64_t)m->cfg.send_slots * m->cfg.page_size;
+}
+
+/* One send chain: [out] header, [out] payload in the send region,
+ * [in] status. Returns the status and fills *how. Lock held. */
+static uint8_t handle_send(struct msgq_dev *m, const struct vq_desc_chain *c, bool immediate,
+			   struct msgq_send_status *st)
+{
+	struct msgq_send_hdr h;
+	if (c->n != 3 || c->desc[0].writable || c->desc[1].writable || !c->desc[2].writable ||
+	    c->desc[0].len != sizeof(h) || gm_read(&m->vm->mem, c->desc[0].addr, &h, sizeof(h)) < 0) {
+		device_reject(&m->vd.dev, "send: chain is not [header][payload][status]");
+		return MSGQ_E_BAD_CHAIN;
+	}
+	st->cookie = h.cookie;
+	/* The header was copied once: everything below uses the copy. */
+	uint64_t addr = c->desc[1].addr, off = addr - m->window_gpa, ps = m->cfg.page_size;
+	if (addr < m->window_gpa || off >= send_region_size(m)) {
+		device_reject(&m->vd.dev, "send to %u: payload at 0x%llx is outside the send region", h.dest,
+			      (unsigned long long)addr);
+		return MSGQ_E_BAD_ADDR;
+	}
+	if (off % ps) {
+		device_reject(&m->vd.dev, "send to %u: payload at 0x%llx does not start at a slot", h.dest,
+			      (unsigned long long)addr);
+		return MSGQ_E_UNALIGNED;
+	}
+	if (h.len == 0 || h.len > c->desc[1].len || c->desc[1].len > send_region_size(m) - off) {
+		device_reject(&m->vd.dev, "send to %u: length %u does not fit its buffer of %u bytes", h.dest, h.len,
+			      c->desc[1].len);
+		return MSGQ_E_TOO_LONG;
+	}
+	int r = msgq_switch_send(m->ep, h.dest, h.flags, (uint32_t)(off / ps), h.len, h.cookie, &st->how);
+	if (r != MSGQ_OK)
+		device_reject(&m->vd.dev, "send to %u of %u bytes refused: %s", h.dest, h.len, status_name[r]);
+	else
+		atomic_fetch_add(immediate ? &m->ep->ctr.immediate : &m->ep->ctr.deferred, 1);
+	return (uint8_t)r;
+}
+
+/* Handles every pending send. immediate: the guest rang the doorbell and
+ * waits in the exit; otherwise a deferred pickup. Lock held. */
+static void process_sends(struct msgq_dev *m, bool immediate)
+{
+	struct virtqueue *vq = &m->vd.vq[MSGQ_QUEUE_SEND];
+	struct vq_desc_chain c;
+	bool pushed = false;
+	if (!m->ep->up)
+		return;
+	while (vq_pop_desc(vq, &c) == 1) {
+		struct msgq_send_status st = { 0 };
+		st.status = handle_send(m, &c, immediate, &st);
+		if (st.status != MSGQ_OK) {
+			atomic_fetch_add(&m->ep->ctr.rejected, 1);
+			atomic_fetch_add(&m->ep->ctr.rejected_by[st.status], 1);
+		}
+		/* Report in the last descriptor if it can hold a status. */
+		uint32_t written = 0;
+		const struct vq_desc *last = c.n ? &c.desc[c.n - 1] : NULL;
+		if (last && last->writable && last->len >= sizeof(st) &&
+		    gm_write(&m->vm->mem, last->addr, &st, sizeof(st)) == 0)
+			written = sizeof(st);
+		vq_push(vq, c.head, written);
+		pushed = true;
+	}
+	if (vq->broken)
+		virtio_needs_reset(&m->vd);
+	if (pushed)
+		virtio_queue_interrupt(&m->vd, vq);
+}
+
+/* Receive slots the driver is done with. Lock held. */
+static void process_returns(struct msgq_dev *m)
+{
+	struct virtqueue *vq = &m->vd.vq[MSGQ_QUEUE_RETURN];
+	struct vq_chain c;
+	bool pushed = false;
+	while (vq_pop(vq, &c) == 1) {
+		struct msgq_return r;
+		size_t off = 0;
+		while (off + sizeof(r) <= c.out_bytes && vq_chain_read(&c, off, &r, sizeof(r)) == sizeof(r)) {
+			if (msgq_switch_return(m->ep, r.slot, r.nr_pages) < 0)
+				device_reject(&m->vd.dev, "return of receive slots %u+%u, which hold no message", r.slot,
+					      r.nr_pages);
+			off += sizeof(r);
+		}
+		if (off != c.out_bytes)
+			device_reject(&m->vd.dev, "return buffer of %llu bytes is not a whole number of entries",
+				      (unsigned long long)c.out_bytes);
+		vq_push(vq, c.head, 0);
+		pushed = true;
+	}
+	if (vq->broken)
+		virtio_needs_reset(&m->vd);
+	if (pushed)
+		virtio_queue_interrupt(&m->vd, vq);
+}
+
+static void msgq_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
+{
+	struct msgq_dev *m = to_msgq(vd);
+	if (vq->index == MSGQ_QUEUE_SEND)
+		process_sends(m, true);
+	else if (vq->index == MSGQ_QUEUE_RETURN)
+		process_returns(m);
+	/* A kick of the receive queue needs nothing: buffers are taken as
+	 * messages arrive. */
+}
+
+/* Switch callbacks for this VM as a receiver. Switch lock (= our lock) held. */
+static bool can_deliver(struct msgq_endpoint *ep)
+{
+	struct msgq_dev *m = ep->dev;
+	return vq_pending(&m->vd.vq[MSGQ_QUEUE_RECV]) > 0;
+}
+
+static bool deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr)
+{
+	struct msgq_dev *m = ep->dev;
+	struct virtqueue *vq = &m->vd.vq[MSGQ_QUEUE_RECV];
+	struct vq_chain c;
+	int r = vq_pop(vq, &c);
+	if (r != 1) {
+		if (vq->broken)
+			virtio_needs_reset(&m->vd);
+		return false;
+	}
+	if (c.nr_out || c.in_bytes < sizeof(*hdr)) {
+		device_reject(&m->vd.dev, "receive buffer must be one writable area of at least %zu bytes", sizeof(*hdr));
+		vq_push(vq, c.head, 0);
+		return false;
+	}
+	vq_chain_write(&c, 0, hdr, sizeof(*hdr));
+	vq_push(vq, c.head, sizeof(*hdr));
+	virtio_queue_interrupt(&m->vd, vq);
+	return true;
+}
+
+static const struct msgq_endpoint_ops endpoint_ops = {
+	.can_deliver = can_deliver,
+	.deliver = deliver,
+};
+
+static void msgq_config_read(struct virtio_device *vd, uint32_t off, void *data, uint32_t len)
+{
+	memcpy(data, (const uint8_t *)&to_msgq(vd)->cfg + off, len);
+}
+
+static void msgq_activate(struct virtio_device *vd)
+{
+	to_msgq(vd)->ep->up = true;
+}
+
+static void msgq_reset(struct virtio_device *vd)
+{
+	struct msgq_dev *m = to_msgq(vd);
+	m->ep->up = false;
+	msgq_endpoint_reset(m->ep); /* received pages go back to the pool */
+}
+
+/* At every exit of this VM to ferry: the "next natural exit" for deferred
+ * sends. */
+static void msgq_exit_hook(void *arg)
+{
+	struct msgq_dev *m = arg;
+	pthread_mutex_lock(m->vd.lock);
+	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]))
+		process_sends(m, false);
+	pthread_mutex_unlock(m->vd.lock);
+}
+
+static void msgq_poll(void *arg, uint32_t events)
+{
+	(void)events;
+	msgq_exit_hook(arg);
+}
+
+static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
+{
+	struct msgq_dev *m = to_msgq(vd);
+	struct msgq_counters *c = &m->ep->ctr;
+	cJSON_AddNumberToObject(o, "vm_id", m->ep->id);
+	cJSON_AddNumberToObject(o, "sent", (double)atomic_load(&c->sent));
+	cJSON_AddNumberToObject(o, "received", (double)atomic_load(&c->received));
+	cJSON_AddNumberToObject(o, "pages_remapped", (double)atomic_load(&c->pages_remapped));
+	cJSON_AddNumberToObject(o, "bytes_copied", (double)atomic_load(&c->bytes_copied));
+	cJSON_AddNumberToObject(o, "immediate", (double)atomic_load(&c->immediate));
+	cJSON_AddNumberToObject(o, "deferred", (double)atomic_load(&c->deferred));
+	/* The device counter covers every refusal (sends, bad returns, writes
+	 * to received pages); this one counts refused sends. */
+	cJSON_AddNumberToObject(o, "rejected", (double)atomic_load(&c->rejected));
+	cJSON *by = cJSON_AddObjectToObject(o, "rejected_by");
+	for (int i = 1; i < MSGQ_E_MAX; i++)
+		cJSON_AddNumberToObject(by, status_name[i], (double)atomic_load(&c->rejected_by[i]));
+	cJSON_AddNumberToObject(o, "returned_pages", (double)atomic_load(&c->returned_pages));
+	cJSON_AddNumberToObject(o, "pages_zeroed_for_reuse", (double)atomic_load(&c->pages_zeroed_for_reuse));
+	cJSON_AddNumberToObject(o, "writes_to_received_pages", (double)atomic_load(&m->ro_guard.ctr.rejected));
+	cJSON_AddNumberToObject(o, "copy_threshold", m->cfg.copy_threshold);
+	cJSON_AddNumberToObject(o, "page_size", m->cfg.page_size);
+}
+
+/* Guest writes to its receive region exit here (the region is a read-only
+ * memory slot): received messages are immutable. */
+static void ro_guard_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+	struct msgq_dev *m = opaque;
+	if (is_write)
+		device_reject(&m->ro_guard, "write of %u bytes to received page at window offset 0x%llx ignored", len,
+			      (unsigned long long)(send_region_size(m) + off));
+	else
+		memset(data, 0xff, len);
+}
+
+static int msgq_pci_setup(struct virtio_device *vd, struct pci_device *pdev, char *err, size_t errlen)
+{
+	struct msgq_dev *m = to_msgq(vd);
+	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
+	uint64_t size = 1;
+	while (size < send + recv)
+		size <<= 1;
+	pci_set_bar(pdev, MSGQ_WINDOW_BAR, size, true, true, NULL, NULL);
+	pci_place_bar(pdev, MSGQ_WINDOW_BAR, m->window_gpa);
+	/* The two regions as virtio shared memory regions 0 and 1. */
+	for (int id = 0; id < 2; id++) {
+		uint64_t off = id ? send : 0, len = id ? recv : send;
+		struct virtio_pci_cap64 cap = {
+			.cap = { .cap_vndr = PCI_CAP_ID_VNDR, .cap_len = sizeof(cap),
+				 .cfg_type = VIRTIO_PCI_CAP_SHARED_MEMORY_CFG, .bar = MSGQ_WINDOW_BAR, .id = (uint8_t)id,
+				 .offset = (uint32_t)off, .length = (uint32_t)len },
+			.offset_hi = (uint32_t)(off >> 32),
+			.length_hi = (uint32_t)(len >> 32),
+		};
+		if (!pci_add_cap(pdev, &cap, sizeof(cap))) {
+			snprintf(err, errlen, "msgq: no room for its capabilities");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The guest moved or unmapped the window BAR: move the memory slots. */
+static void msgq_bar_mapped(struct virtio_device *vd, unsigned bar, uint64_t addr, bool mapped)
+{
+	struct msgq_dev *m = to_msgq(vd);
+	if (bar != MSGQ_WINDOW_BAR || (mapped && addr == m->window_gpa && m->vm->mem.region[m->region[0]].present))
+		return;
+	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
+	bus_unregister(&m->vm->mmio, m->window_gpa + send, m);
+	if (gm_move_foreign(&m->vm->mem, (unsigned)m->region[0], addr, mapped) < 0 ||
+	    gm_move_foreign(&m->vm->mem, (unsigned)m->region[1], addr + send, mapped) < 0) {
+		device_reject(&m->vd.dev, "cannot move the page window to 0x%llx", (unsigned long long)addr);
+		return;
+	}
+	if (mapped) {
+		m->window_gpa = addr;
+		bus_register(&m->vm->mmio, addr + send, recv, ro_guard_io, m, &m->ro_guard);
+	}
+}
+
+static void msgq_destroy(struct virtio_device *vd)
+{
+	struct msgq_dev *m = to_msgq(vd);
+	if (m->poll)
+		evl_del(m->vm->evl, m->poll);
+	msgq_endpoint_destroy(m->ep);
+	free(m);
+}
+
+static const struct virtio_device_ops msgq_ops = {
+	.type = VIRTIO_ID_MSGQ,
+	.num_queues = MSGQ_NUM_QUEUES,
+	.queue_size = MSGQ_QUEUE_SIZE,
+	.config_size = sizeof(struct msgq_config),
+	.config_read = msgq_config_read,
+	.queue_notify = msgq_queue_notify,
+	.activate = msgq_activate,
+	.reset = msgq_reset,
+	.counters_json = msgq_counters_json,
+	.destroy = msgq_destroy,
+	.sync_notify = 1u << MSGQ_QUEUE_SEND,
+	.pci_setup = msgq_pci_setup,
+	.bar_mapped = msgq_bar_mapped,
+};
+
+/* Slots and message size, with defaults for the page size. */
+static void msgq_geometry(const struct msgq_device_config *mc, bool huge, uint32_t *send, uint32_t *recv,
+			  uint32_t *max)
+{
+	*send = mc->send_slots ? mc->send_slots : huge ? 8 : 1024;
+	*recv = mc->recv_slots ? mc->recv_slots : huge ? 8 : 1024;
+	*max = mc->max_msg_pages ? mc->max_msg_pages : huge ? 4 : 512;
+	if (*max > *send)
+		*max = *send;
+}
+
+int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
+{
+	uint64_t pages = 0, longest_recv = 0;
+	bool huge = false, any = false;
+	for (unsigned i = 0; i < cfg->nr_vms; i++) {
+		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
+		if (!d)
+			continue;
+		any = true;
+		huge = cfg->vms[i].hugepages; /* the config checked they all agree */
+	}
+	if (!any)
+		return 0;
+	char why[256];
+	if (huge) {
+		/* Count pages as if huge, then check the host can give them. */
+		for (unsigned i = 0; i < cfg->nr_vms; i++) {
+			const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
+			uint32_t send, recv, max;
+			if (d) {
+				msgq_geometry(&d->msgq, true, &send, &recv, &max);
+				pages += send + recv;
+			}
+		}
+		if (!pool_reserve_hugepages(pages + 2, why, sizeof(why))) {
+			log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
+			huge = false;
+		}
+	}
+	pages = 0;
+	for (unsigned i = 0; i < cfg->nr_vms; i++) {
+		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
+		uint32_t send, recv, max;
+		if (!d)
+			continue;
+		msgq_geometry(&d->msgq, huge, &send, &recv, &max);
+		pages += send + recv; /* a page per send slot, and per message page in flight */
+		if (recv > longest_recv)
+			longest_recv = recv;
+	}
+	vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
+				       cfg->msgq.copy_threshold, err, errlen);
+	return vmm->msgq ? 0 : -1;
+}
+
+void msgq_abandon(struct vm *vm)
+{
+	struct msgq_dev *m = vm->msgq;
+	if (!m || m->registered)
+		return;
+	msgq_endpoint_destroy(m->ep);
+	free(m);
+	vm->msgq = NULL;
+}
+
+int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err, size_t errlen)
+{
+	struct msgq_switch *sw = vm->vmm->msgq;
+	const struct msgq_device_config *mc = &dc->msgq;
+	struct msgq_dev *m = calloc(1, sizeof(*m));
+	if (!m || !sw) {
+		snprintf(err, errlen, "msgq: %s", m ? "no message switch" : "out of memory");
+		free(m);
+		return -1;
+	}
+	m->vm = vm;
+	bool huge = sw->page_size > 4096;
+	struct msgq_config *cfg = &m->cfg;
+	cfg->vm_id = config_vm_id(vm->id);
+	cfg->page_size = (uint32_t)sw->page_size;
+	msgq_geometry(mc, huge, &cfg->send_slots, &cfg->recv_slots, &cfg->max_msg_pages);
+	cfg->copy_threshold = sw->copy_threshold;
+	cfg->poll_us = mc->poll_us;
+	m->ep = msgq_endpoint_create(sw, cfg->vm_id, vm->name, cfg->send_slots, cfg->recv_slots,
+				     cfg->max_msg_pages, err, errlen);
+	if (!m->ep) {
+		free(m);
+		return -1;
+	}
+	m->ep->ops = &endpoint_ops;
+	m->ep->dev = m;
+	m->ep->vm_stopping = &vm->stopping;
+
+	m->window_gpa = FERRY_MSGQ_WINDOW_GPA;
+	uint64_t send = send_region_size(m), recv = (uint64_t)cfg->recv_slots * cfg->page_size;
+	m->region[0] = gm_add_foreign(&vm->mem, "msgq-send", m->window_gpa, send, m->ep->hva, false, err, errlen);
+	m->region[1] = m->region[0] < 0 ? -1 :
+		gm_add_foreign(&vm->mem, "msgq-recv", m->window_gpa + send, recv, m->ep->hva + send, true, err, errlen);
+	if (m->region[1] < 0) {
+		msgq_endpoint_destroy(m->ep);
+		free(m);
+		return -1;
+	}
+	vm->msgq = m;
+	return 0;
+}
+
+int msgq_create(struct vm *vm, const struct device_config *dc, char *err, size_t errlen)
+{
+	struct msgq_dev *m = vm->msgq;
+	const struct msgq_device_config *mc = &dc->msgq;
+	struct msgq_switch *sw = vm->vmm->msgq;
+	/* Policy: the peers this VM may send to, by id, also shown to the guest. */
+	for (unsigned p = 0; p < mc->nr_peers; p++) {
+		unsigned k = 0;
+		while (k < vm->vmm->cfg->nr_vms && strcmp(vm->vmm->cfg->vms[k].name, mc->peers[p]))
+			k++;
+		m->ep->peers[m->ep->nr_peers++] = config_vm_id(k);
+		m->cfg.peers[m->cfg.nr_peers].vm_id = config_vm_id(k);
+		snprintf(m->cfg.peers[m->cfg.nr_peers].name, MSGQ_NAME_LEN, "%s", mc->peers[p]);
+		m->cfg.nr_peers++;
+	}
+	snprintf(m->ro_guard.name, sizeof(m->ro_guard.name), "msgq-received-pages");
+	m->ro_guard.vm = vm;
+	if (virtio_device_init(&m->vd, vm, "msgq", &msgq_ops, &sw->lock, err, errlen) < 0)
+		return -1;
+	m->registered = true;
+	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
+	if (bus_register(&vm->mmio, m->window_gpa + send, recv, ro_guard_io, m, &m->ro_guard) < 0) {
+		snprintf(err, errlen, "msgq: receive region overlaps another device");
+		return -1;
+	}
+	m->poll = evl_add_timer(vm->evl, (uint64_t)m->cfg.poll_us * 1000, msgq_poll, m);
+	if (!m->poll || vm_add_exit_hook(vm, msgq_exit_hook, m) < 0) {
+		snprintf(err, errlen, "msgq: cannot start polling for deferred sends");
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,93 @@
+/* The message switch: every VM's message endpoint, the policy of who may
+ * send to whom, and the delivery of a message from one VM's send slots to
+ * another's receive slots, by remapping pages or, for small messages, by
+ * copying. Devices (devices/msgq.c) validate what their guest asked and call
+ * in here; the switch changes a VM's memory only by mapping pool pages into
+ * its window. One lock serializes all of it. */
+#ifndef FERRY_MSGQ_SWITCH_H
+#define FERRY_MSGQ_SWITCH_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ferry/msgq.h"
+#include "host/page_pool.h"
+
+#define MSGQ_MAX_VMS 255  /* ids 1..255; 0 is "nobody" */
+
+struct msgq_switch;
+struct msgq_endpoint;
+
+struct msgq_counters {
+	atomic_ulong sent, received, pages_remapped, bytes_copied, immediate, deferred, rejected;
+	atomic_ulong rejected_by[MSGQ_E_MAX];
+	atomic_ulong returned_pages, pages_zeroed_for_reuse;
+};
+
+/* What the switch needs from the receiving device. Called with the switch
+ * lock held. */
+struct msgq_endpoint_ops {
+	/* Has the driver posted a buffer for a receive header? */
+	bool (*can_deliver)(struct msgq_endpoint *ep);
+	/* Hands the header to the driver (and interrupts it). */
+	bool (*deliver)(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr);
+};
+
+struct msgq_endpoint {
+	struct msgq_switch *sw;
+	uint32_t id;
+	char name[MSGQ_NAME_LEN];
+	const struct msgq_endpoint_ops *ops;
+	void *dev;                  /* the device, for ops */
+	bool up;                    /* the driver is ready (DRIVER_OK, not reset) */
+	atomic_bool *vm_stopping;   /* the VM's flag: a stopped VM receives nothing */
+
+	/* The page window: send slots (read-write), then receive slots
+	 * (read-only to the guest). */
+	uint8_t *hva;
+	uint64_t page_size;
+	uint32_t send_slots, recv_slots, max_msg_pages;
+	uint32_t *slot_page;        /* pool page per slot; POOL_NONE for a free receive slot */
+	uint8_t *recv_writer;       /* per receive slot: the sender whose data it holds */
+	uint32_t recv_cursor;       /* next-fit start for receive slot allocation */
+
+	uint32_t peers[MSGQ_MAX_PEERS];  /* ids this endpoint may send to */
+	unsigned nr_peers;
+
+	struct msgq_counters ctr;
+};
+
+struct msgq_switch {
+	pthread_mutex_t lock;
+	struct page_pool *pool;
+	uint64_t page_size;
+	uint32_t copy_threshold;    /* adaptive: copy below this many bytes */
+	bool threshold_measured;
+	struct msgq_endpoint *ep[MSGQ_MAX_VMS + 1];
+};
+
+/* pages: pool capacity for all windows; zero_pages: the longest receive
+ * region. copy_threshold 0 means: measure it now. */
+struct msgq_switch *msgq_switch_create(uint32_t pages, uint32_t zero_pages, uint64_t page_size,
+				       uint32_t copy_threshold, char *err, size_t errlen);
+void msgq_switch_destroy(struct msgq_switch *sw);
+
+/* Builds an endpoint's window (reserving address space, backing every send
+ * slot with a pool page) and registers it under id. */
+struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, const char *name,
+					   uint32_t send_slots, uint32_t recv_slots, uint32_t max_msg_pages,
+					   char *err, size_t errlen);
+void msgq_endpoint_destroy(struct msgq_endpoint *ep);
+/* Takes back every page the endpoint holds in its receive slots. Lock held. */
+void msgq_endpoint_reset(struct msgq_endpoint *ep);
+
+/* Sends pages [first_slot, ...) of from's send region, len bytes, to VM
+ * dest. Lock held. Returns MSGQ_OK or MSGQ_E_*, and how it travelled. */
+int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, uint32_t first_slot,
+		     uint32_t len, uint32_t cookie, uint8_t *how);
+/* The driver gives back receive slots [slot, slot + n). Lock held. */
+int msgq_switch_return(struct msgq_endpoint *ep, uint32_t slot, uint32_t n);
+
+#endif

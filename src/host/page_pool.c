@@ -1,0 +1,205 @@
+#include "host/page_pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vmm/log.h"
+
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21u << 26)
+#endif
+
+static uint64_t hugepages_free(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[128];
+	unsigned long long n = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "HugePages_Free: %llu", &n) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+bool pool_reserve_hugepages(uint64_t count, char *err, size_t errlen)
+{
+	uint64_t have = hugepages_free();
+	if (have >= count)
+		return true;
+	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "r+");
+	unsigned long long total = 0;
+	if (!f || fscanf(f, "%llu", &total) != 1) {
+		snprintf(err, errlen, "%llu huge pages needed, %llu free, and /proc/sys/vm/nr_hugepages is not writable",
+			 (unsigned long long)count, (unsigned long long)have);
+		if (f)
+			fclose(f);
+		return false;
+	}
+	unsigned long long want = total + (count - have);
+	rewind(f);
+	bool wrote = fprintf(f, "%llu\n", want) > 0;
+	wrote &= fclose(f) == 0;
+	if (!wrote || hugepages_free() < count) {
+		snprintf(err, errlen, "%llu huge pages needed, the host could provide only %llu",
+			 (unsigned long long)count, (unsigned long long)hugepages_free());
+		return false;
+	}
+	log_info(NULL, "reserved %llu huge pages (vm.nr_hugepages %llu -> %llu)",
+		 (unsigned long long)(count - have), total, want);
+	return true;
+}
+
+struct page_pool *pool_create(uint32_t nr_pages, uint32_t zero_pages, uint64_t page_size,
+			      char *err, size_t errlen)
+{
+	bool huge = page_size == (2ull << 20);
+	if (!huge && page_size != 4096) {
+		snprintf(err, errlen, "page pool: page size %llu is neither 4 KiB nor 2 MiB", (unsigned long long)page_size);
+		return NULL;
+	}
+	struct page_pool *p = calloc(1, sizeof(*p));
+	if (!p) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	p->fd = -1;
+	p->hugepages = huge;
+	p->page_size = page_size;
+	p->nr_pages = nr_pages;
+	p->zero_pages = zero_pages;
+	pthread_mutex_init(&p->lock, NULL);
+	uint64_t size = ((uint64_t)nr_pages + zero_pages) * page_size;
+	p->fd = memfd_create("ferry-page-pool", MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+	if (p->fd < 0 || ftruncate(p->fd, (off_t)size) < 0) {
+		snprintf(err, errlen, "page pool: cannot create %llu MiB%s: %s", (unsigned long long)(size >> 20),
+			 huge ? " of huge pages" : "", strerror(errno));
+		goto fail;
+	}
+	p->base = mmap(NULL, (uint64_t)nr_pages * page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		       p->fd, 0);
+	p->next = calloc(nr_pages, sizeof(*p->next));
+	p->writer = calloc(nr_pages, sizeof(*p->writer));
+	if (p->base == MAP_FAILED || !p->next || !p->writer) {
+		snprintf(err, errlen, "page pool: cannot map %llu MiB: %s", (unsigned long long)(size >> 20), strerror(errno));
+		if (p->base == MAP_FAILED)
+			p->base = NULL;
+		goto fail;
+	}
+	for (unsigned i = 0; i < POOL_MAX_OWNERS; i++)
+		p->dirty[i] = POOL_NONE;
+	p->clean = POOL_NONE;
+	for (uint32_t i = nr_pages; i-- > 0;) {
+		p->next[i] = p->clean;
+		p->clean = i;
+	}
+	p->nr_free = nr_pages;
+	return p;
+fail:
+	pool_destroy(p);
+	return NULL;
+}
+
+void pool_destroy(struct page_pool *p)
+{
+	if (!p)
+		return;
+	if (p->base)
+		munmap(p->base, (uint64_t)p->nr_pages * p->page_size);
+	if (p->fd >= 0)
+		close(p->fd);
+	free(p->next);
+	free(p->writer);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+static uint32_t pop(struct page_pool *p, uint32_t *head)
+{
+	uint32_t page = *head;
+	if (page != POOL_NONE) {
+		*head = p->next[page];
+		p->nr_free--;
+	}
+	return page;
+}
+
+/* Gives the page's memory back to the host; it reads as zeroes after. */
+static void zero_page(struct page_pool *p, uint32_t page)
+{
+	if (fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)((uint64_t)page * p->page_size),
+		      (off_t)p->page_size) < 0)
+		memset(pool_page_ptr(p, page), 0, p->page_size); /* never leak, even if punching fails */
+	p->writer[page] = POOL_CLEAN;
+	p->zeroed++;
+}
+
+/* Lock held. Any free page, zeroed. */
+static uint32_t take_clean(struct page_pool *p)
+{
+	uint32_t page = pop(p, &p->clean);
+	if (page != POOL_NONE)
+		return page;
+	for (unsigned owner = 1; owner < POOL_MAX_OWNERS; owner++) {
+		page = pop(p, &p->dirty[owner]);
+		if (page != POOL_NONE) {
+			zero_page(p, page);
+			return page;
+		}
+	}
+	return POOL_NONE;
+}
+
+uint32_t pool_alloc(struct page_pool *p, uint8_t vm)
+{
+	pthread_mutex_lock(&p->lock);
+	uint32_t page = vm != POOL_CLEAN ? pop(p, &p->dirty[vm]) : POOL_NONE;
+	if (page == POOL_NONE)
+		page = take_clean(p);
+	if (page != POOL_NONE)
+		p->writer[page] = vm;
+	pthread_mutex_unlock(&p->lock);
+	return page;
+}
+
+uint32_t pool_alloc_clean(struct page_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	uint32_t page = take_clean(p);
+	pthread_mutex_unlock(&p->lock);
+	return page;
+}
+
+void pool_free(struct page_pool *p, uint32_t page, uint8_t writer)
+{
+	if (page >= p->nr_pages)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->writer[page] = writer;
+	uint32_t *head = writer == POOL_CLEAN ? &p->clean : &p->dirty[writer];
+	p->next[page] = *head;
+	*head = page;
+	p->nr_free++;
+	pthread_mutex_unlock(&p->lock);
+}
+
+int pool_map(struct page_pool *p, void *at, uint32_t page, int prot)
+{
+	void *r = mmap(at, p->page_size, prot, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, p->fd,
+		       (off_t)((uint64_t)page * p->page_size));
+	return r == MAP_FAILED ? -1 : 0;
+}
+
+int pool_map_zero(struct page_pool *p, void *at, uint32_t z, uint32_t n)
+{
+	if ((uint64_t)z + n > p->zero_pages)
+		return -1;
+	off_t off = (off_t)(((uint64_t)p->nr_pages + z) * p->page_size);
+	void *r = mmap(at, (uint64_t)n * p->page_size, PROT_READ, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, p->fd, off);
+	return r == MAP_FAILED ? -1 : 0;
+}

@@ -1,0 +1,224 @@
+/* The message switch without KVM: pages move between two endpoints' windows
+ * (checked through ferry's own view of each window), policy and capacity
+ * refusals deliver nothing, and a page only reaches another VM zeroed
+ * unless it holds that VM's own data. */
+#include "helpers.h"
+
+#include <string.h>
+#include <sys/mman.h>
+
+#include "host/msgq_switch.h"
+#include "vmm/log.h"
+
+#define PS 4096u
+
+static struct msgq_switch *sw;
+static struct msgq_endpoint *a, *b, *c;
+static struct msgq_recv_hdr got[8];
+static unsigned nr_got;
+static bool b_has_buffers;
+
+static bool can_deliver(struct msgq_endpoint *ep)
+{
+	(void)ep;
+	return b_has_buffers;
+}
+
+static bool deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *h)
+{
+	(void)ep;
+	got[nr_got++ % 8] = *h;
+	return true;
+}
+
+static const struct msgq_endpoint_ops ops = { can_deliver, deliver };
+static atomic_bool running;
+
+static struct msgq_endpoint *endpoint(uint32_t id, const char *name)
+{
+	char err[256];
+	struct msgq_endpoint *ep = msgq_endpoint_create(sw, id, name, 8, 8, 4, err, sizeof(err));
+	if (!ep)
+		fail_msg("%s", err);
+	ep->ops = &ops;
+	ep->up = true;
+	ep->vm_stopping = &running;
+	return ep;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	char err[256];
+	log_threshold = LOG_ERROR;
+	sw = msgq_switch_create(3 * 16, 8, PS, 1024, err, sizeof(err));
+	if (!sw)
+		return -1;
+	a = endpoint(1, "a");
+	b = endpoint(2, "b");
+	c = endpoint(3, "c");
+	a->peers[a->nr_peers++] = 2;
+	a->peers[a->nr_peers++] = 3;
+	c->peers[c->nr_peers++] = 2;
+	nr_got = 0;
+	b_has_buffers = true;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	msgq_endpoint_destroy(a);
+	msgq_endpoint_destroy(b);
+	msgq_endpoint_destroy(c);
+	msgq_switch_destroy(sw);
+	return 0;
+}
+
+static uint8_t *send_slot(struct msgq_endpoint *ep, uint32_t s)
+{
+	return ep->hva + (uint64_t)s * PS;
+}
+
+static const uint8_t *recv_slot(struct msgq_endpoint *ep, uint32_t r)
+{
+	return ep->hva + (uint64_t)(ep->send_slots + r) * PS;
+}
+
+static int send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, uint32_t slot, uint32_t len, uint8_t *how)
+{
+	pthread_mutex_lock(&sw->lock);
+	int r = msgq_switch_send(from, dest, mode, slot, len, 77, how);
+	pthread_mutex_unlock(&sw->lock);
+	return r;
+}
+
+static void remap_moves_the_page(void **state)
+{
+	(void)state;
+	memset(send_slot(a, 2), 'M', 2 * PS);
+	uint8_t how;
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 2, 2 * PS - 100, &how), MSGQ_OK);
+	assert_int_equal(how, MSGQ_HOW_REMAPPED);
+	assert_int_equal(nr_got, 1);
+	assert_int_equal(got[0].src, 1);
+	assert_int_equal(got[0].len, 2 * PS - 100);
+	assert_int_equal(got[0].nr_pages, 2);
+	assert_int_equal(got[0].cookie, 77);
+	assert_true(got[0].flags & MSGQ_RECV_REMAPPED);
+	/* The receiver sees the message; the sender's slot no longer does. */
+	assert_int_equal(recv_slot(b, got[0].slot)[0], 'M');
+	assert_int_equal(recv_slot(b, got[0].slot + 1)[PS - 1], 'M');
+	assert_int_equal(send_slot(a, 2)[0], 0);
+	/* And writing there afterwards does not reach the receiver. */
+	memset(send_slot(a, 2), 'X', PS);
+	assert_int_equal(recv_slot(b, got[0].slot)[0], 'M');
+	assert_int_equal(atomic_load(&a->ctr.pages_remapped), 2);
+	assert_int_equal(atomic_load(&a->ctr.bytes_copied), 0);
+	assert_int_equal(atomic_load(&a->ctr.sent), 1);
+	assert_int_equal(atomic_load(&b->ctr.received), 1);
+}
+
+static void small_messages_are_copied(void **state)
+{
+	(void)state;
+	strcpy((char *)send_slot(a, 0), "small");
+	uint8_t how;
+	/* Adaptive, below the 1024-byte threshold of this switch. */
+	assert_int_equal(send(a, 2, MSGQ_SEND_ADAPTIVE, 0, 6, &how), MSGQ_OK);
+	assert_int_equal(how, MSGQ_HOW_COPIED);
+	assert_string_equal((const char *)recv_slot(b, got[0].slot), "small");
+	assert_string_equal((const char *)send_slot(a, 0), "small"); /* the sender keeps its copy */
+	assert_int_equal(recv_slot(b, got[0].slot)[100], 0);         /* nothing else of anyone's */
+	assert_int_equal(atomic_load(&a->ctr.bytes_copied), 6);
+	assert_int_equal(atomic_load(&a->ctr.pages_remapped), 0);
+	/* Adaptive above the threshold remaps. */
+	assert_int_equal(send(a, 2, MSGQ_SEND_ADAPTIVE, 1, 2048, &how), MSGQ_OK);
+	assert_int_equal(how, MSGQ_HOW_REMAPPED);
+}
+
+static void refusals_deliver_nothing(void **state)
+{
+	(void)state;
+	uint8_t how;
+	assert_int_equal(send(b, 1, 0, 0, 10, &how), MSGQ_E_DENIED);    /* b may send to nobody */
+	assert_int_equal(send(a, 9, 0, 0, 10, &how), MSGQ_E_NO_DEST);   /* no VM 9 */
+	assert_int_equal(send(a, 500, 0, 0, 10, &how), MSGQ_E_NO_DEST);
+	assert_int_equal(send(a, 2, 0, 0, 0, &how), MSGQ_E_TOO_LONG);   /* empty */
+	assert_int_equal(send(a, 2, 0, 0, 5 * PS, &how), MSGQ_E_TOO_LONG); /* > max_msg_pages */
+	assert_int_equal(send(a, 2, 0, 7, 2 * PS, &how), MSGQ_E_TOO_LONG); /* runs off the send region */
+	b->up = false;
+	assert_int_equal(send(a, 2, 0, 0, 10, &how), MSGQ_E_DEST_DOWN);
+	b->up = true;
+	b_has_buffers = false;
+	assert_int_equal(send(a, 2, 0, 0, 10, &how), MSGQ_E_FULL);
+	assert_int_equal(nr_got, 0);
+	assert_int_equal(how, MSGQ_HOW_NONE);
+}
+
+static void receive_region_fills_up(void **state)
+{
+	(void)state;
+	uint8_t how;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, 4 * PS, &how), MSGQ_OK);
+	/* All 8 receive slots hold messages now. */
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, PS, &how), MSGQ_E_FULL);
+	pthread_mutex_lock(&sw->lock);
+	assert_int_equal(msgq_switch_return(b, got[0].slot, 4), 0);
+	assert_int_equal(msgq_switch_return(b, got[0].slot, 4), -1); /* a double return */
+	assert_int_equal(msgq_switch_return(b, 7, 2), -1);           /* beyond the region */
+	assert_int_equal(msgq_switch_return(b, 0, 0), -1);
+	pthread_mutex_unlock(&sw->lock);
+	assert_int_equal(recv_slot(b, got[0].slot)[0], 0); /* a returned slot reads as zeroes */
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, PS, &how), MSGQ_OK);
+}
+
+static void pages_change_hands_zeroed(void **state)
+{
+	(void)state;
+	uint8_t how;
+	/* a's secret travels to b, and b gives the page back. */
+	memset(send_slot(a, 0), 'S', PS);
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, PS, &how), MSGQ_OK);
+	pthread_mutex_lock(&sw->lock);
+	assert_int_equal(msgq_switch_return(b, got[0].slot, 1), 0);
+	pthread_mutex_unlock(&sw->lock);
+
+	/* Take every clean page, so the only free page left holds a's data. */
+	uint32_t held[64], n = 0;
+	while (n < 64 && sw->pool->nr_free > 1) /* clean pages go first */
+		held[n++] = pool_alloc_clean(sw->pool);
+	assert_int_equal(sw->pool->nr_free, 1);
+	assert_int_equal(sw->pool->zeroed, 0);
+
+	/* c's send must back its slot with that page: zeroed first. */
+	memset(send_slot(c, 0), 'C', PS);
+	assert_int_equal(send(c, 2, MSGQ_SEND_REMAP, 0, PS, &how), MSGQ_OK);
+	for (unsigned k = 0; k < PS; k++)
+		if (send_slot(c, 0)[k] != 0)
+			fail_msg("c's fresh slot shows byte %u = '%c'", k, send_slot(c, 0)[k]);
+	assert_int_equal(atomic_load(&c->ctr.pages_zeroed_for_reuse), 1);
+
+	/* Pages cycling between one sender and its receiver need no zeroing. */
+	pthread_mutex_lock(&sw->lock);
+	assert_int_equal(msgq_switch_return(b, got[1].slot, 1), 0);
+	pthread_mutex_unlock(&sw->lock);
+	memset(send_slot(c, 0), 'D', PS);
+	assert_int_equal(send(c, 2, MSGQ_SEND_REMAP, 0, PS, &how), MSGQ_OK);
+	assert_int_equal(send_slot(c, 0)[0], 'C'); /* c's own earlier message */
+	assert_int_equal(atomic_load(&c->ctr.pages_zeroed_for_reuse), 1);
+	while (n)
+		pool_free(sw->pool, held[--n], POOL_CLEAN);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(remap_moves_the_page), T(small_messages_are_copied), T(refusals_deliver_nothing),
+		T(receive_region_fills_up), T(pages_change_hands_zeroed),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
