@@ -75,10 +75,12 @@ cJSON *summary_vm(struct vm *vm, const struct vm_config *cfg, const char *create
 	return o;
 }
 
-int summary_write(const char *path, cJSON *vms)
+int summary_write(const char *path, cJSON *vms, cJSON *memory)
 {
 	cJSON *root = cJSON_CreateObject();
 	cJSON_AddItemReferenceToObject(root, "vms", vms);
+	if (memory)
+		cJSON_AddItemReferenceToObject(root, "memory", memory);
 	char *text = cJSON_Print(root);
 	cJSON_Delete(root);
 	if (!text)

@@ -14,6 +14,7 @@
 #include "api/summary.h"
 #include "cli/cli.h"
 #include "devices/msgq.h"
+#include "host/mem_scheduler.h"
 #include "vmm/clock.h"
 #include "vmm/config.h"
 #include "vmm/log.h"
@@ -42,7 +43,7 @@ static const char run_help[] =
 	"  --cpus N           vCPUs (default 1)\n"
 	"  --cmdline TEXT     kernel command line, e.g. \"app=hello\"\n"
 	"  --name NAME        VM name (default vm0)\n"
-	"  --device TYPE      add a device (virtio-rng); may repeat\n";
+	"  --device TYPE      add a device (virtio-rng, virtio-balloon); may repeat\n";
 
 struct run_opts {
 	const char *config;
@@ -146,14 +147,23 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 			snprintf(v->name, sizeof(v->name), "%s", optarg);
 			vm_opts = true;
 			break;
-		case O_DEVICE:
-			if (strcmp(optarg, "virtio-rng") != 0)
-				return usage_error("run", "--device: unknown type '%s' (known: virtio-rng)", optarg);
-			if (v->nr_devices == 1)
+		case O_DEVICE: {
+			enum device_type t;
+			if (!strcmp(optarg, "virtio-rng"))
+				t = DEV_VIRTIO_RNG;
+			else if (!strcmp(optarg, "virtio-balloon"))
+				t = DEV_BALLOON;
+			else
+				return usage_error("run", "--device: unknown type '%s' (known: virtio-rng, virtio-balloon)", optarg);
+			if (config_find_device(v, t))
 				return usage_error("run", "--device %s given twice", optarg);
-			v->devices[v->nr_devices++].type = DEV_VIRTIO_RNG;
+			struct device_config *d = &v->devices[v->nr_devices++];
+			memset(d, 0, sizeof(*d));
+			d->type = t;
+			d->balloon.stats_ms = 250;
 			vm_opts = true;
 			break;
+		}
 		case 'v':
 			log_threshold = LOG_DEBUG;
 			break;
@@ -257,6 +267,7 @@ int cmd_run(int argc, char **argv)
 		if (!cfg.vms)
 			return 1;
 		cfg.vms[0] = o.single;
+		cfg.vms[0].memory = (struct memory_policy){ 0, o.single.memory_mib, 1000 };
 		cfg.nr_vms = 1;
 	}
 	if (make_dir(o.log_dir) < 0) {
@@ -307,7 +318,14 @@ int cmd_run(int argc, char **argv)
 		if (vms[i] && vm_start(vms[i], err, sizeof(err)) < 0)
 			log_error(NULL, "%s", err);
 	}
+	struct mem_scheduler *sched = NULL;
+	if (cfg.host.memory_budget_mib) {
+		sched = mem_scheduler_create(&vmm, vms, cfg.nr_vms, cfg.host.memory_budget_mib);
+		if (!sched)
+			log_error(NULL, "cannot start the memory scheduler; VMs run unscheduled");
+	}
 	wait_for_vms(&vmm, vms, cfg.nr_vms, o.timeout);
+	mem_scheduler_stop(sched);
 
 	cJSON *entries = cJSON_CreateArray();
 	bool all_ok = true;
@@ -321,11 +339,14 @@ int cmd_run(int argc, char **argv)
 		}
 		cJSON_AddItemToArray(entries, summary_vm(vms[i], &cfg.vms[i], errors[i]));
 	}
-	if (o.summary && summary_write(o.summary, entries) < 0) {
+	cJSON *memory = sched ? mem_scheduler_report(sched) : NULL;
+	if (o.summary && summary_write(o.summary, entries, memory) < 0) {
 		log_error(NULL, "cannot write summary %s: %s", o.summary, strerror(errno));
 		all_ok = false;
 	}
 	cJSON_Delete(entries);
+	cJSON_Delete(memory);
+	mem_scheduler_destroy(sched);
 
 	pthread_kill(sig.thread, SIGUSR2);
 	pthread_join(sig.thread, NULL);

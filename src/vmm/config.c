@@ -145,6 +145,7 @@ bool config_name_valid(const char *name)
 static const char *const device_type_names[] = {
 	[DEV_VIRTIO_RNG] = "virtio-rng",
 	[DEV_MSGQ] = "msgq",
+	[DEV_BALLOON] = "virtio-balloon",
 };
 
 const char *device_type_name(enum device_type type)
@@ -202,13 +203,47 @@ static int parse_device(struct ctx *c, const cJSON *j, const char *path, struct 
 		d->type = DEV_MSGQ;
 		return parse_msgq(c, j, path, &d->msgq);
 	}
-	return fail(c, path, "unknown device type \"%s\" (known: virtio-rng, msgq)", type);
+	if (!strcmp(type, "virtio-balloon")) {
+		static const char *const keys[] = { "type", "stats_ms", NULL };
+		uint64_t ms = 250;
+		d->type = DEV_BALLOON;
+		if (check_keys(c, j, path, keys) < 0 || get_uint(c, j, "stats_ms", path, 10, 60000, false, &ms) < 0)
+			return -1;
+		d->balloon.stats_ms = (uint32_t)ms;
+		return 0;
+	}
+	return fail(c, path, "unknown device type \"%s\" (known: virtio-rng, msgq, virtio-balloon)", type);
+}
+
+static int parse_memory_policy(struct ctx *c, const cJSON *vmj, const char *vmpath, struct vm_config *vm)
+{
+	struct memory_policy *m = &vm->memory;
+	m->min_mib = vm->memory_mib < 32 ? vm->memory_mib : 32;
+	m->max_mib = vm->memory_mib;
+	m->shares = 1000;
+	const cJSON *j = cJSON_GetObjectItemCaseSensitive(vmj, "memory");
+	if (!j)
+		return 0;
+	char path[64];
+	snprintf(path, sizeof(path), "%s.memory", vmpath);
+	static const char *const keys[] = { "min_mib", "max_mib", "shares", NULL };
+	if (!cJSON_IsObject(j))
+		return fail(c, path, "must be an object like {\"min_mib\": 64, \"max_mib\": 512, \"shares\": 1000}, not %s",
+			    json_type_name(j));
+	if (check_keys(c, j, path, keys) < 0 ||
+	    get_uint(c, j, "max_mib", path, 1, vm->memory_mib, false, &m->max_mib) < 0 ||
+	    get_uint(c, j, "min_mib", path, 0, m->max_mib, false, &m->min_mib) < 0 ||
+	    get_uint(c, j, "shares", path, 1, 1000000, false, &m->shares) < 0)
+		return -1;
+	if (!cJSON_GetObjectItemCaseSensitive(j, "min_mib") && m->min_mib > m->max_mib)
+		m->min_mib = m->max_mib;
+	return 0;
 }
 
 static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_config *vm)
 {
 	static const char *const keys[] = { "name", "memory_mib", "vcpus", "kernel", "cmdline",
-					    "hugepages", "console_log", "devices", NULL };
+					    "hugepages", "console_log", "devices", "memory", NULL };
 	if (!cJSON_IsObject(j))
 		return fail(c, path, "must be an object, not %s", json_type_name(j));
 	if (check_keys(c, j, path, keys) < 0)
@@ -232,6 +267,9 @@ static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_c
 	if (vm->hugepages && vm->memory_mib % 2)
 		return fail(c, path, "\"memory_mib\" must be a multiple of 2 with \"hugepages\" (got %llu)",
 			    (unsigned long long)vm->memory_mib);
+
+	if (parse_memory_policy(c, j, path, vm) < 0)
+		return -1;
 
 	if (vm->kernel[0] == '\0')
 		config_default_kernel(vm->kernel, sizeof(vm->kernel));
@@ -307,6 +345,28 @@ static int check_msgq_links(struct ctx *c, const struct ferry_config *cfg)
 	return 0;
 }
 
+static int parse_host(struct ctx *c, const cJSON *root, struct ferry_config *cfg)
+{
+	const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "host");
+	if (!h)
+		return 0;
+	static const char *const keys[] = { "memory_budget_mib", NULL };
+	if (!cJSON_IsObject(h))
+		return fail(c, "host", "must be an object, not %s", json_type_name(h));
+	if (check_keys(c, h, "host", keys) < 0 ||
+	    get_uint(c, h, "memory_budget_mib", "host", 1, CFG_MAX_MEMORY_MIB * 64, false, &cfg->host.memory_budget_mib) < 0)
+		return -1;
+	uint64_t mins = 0;
+	for (unsigned i = 0; i < cfg->nr_vms; i++)
+		mins += cfg->vms[i].memory.min_mib;
+	if (cfg->host.memory_budget_mib && mins > cfg->host.memory_budget_mib)
+		return fail(c, "host.memory_budget_mib",
+			    "the VMs' min_mib add up to %llu MiB, %llu MiB more than the budget of %llu MiB",
+			    (unsigned long long)mins, (unsigned long long)(mins - cfg->host.memory_budget_mib),
+			    (unsigned long long)cfg->host.memory_budget_mib);
+	return 0;
+}
+
 /* Turns cJSON's error pointer into "line L, column C". */
 static void error_position(const char *text, const char *at, int *line, int *col)
 {
@@ -336,7 +396,7 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 		return -1;
 	}
 	int ret = -1;
-	static const char *const keys[] = { "vms", "msgq", NULL };
+	static const char *const keys[] = { "vms", "msgq", "host", NULL };
 	if (!cJSON_IsObject(root)) {
 		fail(&c, "(top level)", "must be an object, not %s", json_type_name(root));
 		goto out;
@@ -388,7 +448,7 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 			goto out;
 		out->msgq.copy_threshold = (uint32_t)t;
 	}
-	if (check_msgq_links(&c, out) < 0)
+	if (check_msgq_links(&c, out) < 0 || parse_host(&c, root, out) < 0)
 		goto out;
 	ret = 0;
 out:

@@ -20,6 +20,7 @@
 enum device_type {
 	DEV_VIRTIO_RNG,
 	DEV_MSGQ,
+	DEV_BALLOON,
 };
 
 #define CFG_MSGQ_MAX_PEERS 16
@@ -31,9 +32,21 @@ struct msgq_device_config {
 	uint32_t poll_us;                               /* deferred-send pickup interval */
 };
 
+struct balloon_device_config {
+	uint32_t stats_ms;      /* how often ferry asks the guest for statistics */
+};
+
 struct device_config {
 	enum device_type type;
 	struct msgq_device_config msgq;
+	struct balloon_device_config balloon;
+};
+
+/* How the memory scheduler treats a VM (see host/mem_scheduler.c). */
+struct memory_policy {
+	uint64_t min_mib;       /* never ask the VM to go below this */
+	uint64_t max_mib;       /* never give it more (<= memory_mib) */
+	uint64_t shares;        /* its weight when memory is divided */
 };
 
 struct vm_config {
@@ -44,6 +57,7 @@ struct vm_config {
 	char cmdline[CFG_CMDLINE_MAX];
 	bool hugepages;
 	char console_log[PATH_MAX];   /* empty: <log dir>/<name>.log */
+	struct memory_policy memory;
 	struct device_config devices[CFG_MAX_DEVICES];
 	unsigned nr_devices;
 };
@@ -54,6 +68,9 @@ struct ferry_config {
 	struct {
 		uint32_t copy_threshold;  /* bytes; 0: measure at start-up */
 	} msgq;
+	struct {
+		uint64_t memory_budget_mib;  /* 0: no memory scheduler */
+	} host;
 };
 
 /* The VM's id as other VMs see it (message sources and destinations). */

@@ -13,6 +13,7 @@
 #include "devices/msgq.h"
 #include "devices/pci.h"
 #include "devices/serial.h"
+#include "devices/virtio_balloon.h"
 #include "devices/virtio_rng.h"
 #include "ferry/layout.h"
 #include "vmm/acpi.h"
@@ -117,6 +118,10 @@ static int add_devices(struct vm *vm, const char *log_dir, bool console, char *e
 			break;
 		case DEV_MSGQ:
 			if (msgq_create(vm, &vm->cfg->devices[i], err, errlen) < 0)
+				return -1;
+			break;
+		case DEV_BALLOON:
+			if (virtio_balloon_create(vm, &vm->cfg->devices[i], err, errlen) < 0)
 				return -1;
 			break;
 		}

@@ -21,6 +21,7 @@ struct pci_bus;
 struct serial;
 struct eventloop;
 struct msgq_dev;
+struct balloon;
 
 #define VM_MAX_EXIT_HOOKS 4
 
@@ -65,6 +66,7 @@ struct vm {
 	unsigned nr_vcpus;
 
 	struct msgq_dev *msgq;        /* the message queue, if configured */
+	struct balloon *balloon;      /* the balloon, if configured */
 	/* Run on a vCPU thread after each exit to ferry: work that waits for
 	 * the VM's "next natural exit" (deferred message sends). */
 	struct {

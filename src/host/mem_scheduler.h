@@ -1,0 +1,47 @@
+/* The host's memory scheduler: divides a memory budget among VMs and sends
+ * each VM, through its balloon, a memory quantity request. It sees guests
+ * only through their balloon drivers (statistics in, targets out) and the
+ * host's own accounting of their memfds; the guest OS is unaware of it. */
+#ifndef FERRY_MEM_SCHEDULER_H
+#define FERRY_MEM_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+struct vmm;
+struct cJSON;
+
+#define MEMSCHED_TICK_MS 100
+#define MEMSCHED_IDLE_TAX 0.75   /* share of idle memory reclaimable before active memory */
+
+/* What the scheduler decides for one VM, from what it observes. Pure, so the
+ * policy can be tested without VMs. */
+struct memsched_vm {
+	/* inputs */
+	uint64_t ram_mib, min_mib, max_mib, shares;
+	bool cooperative;          /* has a working balloon driver */
+	bool have_stats;
+	double used_mib;           /* guest's own view: total - free */
+	double resident_mib;       /* host pages its memfd holds */
+	double alloc_mib;          /* what it is allowed now */
+	/* output */
+	double new_alloc_mib;
+};
+
+/* Divides budget_mib: uncooperative VMs keep what they hold; the others get
+ * at least min, their active memory (plus a headroom and the untaxed part of
+ * their idle memory) next, split by shares when it does not all fit, and any
+ * surplus by shares up to max. */
+void memsched_divide(struct memsched_vm *v, unsigned n, double budget_mib);
+
+struct mem_scheduler;
+struct mem_scheduler *mem_scheduler_create(struct vmm *vmm, struct vm **vms, unsigned nr, uint64_t budget_mib);
+/* Stops the timer; the report stays readable. */
+void mem_scheduler_stop(struct mem_scheduler *s);
+/* {"budget_mib", "peak_resident_mib", "vms": {...}, "series": [...]} */
+struct cJSON *mem_scheduler_report(struct mem_scheduler *s);
+void mem_scheduler_destroy(struct mem_scheduler *s);
+
+#endif
