@@ -11,9 +11,11 @@
 #include "kernel.h"
 #include "kstring.h"
 #include "lapic.h"
+#include "native.h"
 #include "page_alloc.h"
 #include "pci.h"
 #include "smp.h"
+#include "spinlock.h"
 #include "timer.h"
 #include "virtio_rng.h"
 #include "virtqueue.h"
@@ -53,6 +55,8 @@ static enum result check_lib(void)
 		return failed("ksnprintf gave \"%s\"", buf);
 	if (ksnprintf(buf, 4, "%s", "truncated") != 9 || strcmp(buf, "tru"))
 		return failed("ksnprintf truncation");
+	if (ksnprintf(buf, sizeof(buf), "%02x:%04X|%-3d|%5s", 1, 0xd, 7, "ab") != 17)
+		return failed("ksnprintf returned the wrong length for \"%s\"", buf);
 	if (checksum_inet(ip_header, sizeof(ip_header)) != 0xb861)
 		return failed("checksum_inet gave %#x", checksum_inet(ip_header, sizeof(ip_header)));
 	if (!parse_size("64K", &v) || v != 65536 || !parse_size("0x10M", &v) || v != 16 * MiB ||
@@ -359,6 +363,122 @@ static enum result check_virtio(void)
 	return PASS;
 }
 
+/* --- native: native_call(), demotion and promotion (native.h) --- */
+
+struct native_probe {
+	bool ring3, irqs;               /* as fn saw them */
+	volatile bool ticked;
+	struct timer timer;
+};
+
+static long native_probe(void *p)
+{
+	struct native_probe *np = p;
+
+	np->ring3 = native_active();
+	np->irqs = irqs_enabled();
+	return 0x5eed;
+}
+
+static long demote(void *unused)
+{
+	(void)unused;
+	native_demote();
+	return native_active();
+}
+
+static long loop(void *n)
+{
+	uint64_t x = 1;
+
+	for (uint64_t i = 0; i < (uintptr_t)n; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		asm volatile("" : "+r"(x));
+	}
+	return (long)x;
+}
+
+static void native_tick(void *p)
+{
+	struct native_probe *np = p;
+
+	/* An interrupt handler: native_call() must run fn here, in ring 0. */
+	np->ring3 = native_call(native_probe, np) == 0x5eed && np->ring3;
+	np->ticked = true;
+}
+
+static enum result check_native(void)
+{
+	enum { LOOP = 300 };
+	struct native_probe np = { 0 };
+	struct native_stats before, after;
+	struct spinlock lock = SPINLOCK_INIT;
+	uint64_t flags, t0, t3, t_ring3, t_ring0, deadline;
+
+	/* The app runs under native_call(): this is ring 3. */
+	native_stats(&before);
+	if (native_call(native_probe, &np) != 0x5eed)
+		return failed("native_call returned the wrong value");
+	if (!np.ring3 || !np.irqs)
+		return failed("fn ran in ring %d with interrupts %s", np.ring3 ? 3 : 0,
+			      np.irqs ? "on" : "off");
+
+	/* native_call() returns in the ring it was called in, whatever fn did. */
+	if (native_call(demote, NULL) || !native_active())
+		return failed("native_call of a demoting fn did not return to ring 3");
+
+	/* A privileged instruction demotes; native_resume() promotes. */
+	native_demote();
+	if (native_active() || !irqs_enabled())
+		return failed("still in ring 3 after a privileged instruction");
+	if (!native_resume() || !native_active())
+		return failed("native_resume did not return to ring 3");
+
+	/* irq_save/irq_restore come back to the ring they started in. */
+	flags = spin_lock_irqsave(&lock);
+	if (native_active() || irqs_enabled())
+		return failed("spin_lock_irqsave left interrupts on or stayed in ring 3");
+	np = (struct native_probe){ 0 };
+	native_call(native_probe, &np);   /* from ring 0, interrupts off */
+	if (!np.ring3 || np.irqs || native_active())
+		return failed("with interrupts off, fn ran in ring %d with interrupts %s",
+			      np.ring3 ? 3 : 0, np.irqs ? "on" : "off");
+	spin_unlock_irqrestore(&lock, flags);
+	if (!native_active() || !irqs_enabled())
+		return failed("spin_unlock_irqrestore did not return to ring 3");
+
+	/* An interrupt taken in ring 3 is handled (where native_call() falls
+	 * back to ring 0) and the code carries on in ring 3. */
+	np = (struct native_probe){ 0 };
+	timer_start(&np.timer, 200000, native_tick, &np);
+	deadline = rdtsc() + tsc_khz() * 1000;
+	while (!np.ticked && rdtsc() < deadline)
+		cpu_relax();
+	if (!np.ticked)
+		return failed("timer interrupt in ring 3 not handled within 1 s");
+	if (np.ring3)
+		return failed("native_call from an interrupt handler entered ring 3");
+	if (!native_active())
+		return failed("not back in ring 3 after an interrupt");
+	native_stats(&after);
+	if (after.demotions == before.demotions || after.promotions == before.promotions)
+		return failed("no demotion or promotion counted");
+
+	/* Speed, for information only: hosts with VT-x run both rings natively. */
+	t0 = rdtsc();
+	loop((void *)LOOP);
+	t3 = rdtsc();
+	t_ring3 = MAX(t3 - t0, 1);
+	native_demote();
+	t0 = rdtsc();
+	loop((void *)LOOP);
+	t_ring0 = rdtsc() - t0;
+	native_resume();
+	kprintf("selftest: native: %u-iteration loop: %lu ns in ring 3, %lu ns in ring 0 (%lux)\n",
+		LOOP, t_ring3 * 1000000 / tsc_khz(), t_ring0 * 1000000 / tsc_khz(), t_ring0 / t_ring3);
+	return PASS;
+}
+
 static const struct {
 	const char *name;
 	enum result (*fn)(void);
@@ -373,6 +493,7 @@ static const struct {
 	{ "pci", check_pci },
 	{ "smp", check_smp },
 	{ "virtio", check_virtio },
+	{ "native", check_native },
 };
 
 static int selftest_main(void)

@@ -97,12 +97,17 @@ ap_start64:
 
 	.data
 	.balign 16
-	.globl gdt, gdt_desc
+	.globl gdt, gdt_end, gdt_desc
 gdt:
 	.quad 0
 	.quad 0x00cf9a000000ffff        /* GDT_CODE32: flat 32-bit code */
-	.quad 0x00cf92000000ffff        /* GDT_DATA: flat data */
 	.quad 0x00af9a000000ffff        /* GDT_CODE64: 64-bit code */
+	.quad 0x00cf92000000ffff        /* GDT_DATA: flat data */
+	/* Ring 3 (kernel/native.c). The APs' trampoline loads only the four
+	 * entries above; kernel/gdt.c copies all of them into per-CPU GDTs. */
+	.quad 0x00cffa000000ffff        /* GDT_USER_CODE32: for SYSRET's layout only */
+	.quad 0x00cff2000000ffff        /* GDT_USER_DATA */
+	.quad 0x00affa000000ffff        /* GDT_USER_CODE64 */
 gdt_end:
 	/* Read as 6 bytes by lgdt in 32-bit mode and as 10 bytes in 64-bit mode. */
 gdt_desc:
@@ -110,27 +115,28 @@ gdt_desc:
 	.quad gdt
 
 	/* Identity map of the low 4 GiB with 2 MiB pages; [3 GiB, 4 GiB) holds
-	 * MMIO and is uncached. kernel/paging.c refines this with the memory map
+	 * MMIO and is uncached. Every entry has U set, so code that the kernel
+	 * runs in ring 3 for speed (kernel/native.c) reaches all of it. kernel/paging.c refines this with the memory map
 	 * and maps more (RAM above 4 GiB, 64-bit BARs) into the same tables. */
 	.section .pagetables, "aw", @progbits
 	.balign 4096
 	.globl boot_pml4
 boot_pml4:
-	.quad boot_pdpt + PTE_P + PTE_W
+	.quad boot_pdpt + PTE_P + PTE_W + PTE_U
 	.fill 511, 8, 0
 boot_pdpt:
-	.quad boot_pd + PTE_P + PTE_W
-	.quad boot_pd + 0x1000 + PTE_P + PTE_W
-	.quad boot_pd + 0x2000 + PTE_P + PTE_W
-	.quad boot_pd + 0x3000 + PTE_P + PTE_W
+	.quad boot_pd + PTE_P + PTE_W + PTE_U
+	.quad boot_pd + 0x1000 + PTE_P + PTE_W + PTE_U
+	.quad boot_pd + 0x2000 + PTE_P + PTE_W + PTE_U
+	.quad boot_pd + 0x3000 + PTE_P + PTE_W + PTE_U
 	.fill 508, 8, 0
 boot_pd:
 	.set pde, 0
 	.rept 2048
 	.if pde < 1536
-	.quad (pde << 21) + PTE_P + PTE_W + PTE_PS
+	.quad (pde << 21) + PTE_P + PTE_W + PTE_U + PTE_PS
 	.else
-	.quad (pde << 21) + PTE_P + PTE_W + PTE_PS + PTE_PCD + PTE_PWT
+	.quad (pde << 21) + PTE_P + PTE_W + PTE_U + PTE_PS + PTE_PCD + PTE_PWT
 	.endif
 	.set pde, pde + 1
 	.endr

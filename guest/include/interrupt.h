@@ -2,6 +2,7 @@
 #ifndef GUEST_INTERRUPT_H
 #define GUEST_INTERRUPT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Vector map. 0-31 are exceptions. The 8259s are remapped to 0x20-0x2f and
@@ -25,13 +26,20 @@ struct irq_frame {
 /* Handlers run with interrupts disabled; dispatch sends the LAPIC EOI after. */
 typedef void (*irq_handler_fn)(void *arg);
 
-void interrupts_init(void);      /* builds the IDT and loads it (BSP) */
-void interrupts_init_cpu(void);  /* loads the IDT on an AP */
+/* BSP: loads the IDT with only the two gates native_call() needs (#UD, #GP);
+ * interrupts_init() then fills in all of it, in ring 3, where 256 gates cost
+ * microseconds instead of milliseconds. */
+void interrupts_init_early(void);
+void interrupts_init(void);
+void interrupts_init_cpu(void);  /* loads the IDT (APs) */
 
 void irq_register(unsigned vector, irq_handler_fn fn, void *arg);
 void irq_unregister(unsigned vector);
 /* Picks a free vector in the dynamic range and registers fn on it; -1 if none. */
 int irq_alloc_vector(irq_handler_fn fn, void *arg);
+/* Lets ring 3 reach vector with INT n (a trap gate keeps interrupts
+ * enabled); its handler then gets no EOI. */
+void idt_set_user_gate(unsigned vector, bool trap_gate);
 /* Times vector was dispatched, on any CPU. */
 uint64_t irq_count(unsigned vector);
 
@@ -44,6 +52,11 @@ uint64_t irq_count(unsigned vector);
  */
 #define EXTABLE(fault, resume) \
 	".pushsection .extable, \"a\"\n.balign 8\n.quad " #fault ", " #resume "\n.popsection\n"
+
+/* Called first for every exception (vectors 0-31); returns true if it
+ * handled it (the frame, possibly changed, is then resumed). For tests. */
+typedef bool (*exception_hook_fn)(struct irq_frame *f);
+void exception_set_hook(exception_hook_fn fn);
 
 struct fault_record {
 	int vector;          /* -1: none since fault_clear() */

@@ -11,8 +11,24 @@
 
 struct timer;
 
+/* 64-bit task-state segment: only the ring-0 stack pointer is used. */
+struct tss {
+	uint32_t reserved0;
+	uint64_t rsp0;               /* stack for interrupts taken in ring 3 */
+	uint64_t rsp1, rsp2, reserved1, ist[7], reserved2;
+	uint16_t reserved3;
+	uint16_t iomap_base;         /* past the limit: no I/O bitmap, IOPL decides */
+} __attribute__((packed));
+
+#define GDT_ENTRIES 10               /* the boot GDT's 7, a spare, the TSS (2) */
+
 struct cpu {
 	struct cpu *self;            /* offset 0: this_cpu() reads %gs:0 */
+	/* Offsets 8-28 are used by kernel/native_entry.S and x86.h. */
+	uint64_t native_kernel_rsp;  /* saved by native_enter() */
+	uint64_t native_demotions;   /* ring 3 -> 0 on a privileged instruction */
+	volatile uint8_t native_depth;  /* in a native_call(): 0 or 1 */
+	bool native_irqs;            /* interrupts enabled in that native code */
 	unsigned index;              /* 0 is the BSP */
 	uint32_t apic_id;
 	volatile bool online;
@@ -29,6 +45,14 @@ struct cpu {
 	struct fault_record fault;   /* last expected exception (interrupt.c) */
 	unsigned exception_depth;
 	void *stack;                 /* AP stack base, from the page allocator */
+
+	/* kernel/gdt.c: this CPU's GDT (TSS descriptor at GDT_TSS) and TSS. */
+	uint64_t gdt[GDT_ENTRIES] __attribute__((aligned(16)));
+	struct tss tss __attribute__((aligned(16)));
+	unsigned irq_depth;          /* interrupt handlers running (interrupt.c) */
+	/* kernel/native.c */
+	void *native_stack;          /* ring-3 stack, NATIVE_STACK_SIZE bytes */
+	uint64_t native_calls, native_fallbacks, native_promotions;
 };
 
 static inline struct cpu *this_cpu(void)
@@ -37,6 +61,12 @@ static inline struct cpu *this_cpu(void)
 
 	asm volatile("mov %%gs:0, %0" : "=r"(c));
 	return c;
+}
+
+/* True while an interrupt or exception handler runs on this CPU. */
+static inline bool in_interrupt(void)
+{
+	return this_cpu()->irq_depth != 0;
 }
 
 /* Sets up CPU 0 (this one) as the BSP; called first thing in kernel_main. */
@@ -48,7 +78,8 @@ unsigned smp_cpu_count(void);            /* online CPUs, indices 0..count-1 */
 struct cpu *smp_cpu(unsigned index);
 
 /* Runs fn(arg) on CPU index and waits for it to return (directly if index is
- * this CPU). Returns 0, or -1 if the CPU is offline or parked. */
+ * this CPU). On an AP, fn runs under native_call() (native.h) with interrupts
+ * enabled. Returns 0, or -1 if the CPU is offline or parked. */
 int smp_call(unsigned index, void (*fn)(void *), void *arg);
 
 /* A parked CPU halts with interrupts enabled and runs nothing; smp_call() to it

@@ -9,17 +9,34 @@
 
 #define MSR_APIC_BASE  0x1b
 #define MSR_EFER       0xc0000080
+#define MSR_STAR       0xc0000081
+#define MSR_LSTAR      0xc0000082
+#define MSR_FMASK      0xc0000084
 #define MSR_GS_BASE    0xc0000101
+#define EFER_SCE       (1u << 0)
 #define EFER_LME       (1u << 8)
 
-/* GDT selectors (boot/pvh_entry.S builds the GDT). */
-#define GDT_CODE32 0x08
-#define GDT_DATA   0x10
-#define GDT_CODE64 0x18
+#define RFLAGS_IF      (1u << 9)
+#define RFLAGS_IOPL3   (3u << 12)
+
+/* GDT selectors, in the order Linux uses (and the order SYSCALL/SYSRET need:
+ * kernel data right after kernel code; 32-bit user code, user data, 64-bit
+ * user code). boot/pvh_entry.S builds the boot GDT; kernel/gdt.c gives each
+ * CPU a copy with its TSS at GDT_TSS. */
+#define GDT_CODE32      0x08
+#define GDT_CODE64      0x10
+#define GDT_DATA        0x18
+#define GDT_USER_CODE32 0x20
+#define GDT_USER_DATA   0x28
+#define GDT_USER_CODE64 0x30
+#define GDT_TSS         0x40  /* 16 bytes */
+#define USER_CS (GDT_USER_CODE64 | 3)
+#define USER_DS (GDT_USER_DATA | 3)
 
 /* Page table entry bits. */
 #define PTE_P    (1ull << 0)
 #define PTE_W    (1ull << 1)
+#define PTE_U    (1ull << 2)
 #define PTE_PWT  (1ull << 3)
 #define PTE_PCD  (1ull << 4)
 #define PTE_PS   (1ull << 7)
@@ -69,22 +86,52 @@ static inline void irq_enable(void) { asm volatile("sti" ::: "memory"); }
  * is already pending wakes the hlt instead of being taken before it. */
 static inline void irq_enable_and_halt(void) { asm volatile("sti; hlt" ::: "memory"); }
 
+/* While this CPU runs code under native_call() (kernel/native.c), that code
+ * may be in ring 3, where pushf does not show the real IF on kvm_pvm, and
+ * irq_restore() must take it back to the ring irq_save() was called in: the
+ * native_* versions do both. The test is one load of struct cpu's
+ * native_depth. irq_save() marks flags saved in ring 3 with a bit that
+ * RFLAGS never has. */
+#define CPU_NATIVE_DEPTH 24                 /* offsetof(struct cpu, native_depth) */
+#define IRQ_FLAGS_RING3 (1ull << 63)
+uint64_t native_irq_save(void);
+void native_irq_restore(uint64_t flags);
+bool native_irqs_enabled(void);
+
+static inline bool in_native_call(void)
+{
+	uint8_t depth;
+
+	asm volatile("movb %%gs:%c1, %0" : "=r"(depth) : "i"(CPU_NATIVE_DEPTH));
+	return depth;
+}
+
 static inline uint64_t irq_save(void)
 {
 	uint64_t flags;
+
+	if (__builtin_expect(in_native_call(), 0))
+		return native_irq_save();
 	asm volatile("pushfq; pop %0; cli" : "=r"(flags) :: "memory");
 	return flags;
 }
 static inline void irq_restore(uint64_t flags)
 {
-	if (flags & (1u << 9))
-		irq_enable();
+	if (flags & (RFLAGS_IF | IRQ_FLAGS_RING3)) {
+		if (__builtin_expect(in_native_call(), 0))
+			native_irq_restore(flags);
+		else if (flags & RFLAGS_IF)
+			irq_enable();
+	}
 }
 static inline bool irqs_enabled(void)
 {
 	uint64_t flags;
+
+	if (__builtin_expect(in_native_call(), 0))
+		return native_irqs_enabled();
 	asm volatile("pushfq; pop %0" : "=r"(flags));
-	return flags & (1u << 9);
+	return flags & RFLAGS_IF;
 }
 
 /* Full barrier without SSE2's mfence: a locked no-op on the stack. */

@@ -6,6 +6,7 @@
 #include "kernel.h"
 #include "kstring.h"
 #include "page_alloc.h"
+#include "smp.h"
 #include "spinlock.h"
 
 #define HEADER      16
@@ -31,7 +32,15 @@ struct free_obj {
 
 static struct free_obj *free_list[NCLASSES];
 static struct heap_stats stats;
+/* Does not disable interrupts (so ring-3 code keeps running natively):
+ * interrupt handlers must not use the heap. */
 static struct spinlock lock = SPINLOCK_INIT;
+
+static void lock_heap(void)
+{
+	BUG_ON(in_interrupt());
+	spin_lock(&lock);
+}
 
 _Static_assert(sizeof(struct header) == HEADER, "header keeps objects 16-byte aligned");
 
@@ -56,18 +65,17 @@ static bool refill(unsigned shift)
 void *kmalloc(size_t size)
 {
 	size_t total = size + HEADER;
-	uint64_t flags;
 	struct header *h;
 
 	if (size > UINT32_MAX)
 		return NULL;
-	flags = spin_lock_irqsave(&lock);
+	lock_heap();
 	if (total <= (1u << MAX_SHIFT)) {
 		unsigned shift = MIN_SHIFT;
 		while ((1u << shift) < total)
 			shift++;
 		if (!free_list[shift - MIN_SHIFT] && !refill(shift)) {
-			spin_unlock_irqrestore(&lock, flags);
+			spin_unlock(&lock);
 			return NULL;
 		}
 		h = &free_list[shift - MIN_SHIFT]->h;
@@ -79,7 +87,7 @@ void *kmalloc(size_t size)
 			order++;
 		h = alloc_pages(order);
 		if (!h) {
-			spin_unlock_irqrestore(&lock, flags);
+			spin_unlock(&lock);
 			return NULL;
 		}
 		h->class = LARGE;
@@ -90,7 +98,7 @@ void *kmalloc(size_t size)
 	h->size = (uint32_t)size;
 	stats.bytes_in_use += size;
 	stats.allocations++;
-	spin_unlock_irqrestore(&lock, flags);
+	spin_unlock(&lock);
 	return (char *)h + HEADER;
 }
 
@@ -106,14 +114,13 @@ void *kzalloc(size_t size)
 void kfree(void *p)
 {
 	struct header *h;
-	uint64_t flags;
 
 	if (!p)
 		return;
 	h = (struct header *)((char *)p - HEADER);
 	if (((uintptr_t)p & 15) || h->magic != MAGIC_USED)
 		panic("kfree(%p): %s", p, h->magic == MAGIC_FREE ? "double free" : "not from kmalloc");
-	flags = spin_lock_irqsave(&lock);
+	lock_heap();
 	stats.bytes_in_use -= h->size;
 	stats.allocations--;
 	h->magic = MAGIC_FREE;
@@ -127,13 +134,12 @@ void kfree(void *p)
 	} else {
 		panic("kfree(%p): corrupt header", p);
 	}
-	spin_unlock_irqrestore(&lock, flags);
+	spin_unlock(&lock);
 }
 
 void heap_stats(struct heap_stats *st)
 {
-	uint64_t flags = spin_lock_irqsave(&lock);
-
+	lock_heap();
 	*st = stats;
-	spin_unlock_irqrestore(&lock, flags);
+	spin_unlock(&lock);
 }

@@ -12,7 +12,7 @@ struct idt_gate {
 	uint16_t offset_lo;
 	uint16_t selector;
 	uint8_t ist;
-	uint8_t type;        /* 0x8e: present, DPL 0, 64-bit interrupt gate */
+	uint8_t type;        /* 0x8e: present, DPL 0, 64-bit interrupt gate; 0xef: DPL 3 trap gate */
 	uint16_t offset_mid;
 	uint32_t offset_hi;
 	uint32_t reserved;
@@ -22,7 +22,7 @@ struct extable_entry {
 	uint64_t fault_rip, resume_rip;
 };
 
-extern const char interrupt_stubs[];
+extern const char interrupt_stubs[], native_ud_entry[], native_gp_entry[];
 extern const struct extable_entry __extable_start[], __extable_end[];
 
 static struct idt_gate idt[256] __attribute__((aligned(16)));
@@ -30,7 +30,9 @@ static struct {
 	irq_handler_fn fn;
 	void *arg;
 	uint64_t count;
+	bool software;   /* reached by INT n from ring 3: no EOI */
 } handlers[256];
+static exception_hook_fn exception_hook;
 static struct spinlock handlers_lock = SPINLOCK_INIT;
 
 static const char *const exception_names[32] = {
@@ -54,16 +56,32 @@ void interrupts_init_cpu(void)
 	asm volatile("lidt %0" :: "m"(desc));
 }
 
+static void set_gate(unsigned v)
+{
+	uint64_t a = (uintptr_t)interrupt_stubs + 16 * v;
+
+	/* #UD and #GP first check for code run by native_call() (native_entry.S). */
+	if (v == 6)
+		a = (uintptr_t)native_ud_entry;
+	else if (v == 13)
+		a = (uintptr_t)native_gp_entry;
+	idt[v] = (struct idt_gate){
+		.offset_lo = (uint16_t)a, .selector = GDT_CODE64, .type = 0x8e,
+		.offset_mid = (uint16_t)(a >> 16), .offset_hi = (uint32_t)(a >> 32),
+	};
+}
+
+void interrupts_init_early(void)
+{
+	set_gate(6);
+	set_gate(13);
+	interrupts_init_cpu();
+}
+
 void interrupts_init(void)
 {
-	for (unsigned v = 0; v < 256; v++) {
-		uint64_t a = (uintptr_t)interrupt_stubs + 16 * v;
-		idt[v] = (struct idt_gate){
-			.offset_lo = (uint16_t)a, .selector = GDT_CODE64, .type = 0x8e,
-			.offset_mid = (uint16_t)(a >> 16), .offset_hi = (uint32_t)(a >> 32),
-		};
-	}
-	interrupts_init_cpu();
+	for (unsigned v = 0; v < 256; v++)
+		set_gate(v);
 }
 
 void irq_register(unsigned vector, irq_handler_fn fn, void *arg)
@@ -97,6 +115,17 @@ int irq_alloc_vector(irq_handler_fn fn, void *arg)
 	return vector;
 }
 
+void idt_set_user_gate(unsigned vector, bool trap_gate)
+{
+	idt[vector].type = trap_gate ? 0xef : 0xee;  /* present, DPL 3 */
+	handlers[vector].software = true;
+}
+
+void exception_set_hook(exception_hook_fn fn)
+{
+	exception_hook = fn;
+}
+
 uint64_t irq_count(unsigned vector)
 {
 	return READ_ONCE(handlers[vector & 255].count);
@@ -125,8 +154,8 @@ static void dump_frame(const struct irq_frame *f, uint64_t cr2)
 {
 	const char *name = exception_names[f->vector] ? exception_names[f->vector] : "reserved";
 
-	kprintf("EXCEPTION %lu (%s) on cpu %u, error code %#lx\n",
-		f->vector, name, this_cpu()->index, f->error_code);
+	kprintf("EXCEPTION %lu (%s) on cpu %u in ring %lu, error code %#lx\n",
+		f->vector, name, this_cpu()->index, f->cs & 3, f->error_code);
 	kprintf("RIP %016lx CS %lx RFLAGS %lx CR2 %016lx\n", f->rip, f->cs, f->rflags, cr2);
 	kprintf("RSP %016lx RBP %016lx SS %lx\n", f->rsp, f->rbp, f->ss);
 	kprintf("RAX %016lx RBX %016lx RCX %016lx RDX %016lx\n", f->rax, f->rbx, f->rcx, f->rdx);
@@ -145,8 +174,11 @@ static void exception(struct irq_frame *f)
 {
 	struct cpu *cpu = this_cpu();
 	uint64_t cr2 = f->vector == 14 ? read_cr2() : 0;
-	const struct extable_entry *fixup = extable_find(f->rip);
+	const struct extable_entry *fixup;
 
+	if (exception_hook && exception_hook(f))
+		return;
+	fixup = extable_find(f->rip);
 	if (fixup) {
 		cpu->fault = (struct fault_record){
 			.vector = (int)f->vector, .error_code = f->error_code,
@@ -165,18 +197,21 @@ static void exception(struct irq_frame *f)
 void interrupt_dispatch(struct irq_frame *f);
 void interrupt_dispatch(struct irq_frame *f)
 {
+	struct cpu *cpu = this_cpu();
 	unsigned v = (unsigned)f->vector;
 
+	cpu->irq_depth++;
 	if (v < 32) {
 		exception(f);
-		return;
+	} else {
+		__atomic_fetch_add(&handlers[v].count, 1, __ATOMIC_RELAXED);
+		if (handlers[v].fn)
+			handlers[v].fn(handlers[v].arg);
+		else if (v >= VECTOR_PIC_BASE + 16 && v != VECTOR_SPURIOUS)
+			kprintf("interrupt: no handler for vector %#x on cpu %u\n", v, cpu->index);
+		/* A spurious interrupt is not in service: no EOI. */
+		if (!handlers[v].software && v != VECTOR_SPURIOUS)
+			lapic_eoi();
 	}
-	__atomic_fetch_add(&handlers[v].count, 1, __ATOMIC_RELAXED);
-	if (v == VECTOR_SPURIOUS)
-		return;  /* a spurious interrupt is not in service: no EOI */
-	if (handlers[v].fn)
-		handlers[v].fn(handlers[v].arg);
-	else if (v >= VECTOR_PIC_BASE + 16)
-		kprintf("interrupt: no handler for vector %#x on cpu %u\n", v, this_cpu()->index);
-	lapic_eoi();
+	cpu->irq_depth--;
 }

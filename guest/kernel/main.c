@@ -5,11 +5,13 @@
 #include "app.h"
 #include "boot.h"
 #include "cmdline.h"
+#include "gdt.h"
 #include "interrupt.h"
 #include "ioapic.h"
 #include "kernel.h"
 #include "kstring.h"
 #include "lapic.h"
+#include "native.h"
 #include "page_alloc.h"
 #include "paging.h"
 #include "pci.h"
@@ -64,21 +66,27 @@ static void reserve_acpi_tables(void)
 		page_alloc_reserve(acpi.table[i].addr, acpi.table[i].len);
 }
 
-void kernel_main(uint32_t start_info_pa)
+struct boot {
+	const struct hvm_start_info *si;
+	uint32_t si_pa;
+	uint64_t entry_tsc;
+};
+
+/* Everything after the first console line and the minimum native_call()
+ * needs. It runs in ring 3 (native.h): the parts that only compute (the IDT,
+ * the command line, ACPI, the memory map and allocator, formatting) run
+ * natively on hosts that emulate ring 0; privileged parts drop to ring 0 by
+ * themselves, and native_resume() comes back after them. Returns the app. */
+static long boot(void *arg)
 {
-	const struct hvm_start_info *si = phys_to_virt(start_info_pa);
-	uint64_t entry_tsc = rdtsc();
+	const struct boot *b = arg;
+	const struct hvm_start_info *si = b->si;
 	const struct app *app;
 	const char *app_name;
-	int status;
 
-	serial_init();
-	kprintf("ferry-guest: booting\n");
-	smp_init_bsp();       /* this_cpu(), which exception handling uses */
 	interrupts_init();
-
 	if (si->magic != HVM_START_MAGIC)
-		panic("start_info at %#x: bad magic %#x", start_info_pa, si->magic);
+		panic("start_info at %#x: bad magic %#x", b->si_pa, si->magic);
 	if (si->version < 1 || !si->memmap_paddr || !si->memmap_entries)
 		panic("start_info has no memory map");
 	boot_info = si;
@@ -107,17 +115,47 @@ void kernel_main(uint32_t start_info_pa)
 	pic_disable();
 	lapic_init(acpi.lapic_base);
 	ioapic_init();
+	native_resume();
 	time_init();
 	irq_enable();
+	native_resume();
 	smp_start_aps();
 
+	/* Port I/O under a lock for every configuration access: in ring 3
+	 * each would cost a demotion and a promotion. */
+	native_demote();
 	pci_init();
+	native_resume();
 	virtio_rng_init();
 
 	pr_info("ferry-guest: vm %s, %u cpus, %lu MiB RAM, tsc %lu kHz (%s), up in %lu us\n",
 		cmdline_vm_name(), smp_cpu_count(), boot_ram_bytes() / MiB, tsc_khz(), tsc_source(),
-		(rdtsc() - entry_tsc) * 1000 / tsc_khz());
-	status = app->main();
+		(rdtsc() - b->entry_tsc) * 1000 / tsc_khz());
+	return (long)app;
+}
+
+static long run_app(void *app)
+{
+	return ((const struct app *)app)->main();
+}
+
+void kernel_main(uint32_t start_info_pa)
+{
+	struct boot b = { phys_to_virt(start_info_pa), start_info_pa, rdtsc() };
+	const struct app *app;
+	int status;
+
+	smp_init_bsp();       /* this_cpu(): exception handling and irq_save() use it */
+	serial_init();
+	kprintf("ferry-guest: booting\n");
+	gdt_init_cpu();
+	interrupts_init_early();
+	native_init_cpu();
+	app = (const struct app *)native_call(boot, &b);
+	irq_enable();         /* native_call() returned with IF as it began: 0 */
+
+	/* Apps run in ring 3 too, unless they ask for ring 0 (modeprobe). */
+	status = app->ring0 ? app->main() : (int)native_call(run_app, (void *)app);
 	kprintf("ferry-guest: %s exited with status %d\n", app->name, status);
 	poweroff(status);
 }

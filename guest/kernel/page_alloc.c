@@ -5,6 +5,7 @@
 #include "kernel.h"
 #include "kstring.h"
 #include "page_alloc.h"
+#include "smp.h"
 #include "spinlock.h"
 
 #define MAX_RESERVED 64
@@ -135,12 +136,22 @@ void page_alloc_init(void)
 	ready = true;
 }
 
+/* The lock does not disable interrupts, so that code running in ring 3
+ * (native.h) allocates without leaving it; in exchange, interrupt handlers
+ * must not allocate (a handler would deadlock on the lock its CPU holds). */
+static void lock_allocator(void)
+{
+	BUG_ON(in_interrupt());
+	spin_lock(&lock);
+}
+
 void *alloc_pages(unsigned order)
 {
-	uint64_t flags = spin_lock_irqsave(&lock);
-	uint64_t pfn = buddy_alloc(&buddy, order);
+	uint64_t pfn;
 
-	spin_unlock_irqrestore(&lock, flags);
+	lock_allocator();
+	pfn = buddy_alloc(&buddy, order);
+	spin_unlock(&lock);
 	return pfn == BUDDY_NO_PFN ? NULL : phys_to_virt(pfn << PAGE_SHIFT);
 }
 
@@ -161,10 +172,11 @@ void *alloc_page(void)
 void free_pages(void *addr, unsigned order)
 {
 	uint64_t pa = virt_to_phys(addr);
-	uint64_t flags = spin_lock_irqsave(&lock);
-	int err = (pa & (PAGE_SIZE - 1)) ? -1 : buddy_free(&buddy, pa >> PAGE_SHIFT, order);
+	int err;
 
-	spin_unlock_irqrestore(&lock, flags);
+	lock_allocator();
+	err = (pa & (PAGE_SIZE - 1)) ? -1 : buddy_free(&buddy, pa >> PAGE_SHIFT, order);
+	spin_unlock(&lock);
 	if (err == -2)
 		panic("free_pages: %#lx (order %u) is already free", pa, order);
 	if (err)
@@ -181,8 +193,8 @@ size_t alloc_pages_bulk(uint64_t npages, unsigned max_order,
 {
 	uint64_t got = 0;
 	size_t n = 0;
-	uint64_t flags = spin_lock_irqsave(&lock);
 
+	lock_allocator();
 	while (got < npages && n < max_blocks) {
 		uint64_t want = npages - got;
 		unsigned order = MIN(max_order, (unsigned)(63 - __builtin_clzll(want)));
@@ -195,17 +207,16 @@ size_t alloc_pages_bulk(uint64_t npages, unsigned max_order,
 		n++;
 		got += 1ull << order;
 	}
-	spin_unlock_irqrestore(&lock, flags);
+	spin_unlock(&lock);
 	*pages = got;
 	return n;
 }
 
 void page_alloc_stats(struct page_alloc_stats *st)
 {
-	uint64_t flags = spin_lock_irqsave(&lock);
-
+	lock_allocator();
 	st->total_pages = buddy.total_pages;
 	st->free_pages = buddy.free_pages;
 	memcpy(st->free_blocks, buddy.free_blocks, sizeof(st->free_blocks));
-	spin_unlock_irqrestore(&lock, flags);
+	spin_unlock(&lock);
 }

@@ -56,7 +56,7 @@ static int map_1g_chunk(uint64_t start, uint64_t end, uint64_t attr)
 				asm volatile("invlpg (%0)" :: "r"(a) : "memory");
 		}
 	}
-	link = PTE_P | PTE_W;
+	link = PTE_P | PTE_W | PTE_U;
 	if (new_pd)
 		*pdpte = virt_to_phys(pd) | link;
 	if (!(*pml4e & PTE_P))
@@ -66,7 +66,7 @@ static int map_1g_chunk(uint64_t start, uint64_t end, uint64_t attr)
 
 int paging_map(uint64_t phys, uint64_t size, unsigned flags)
 {
-	uint64_t attr = PTE_P | PTE_W | PTE_PS | (flags & PAGING_UNCACHED ? PTE_PCD | PTE_PWT : 0);
+	uint64_t attr = PTE_P | PTE_W | PTE_U | PTE_PS | (flags & PAGING_UNCACHED ? PTE_PCD | PTE_PWT : 0);
 	uint64_t start = ALIGN_DOWN(phys, LARGE_PAGE), end = ALIGN_UP(phys + size, LARGE_PAGE);
 	uint64_t irqflags = spin_lock_irqsave(&lock);
 	int ret = 0;

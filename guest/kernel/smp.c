@@ -5,10 +5,12 @@
 #include <ferry/layout.h>
 #include "acpi.h"
 #include "boot.h"
+#include "gdt.h"
 #include "interrupt.h"
 #include "kernel.h"
 #include "kstring.h"
 #include "lapic.h"
+#include "native.h"
 #include "page_alloc.h"
 #include "smp.h"
 #include "timer.h"
@@ -56,16 +58,13 @@ static bool has_work(void *cpu)
 	return c->call_fn && !c->parked;
 }
 
-void ap_main(void)
+/* An AP's life after start-up, under native_call(): the functions smp_call()
+ * hands it run in ring 3, natively on hosts that emulate ring 0; halting
+ * drops to ring 0 and comes back. */
+static long ap_loop(void *cpu)
 {
-	struct cpu *c = ap_boot_cpu;
+	struct cpu *c = cpu;
 
-	set_this_cpu(c);
-	interrupts_init_cpu();
-	lapic_init_cpu();
-	time_init_cpu();
-	WRITE_ONCE(c->online, true);
-	lapic_send_ipi(cpus[0].apic_id, VECTOR_WAKE);  /* the BSP waits in start_ap() */
 	for (;;) {
 		void (*fn)(void *);
 
@@ -76,6 +75,23 @@ void ap_main(void)
 		WRITE_ONCE(c->call_done, true);
 		lapic_send_ipi(c->caller_apic_id, VECTOR_WAKE);
 	}
+	return 0;
+}
+
+void ap_main(void)
+{
+	struct cpu *c = ap_boot_cpu;
+
+	set_this_cpu(c);
+	gdt_init_cpu();
+	interrupts_init_cpu();
+	native_init_cpu();
+	lapic_init_cpu();
+	time_init_cpu();
+	WRITE_ONCE(c->online, true);
+	lapic_send_ipi(cpus[0].apic_id, VECTOR_WAKE);  /* the BSP waits in start_ap() */
+	irq_enable();
+	native_call(ap_loop, c);
 }
 
 /* A page below 1 MiB for the trampoline: RAM, clear of ferry's boot data at

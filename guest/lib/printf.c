@@ -24,12 +24,11 @@ static void pad(format_put_fn put, void *ctx, char c, int n)
 static int emit(format_put_fn put, void *ctx, const struct spec *sp,
 		const char *prefix, const char *body, int len)
 {
-	int plen = (int)strlen(prefix), zeros = 0, total, fill;
+	int plen = (int)strlen(prefix), zeros = 0, fill;
 
 	if (sp->precision > len)
 		zeros = sp->precision - len;
-	total = plen + zeros + len;
-	fill = sp->width > total ? sp->width - total : 0;
+	fill = sp->width > plen + zeros + len ? sp->width - (plen + zeros + len) : 0;
 	if (sp->zero && !sp->left && sp->precision < 0) {
 		zeros += fill;
 		fill = 0;
@@ -41,7 +40,7 @@ static int emit(format_put_fn put, void *ctx, const struct spec *sp,
 	put(ctx, body, len);
 	if (sp->left)
 		pad(put, ctx, ' ', fill);
-	return total + fill;
+	return plen + zeros + len + fill;
 }
 
 static int format_uint(format_put_fn put, void *ctx, struct spec *sp, uint64_t v,

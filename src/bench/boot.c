@@ -197,8 +197,11 @@ static int parse(int argc, char **argv, struct opts *o)
 	}
 	if (optind < argc)
 		return usage_error("bench boot", "unexpected argument '%s'", argv[optind]);
-	if (access(o->kernel, R_OK) != 0)
+	/* Absolute, because it also goes into configs written elsewhere. */
+	char abs[PATH_MAX];
+	if (access(o->kernel, R_OK) != 0 || !realpath(o->kernel, abs))
 		return usage_error("bench boot", "cannot read kernel %s", o->kernel);
+	snprintf(o->kernel, sizeof(o->kernel), "%s", abs);
 	return 0;
 }
 
