@@ -48,11 +48,14 @@ struct msgq_config {
 	uint32_t send_slots;       /* pages in the send region */
 	uint32_t recv_slots;       /* pages in the receive region */
 	uint32_t max_msg_pages;    /* longest message, in pages */
-	uint32_t copy_threshold;   /* adaptive mode copies messages shorter than this */
+	uint32_t copy_threshold;   /* adaptive mode copies messages shorter than this;
+	                            * MSGQ_COPY_ALWAYS: remapping never pays here */
 	uint32_t poll_us;          /* how often deferred sends are picked up */
 	uint32_t nr_peers;         /* entries used in peers[] */
 	struct msgq_peer peers[MSGQ_MAX_PEERS]; /* VMs this VM may send to */
 };
+
+#define MSGQ_COPY_ALWAYS 0xffffffffu
 
 /* msgq_send_hdr.flags: how to move the payload. */
 #define MSGQ_SEND_ADAPTIVE 0u       /* copy below copy_threshold, else remap */

@@ -352,21 +352,24 @@ int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_
 		return 0;
 	char why[256];
 	if (huge) {
-		/* Count pages as if huge, then check the host can give them. */
+		/* Count pages as if huge (windows, two spare, the zero area), then
+		 * check the host can give them. */
 		for (unsigned i = 0; i < cfg->nr_vms; i++) {
 			const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
 			uint32_t send, recv, max;
 			if (d) {
 				msgq_geometry(&d->msgq, true, &send, &recv, &max);
 				pages += send + recv;
+				longest_recv = recv > longest_recv ? recv : longest_recv;
 			}
 		}
-		if (!pool_reserve_hugepages(pages + 2, why, sizeof(why))) {
+		if (!gm_reserve_hugepages(pages + 2 + longest_recv, why, sizeof(why))) {
 			log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
 			huge = false;
 		}
 	}
 	pages = 0;
+	longest_recv = 0;
 	for (unsigned i = 0; i < cfg->nr_vms; i++) {
 		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
 		uint32_t send, recv, max;

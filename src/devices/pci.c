@@ -106,19 +106,40 @@ static uint64_t bar_address(const struct pci_device *pdev, unsigned bar)
 	return addr;
 }
 
-static void bar_unmap(struct pci_device *pdev, unsigned i)
+/* Sizing writes all ones to a BAR's address bits, one dword at a time. */
+static bool is_probe(const struct pci_device *pdev, unsigned i)
 {
-	struct pci_bar *b = &pdev->bar[i];
-	if (!b->mapped)
-		return;
-	if (b->fn)
-		bus_unregister(&pdev->bus->vm->mmio, b->addr, b->opaque);
-	b->mapped = false;
-	if (pdev->ops && pdev->ops->bar_mapped)
-		pdev->ops->bar_mapped(pdev, i, b->addr, false);
+	const struct pci_bar *b = &pdev->bar[i];
+	uint32_t lo = get32(pdev->cfg + PCI_BAR0 + 4 * i) & ~0xfu, lo_mask = (uint32_t)~(b->size - 1) & ~0xfu;
+	if (lo_mask && lo == lo_mask)
+		return true;
+	if (b->is_64) {
+		uint32_t hi = get32(pdev->cfg + PCI_BAR0 + 4 * i + 4), hi_mask = (uint32_t)(~(b->size - 1) >> 32);
+		return hi_mask && hi == hi_mask;
+	}
+	return false;
 }
 
-/* Maps each BAR where its register points, if memory decoding is on. */
+static void set_decoding(struct pci_device *pdev, unsigned i, bool on)
+{
+	struct pci_bar *b = &pdev->bar[i];
+	if (!b->fn || b->decoding == on)
+		return;
+	if (on && bus_register(&pdev->bus->vm->mmio, b->addr, b->size, b->fn, b->opaque, pdev->dev) < 0) {
+		device_reject(pdev->dev, "BAR%u at 0x%llx+0x%llx overlaps another device; left unmapped", i,
+			      (unsigned long long)b->addr, (unsigned long long)b->size);
+		return;
+	}
+	if (!on)
+		bus_unregister(&pdev->bus->vm->mmio, b->addr, b->opaque);
+	b->decoding = on;
+}
+
+/* Follows the guest's BAR and command registers. Telling a device that its
+ * BAR moved is expensive (KVM memory slots and ioeventfds each wait for an
+ * SRCU grace period), so it happens only when an address really changes:
+ * memory decoding switched off and on around BAR sizing, as guests do, only
+ * takes the MMIO handler off ferry's bus and puts it back. */
 static void update_bars(struct pci_device *pdev)
 {
 	bool decode = pci_cfg_read16(pdev, PCI_COMMAND) & PCI_COMMAND_MEMORY;
@@ -126,23 +147,23 @@ static void update_bars(struct pci_device *pdev)
 		struct pci_bar *b = &pdev->bar[i];
 		if (!b->size)
 			continue;
-		uint64_t addr = bar_address(pdev, i);
-		/* All address bits set is a sizing probe, not a place. */
-		bool probe = (addr | (b->size - 1) | 0xf) == (b->is_64 ? UINT64_MAX : UINT32_MAX);
-		bool want = decode && addr != 0 && !probe && addr + b->size <= (1ull << 52);
-		if (b->mapped && (!want || addr != b->addr))
-			bar_unmap(pdev, i);
-		if (want && !b->mapped) {
-			if (b->fn && bus_register(&pdev->bus->vm->mmio, addr, b->size, b->fn, b->opaque, pdev->dev) < 0) {
-				device_reject(pdev->dev, "BAR%u at 0x%llx+0x%llx overlaps another device; left unmapped", i,
-					      (unsigned long long)addr, (unsigned long long)b->size);
-				continue;
+		if (!is_probe(pdev, i)) {
+			uint64_t addr = bar_address(pdev, i);
+			bool placeable = addr != 0 && addr + b->size > addr && addr + b->size <= (1ull << 52);
+			if (b->mapped && (!placeable || addr != b->addr)) {
+				set_decoding(pdev, i, false);
+				b->mapped = false;
+				if (pdev->ops && pdev->ops->bar_mapped)
+					pdev->ops->bar_mapped(pdev, i, b->addr, false);
 			}
-			b->addr = addr;
-			b->mapped = true;
-			if (pdev->ops && pdev->ops->bar_mapped)
-				pdev->ops->bar_mapped(pdev, i, addr, true);
+			if (!b->mapped && placeable && decode) {
+				b->addr = addr;
+				b->mapped = true;
+				if (pdev->ops && pdev->ops->bar_mapped)
+					pdev->ops->bar_mapped(pdev, i, addr, true);
+			}
 		}
+		set_decoding(pdev, i, b->mapped && decode && !is_probe(pdev, i));
 		if (b->is_64)
 			i++;
 	}

@@ -26,7 +26,8 @@ struct pci_bar {
 	io_handler_fn fn;      /* MMIO handler; NULL for a BAR backed by RAM */
 	void *opaque;
 	uint64_t addr;         /* where it is mapped now, if mapped */
-	bool mapped;
+	bool mapped;           /* placed at addr (the device has been told) */
+	bool decoding;         /* its MMIO handler is on the bus */
 	uint64_t preset;       /* if non-zero: the address to assign (see pci_place_bar) */
 };
 

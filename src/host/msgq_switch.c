@@ -9,14 +9,18 @@
 #include "vmm/clock.h"
 #include "vmm/log.h"
 
-/* Adaptive transfer: copying costs time per byte, remapping costs time per
- * page. Time both on this host's pool and copy below the crossover. */
+/* Adaptive transfer: a copy costs time per byte (into a page the receiver
+ * already has mapped), a remap costs time per page (two mappings change).
+ * Time both on this host's pool: messages shorter than the crossover are
+ * copied. If remapping a whole page loses to copying it, remapping never
+ * pays and the threshold says "copy everything". The guest's own page
+ * faults after a remap are not in this measurement. */
 static uint32_t measure_threshold(struct page_pool *pool)
 {
 	uint64_t ps = pool->page_size;
 	uint32_t a = pool_alloc_clean(pool), b = pool_alloc_clean(pool);
 	void *scratch = mmap(NULL, ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	uint32_t threshold = (uint32_t)ps;
+	uint32_t threshold = MSGQ_COPY_ALWAYS;
 	if (a != POOL_NONE && b != POOL_NONE && scratch != MAP_FAILED) {
 		memset(pool_page_ptr(pool, a), 1, ps);
 		memset(pool_page_ptr(pool, b), 2, ps);
@@ -26,20 +30,21 @@ static uint32_t measure_threshold(struct page_pool *pool)
 			memcpy(pool_page_ptr(pool, b), pool_page_ptr(pool, a), ps);
 		uint64_t t1 = clock_ns();
 		for (int i = 0; i < ROUNDS; i++) {
-			/* A remap moves two mappings (sender's slot, receiver's slot). */
 			pool_map(pool, scratch, i % 2 ? a : b, PROT_READ | PROT_WRITE);
+			((volatile uint8_t *)scratch)[0] = 1;
 			pool_map(pool, scratch, i % 2 ? b : a, PROT_READ);
-			((volatile uint8_t *)scratch)[0];
+			(void)((volatile uint8_t *)scratch)[0];
 		}
 		uint64_t t2 = clock_ns();
 		double copy_ns_per_byte = (double)(t1 - t0) / ROUNDS / (double)ps;
 		double remap_ns = (double)(t2 - t1) / ROUNDS;
-		double bytes = remap_ns / copy_ns_per_byte;
-		threshold = bytes > (double)ps ? (uint32_t)ps : (uint32_t)bytes;
-		if (threshold < 256)
-			threshold = 256;
-		log_debug(NULL, "msgq: copy %.2f ns/KiB, remap %.0f ns/page: copy below %u bytes",
-			  copy_ns_per_byte * 1024, remap_ns, threshold);
+		double crossover = remap_ns / copy_ns_per_byte;
+		if (crossover < (double)ps)
+			threshold = crossover < 256 ? 256 : (uint32_t)crossover;
+		log_debug(NULL, "msgq: copy %.3f ns/KiB, remap %.0f ns per %llu-byte page: %s %u bytes",
+			  copy_ns_per_byte * 1024, remap_ns, (unsigned long long)ps,
+			  threshold == MSGQ_COPY_ALWAYS ? "copy always, crossover" : "copy below",
+			  threshold == MSGQ_COPY_ALWAYS ? (uint32_t)crossover : threshold);
 	}
 	if (scratch != MAP_FAILED)
 		munmap(scratch, ps);
@@ -102,13 +107,15 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 	ep->recv_slots = recv_slots;
 	ep->max_msg_pages = max_msg_pages;
 	ep->slot_page = malloc(total * sizeof(*ep->slot_page));
+	ep->resident = malloc(recv_slots * sizeof(*ep->resident));
+	ep->recv_state = calloc(recv_slots, 1);
 	ep->recv_writer = calloc(recv_slots, 1);
 
 	/* Reserve the window, aligned to the page size so KVM can map huge
 	 * pages, then put pool pages into it. */
 	uint64_t size = total * ps;
 	uint8_t *raw = mmap(NULL, size + ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (!ep->slot_page || !ep->recv_writer || raw == MAP_FAILED) {
+	if (!ep->slot_page || !ep->resident || !ep->recv_state || !ep->recv_writer || raw == MAP_FAILED) {
 		snprintf(err, errlen, "msgq %s: cannot reserve a %llu MiB window", name, (unsigned long long)(size >> 20));
 		goto fail;
 	}
@@ -125,8 +132,10 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 			goto fail;
 		}
 	}
-	for (uint32_t r = 0; r < recv_slots; r++)
+	for (uint32_t r = 0; r < recv_slots; r++) {
 		ep->slot_page[send_slots + r] = POOL_NONE;
+		ep->resident[r] = POOL_NONE;
+	}
 	if (pool_map_zero(sw->pool, ep->hva + send_slots * ps, 0, recv_slots) < 0) {
 		snprintf(err, errlen, "msgq %s: cannot map the receive region: %s", name, strerror(errno));
 		goto fail;
@@ -148,38 +157,54 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep)
 	pthread_mutex_lock(&sw->lock);
 	if (sw->ep[ep->id] == ep)
 		sw->ep[ep->id] = NULL;
-	if (ep->slot_page && ep->hva) {
+	if (ep->slot_page && ep->hva && ep->resident) {
 		msgq_endpoint_reset(ep);
 		for (uint32_t s = 0; s < ep->send_slots; s++)
 			if (ep->slot_page[s] != POOL_NONE)
 				pool_free(sw->pool, ep->slot_page[s], (uint8_t)ep->id);
+		/* Copies from several senders reached these. */
+		for (uint32_t r = 0; r < ep->recv_slots; r++)
+			if (ep->resident[r] != POOL_NONE)
+				pool_free_mixed(sw->pool, ep->resident[r]);
 	}
 	pthread_mutex_unlock(&sw->lock);
 	if (ep->hva)
 		munmap(ep->hva, ((uint64_t)ep->send_slots + ep->recv_slots) * ep->page_size);
 	free(ep->slot_page);
+	free(ep->resident);
+	free(ep->recv_state);
 	free(ep->recv_writer);
 	free(ep);
 }
 
-/* Lock held. Frees receive slots [slot, slot + n) (known to be in use). */
+/* Lock held. Frees receive slots [slot, slot + n) (known to be in use). A
+ * copied message stays where it is (only this VM ever saw it); a remapped
+ * one goes back to the pool and the slot to its resident page, or to the
+ * zero area. */
 static void release_recv(struct msgq_endpoint *ep, uint32_t slot, uint32_t n)
 {
 	struct page_pool *pool = ep->sw->pool;
+	uint64_t ps = ep->page_size;
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t *page = &ep->slot_page[ep->send_slots + slot + i];
-		pool_free(pool, *page, ep->recv_writer[slot + i]);
-		*page = POOL_NONE;
+		uint32_t r = slot + i, *page = &ep->slot_page[ep->send_slots + r];
+		if (ep->recv_state[r] == RECV_REMAPPED) {
+			pool_free(pool, *page, ep->recv_writer[r]);
+			uint8_t *at = ep->hva + (ep->send_slots + r) * ps;
+			if (ep->resident[r] != POOL_NONE)
+				pool_map(pool, at, ep->resident[r], PROT_READ);
+			else
+				pool_map_zero(pool, at, r, 1);
+			*page = ep->resident[r];
+		}
+		ep->recv_state[r] = RECV_FREE;
 	}
-	/* Back to the never-written zero area, one mapping for the whole run. */
-	pool_map_zero(pool, ep->hva + (ep->send_slots + slot) * ep->page_size, slot, n);
 	atomic_fetch_add(&ep->ctr.returned_pages, n);
 }
 
 void msgq_endpoint_reset(struct msgq_endpoint *ep)
 {
 	for (uint32_t r = 0; r < ep->recv_slots; r++)
-		if (ep->slot_page[ep->send_slots + r] != POOL_NONE)
+		if (ep->recv_state[r] != RECV_FREE)
 			release_recv(ep, r, 1);
 	ep->recv_cursor = 0;
 }
@@ -193,7 +218,7 @@ static uint32_t find_recv_slots(struct msgq_endpoint *ep, uint32_t n)
 		if (start + n > R)
 			continue;
 		uint32_t k = 0;
-		while (k < n && ep->slot_page[ep->send_slots + start + k] == POOL_NONE)
+		while (k < n && ep->recv_state[start + k] == RECV_FREE)
 			k++;
 		if (k == n) {
 			ep->recv_cursor = (start + n) % R;
@@ -211,25 +236,26 @@ static bool allowed(const struct msgq_endpoint *from, uint32_t dest)
 	return false;
 }
 
-/* Copies len bytes from the sender's slots into fresh pages in the
- * receiver's slots [r, r + n). */
+/* Copies len bytes from the sender's slots into the receiver's slots
+ * [r, r + n), into each slot's resident page (made on first use). */
 static int deliver_by_copy(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
 			   uint32_t n, uint32_t len)
 {
 	struct page_pool *pool = from->sw->pool;
 	uint64_t ps = from->page_size;
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t page = pool_alloc_clean(pool);
-		if (page == POOL_NONE) {
-			if (i)
-				release_recv(to, r, i);
-			return -1;
+		uint32_t *res = &to->resident[r + i];
+		if (*res == POOL_NONE) {
+			*res = pool_alloc_clean(pool);
+			if (*res == POOL_NONE || pool_map(pool, to->hva + (to->send_slots + r + i) * ps, *res, PROT_READ) < 0)
+				return -1; /* slots before i keep their new resident pages; nothing is delivered */
+			to->slot_page[to->send_slots + r + i] = *res;
 		}
+	}
+	for (uint32_t i = 0; i < n; i++) {
 		uint64_t chunk = len - i * ps < ps ? len - i * ps : ps;
-		memcpy(pool_page_ptr(pool, page), from->hva + (first + i) * ps, chunk);
-		pool_map(pool, to->hva + (to->send_slots + r + i) * ps, page, PROT_READ);
-		to->slot_page[to->send_slots + r + i] = page;
-		to->recv_writer[r + i] = (uint8_t)from->id;
+		memcpy(pool_page_ptr(pool, to->resident[r + i]), from->hva + (first + i) * ps, chunk);
+		to->recv_state[r + i] = RECV_COPIED;
 	}
 	atomic_fetch_add(&from->ctr.bytes_copied, len);
 	return 0;
@@ -257,6 +283,7 @@ static int deliver_by_remap(struct msgq_endpoint *from, uint32_t first, struct m
 		pool_map(pool, to->hva + (to->send_slots + r + i) * ps, msg, PROT_READ);
 		to->slot_page[to->send_slots + r + i] = msg;
 		to->recv_writer[r + i] = (uint8_t)from->id;
+		to->recv_state[r + i] = RECV_REMAPPED;
 	}
 	atomic_fetch_add(&from->ctr.pages_remapped, n);
 	atomic_fetch_add(&from->ctr.pages_zeroed_for_reuse, pool->zeroed - zeroed_before);
@@ -312,7 +339,7 @@ int msgq_switch_return(struct msgq_endpoint *ep, uint32_t slot, uint32_t n)
 	if (n == 0 || slot >= ep->recv_slots || n > ep->recv_slots - slot)
 		return -1;
 	for (uint32_t i = 0; i < n; i++)
-		if (ep->slot_page[ep->send_slots + slot + i] == POOL_NONE)
+		if (ep->recv_state[slot + i] == RECV_FREE)
 			return -1; /* not holding a message: a double return */
 	release_recv(ep, slot, n);
 	return 0;

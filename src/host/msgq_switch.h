@@ -49,8 +49,13 @@ struct msgq_endpoint {
 	uint8_t *hva;
 	uint64_t page_size;
 	uint32_t send_slots, recv_slots, max_msg_pages;
-	uint32_t *slot_page;        /* pool page per slot; POOL_NONE for a free receive slot */
-	uint8_t *recv_writer;       /* per receive slot: the sender whose data it holds */
+	uint32_t *slot_page;        /* pool page mapped in each slot; POOL_NONE: the zero area */
+	/* Receive slots: each may own a resident page, mapped while the slot
+	 * is free, that copied messages are written into (no remap, no fault
+	 * in the guest). A remapped message replaces it until returned. */
+	uint32_t *resident;
+	uint8_t *recv_state;        /* RECV_FREE, RECV_COPIED, RECV_REMAPPED */
+	uint8_t *recv_writer;       /* remapped messages: the sender whose data it holds */
 	uint32_t recv_cursor;       /* next-fit start for receive slot allocation */
 
 	uint32_t peers[MSGQ_MAX_PEERS];  /* ids this endpoint may send to */
@@ -67,6 +72,8 @@ struct msgq_switch {
 	bool threshold_measured;
 	struct msgq_endpoint *ep[MSGQ_MAX_VMS + 1];
 };
+
+enum { RECV_FREE, RECV_COPIED, RECV_REMAPPED };
 
 /* pages: pool capacity for all windows; zero_pages: the longest receive
  * region. copy_threshold 0 means: measure it now. */

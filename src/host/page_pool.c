@@ -14,47 +14,6 @@
 #define MFD_HUGE_2MB (21u << 26)
 #endif
 
-static uint64_t hugepages_free(void)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	char line[128];
-	unsigned long long n = 0;
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "HugePages_Free: %llu", &n) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return n;
-}
-
-bool pool_reserve_hugepages(uint64_t count, char *err, size_t errlen)
-{
-	uint64_t have = hugepages_free();
-	if (have >= count)
-		return true;
-	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "r+");
-	unsigned long long total = 0;
-	if (!f || fscanf(f, "%llu", &total) != 1) {
-		snprintf(err, errlen, "%llu huge pages needed, %llu free, and /proc/sys/vm/nr_hugepages is not writable",
-			 (unsigned long long)count, (unsigned long long)have);
-		if (f)
-			fclose(f);
-		return false;
-	}
-	unsigned long long want = total + (count - have);
-	rewind(f);
-	bool wrote = fprintf(f, "%llu\n", want) > 0;
-	wrote &= fclose(f) == 0;
-	if (!wrote || hugepages_free() < count) {
-		snprintf(err, errlen, "%llu huge pages needed, the host could provide only %llu",
-			 (unsigned long long)count, (unsigned long long)hugepages_free());
-		return false;
-	}
-	log_info(NULL, "reserved %llu huge pages (vm.nr_hugepages %llu -> %llu)",
-		 (unsigned long long)(count - have), total, want);
-	return true;
-}
-
 struct page_pool *pool_create(uint32_t nr_pages, uint32_t zero_pages, uint64_t page_size,
 			      char *err, size_t errlen)
 {
@@ -81,8 +40,9 @@ struct page_pool *pool_create(uint32_t nr_pages, uint32_t zero_pages, uint64_t p
 			 huge ? " of huge pages" : "", strerror(errno));
 		goto fail;
 	}
-	p->base = mmap(NULL, (uint64_t)nr_pages * page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-		       p->fd, 0);
+	/* ferry's own mapping covers the whole file; for huge pages it also
+	 * reserves them, so a guest touching a window never finds none left. */
+	p->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (huge ? 0 : MAP_NORESERVE), p->fd, 0);
 	p->next = calloc(nr_pages, sizeof(*p->next));
 	p->writer = calloc(nr_pages, sizeof(*p->writer));
 	if (p->base == MAP_FAILED || !p->next || !p->writer) {
@@ -110,7 +70,7 @@ void pool_destroy(struct page_pool *p)
 	if (!p)
 		return;
 	if (p->base)
-		munmap(p->base, (uint64_t)p->nr_pages * p->page_size);
+		munmap(p->base, ((uint64_t)p->nr_pages + p->zero_pages) * p->page_size);
 	if (p->fd >= 0)
 		close(p->fd);
 	free(p->next);
@@ -184,6 +144,18 @@ void pool_free(struct page_pool *p, uint32_t page, uint8_t writer)
 	uint32_t *head = writer == POOL_CLEAN ? &p->clean : &p->dirty[writer];
 	p->next[page] = *head;
 	*head = page;
+	p->nr_free++;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pool_free_mixed(struct page_pool *p, uint32_t page)
+{
+	if (page >= p->nr_pages)
+		return;
+	pthread_mutex_lock(&p->lock);
+	zero_page(p, page);
+	p->next[page] = p->clean;
+	p->clean = page;
 	p->nr_free++;
 	pthread_mutex_unlock(&p->lock);
 }

@@ -46,6 +46,8 @@ uint32_t pool_alloc(struct page_pool *pool, uint8_t vm);
 uint32_t pool_alloc_clean(struct page_pool *pool);
 /* Returns a page; `writer` is the only VM that could have written it. */
 void pool_free(struct page_pool *pool, uint32_t page, uint8_t writer);
+/* Returns a page that several VMs' data reached: it is zeroed now. */
+void pool_free_mixed(struct page_pool *pool, uint32_t page);
 
 /* Maps page at `at` (MAP_FIXED) with prot; the VM sees it on next access. */
 int pool_map(struct page_pool *pool, void *at, uint32_t page, int prot);
@@ -57,8 +59,5 @@ static inline uint8_t *pool_page_ptr(struct page_pool *pool, uint32_t page)
 	return pool->base + (uint64_t)page * pool->page_size;
 }
 
-/* Reserves `count` hugetlb pages if fewer are free (root only); false if
- * the host cannot provide them. Says what it did. */
-bool pool_reserve_hugepages(uint64_t count, char *err, size_t errlen);
 
 #endif

@@ -1,6 +1,7 @@
 #include "vmm/memory.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdio.h>
@@ -53,17 +54,87 @@ static int set_slot(struct guest_memory *gm, const struct gm_region *r, uint64_t
 	return ioctl(gm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr);
 }
 
+/* Huge pages nobody has allocated or reserved. */
+static uint64_t hugepages_free(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[128];
+	unsigned long long free = 0, rsvd = 0, v;
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "HugePages_Free: %llu", &v) == 1)
+			free = v;
+		else if (sscanf(line, "HugePages_Rsvd: %llu", &v) == 1)
+			rsvd = v;
+	}
+	if (f)
+		fclose(f);
+	return free > rsvd ? free - rsvd : 0;
+}
+
+static pthread_mutex_t hugepages_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t hugepages_added;
+
+bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&hugepages_lock);
+	uint64_t have = hugepages_free();
+	bool ok = have >= count;
+	FILE *f = ok ? NULL : fopen("/proc/sys/vm/nr_hugepages", "r+");
+	unsigned long long total = 0;
+	if (!ok && (!f || fscanf(f, "%llu", &total) != 1)) {
+		snprintf(err, errlen, "%llu huge pages needed, %llu free, and vm.nr_hugepages cannot be raised",
+			 (unsigned long long)count, (unsigned long long)have);
+	} else if (!ok) {
+		unsigned long long want = total + (count - have);
+		rewind(f);
+		bool wrote = fprintf(f, "%llu\n", want) > 0;
+		wrote &= fflush(f) == 0;
+		uint64_t now_free = hugepages_free();
+		if (wrote && now_free >= count) {
+			hugepages_added += want - total;
+			log_info(NULL, "reserved %llu huge pages (vm.nr_hugepages %llu -> %llu; restored at exit)",
+				 want - total, total, want);
+			ok = true;
+		} else {
+			snprintf(err, errlen, "%llu huge pages needed, the host could provide only %llu",
+				 (unsigned long long)count, (unsigned long long)now_free);
+		}
+	}
+	if (f)
+		fclose(f);
+	pthread_mutex_unlock(&hugepages_lock);
+	return ok;
+}
+
+void gm_release_hugepages(void)
+{
+	pthread_mutex_lock(&hugepages_lock);
+	FILE *f = hugepages_added ? fopen("/proc/sys/vm/nr_hugepages", "r+") : NULL;
+	unsigned long long total;
+	if (f && fscanf(f, "%llu", &total) == 1 && total >= hugepages_added) {
+		rewind(f);
+		fprintf(f, "%llu\n", total - hugepages_added);
+		hugepages_added = 0;
+	}
+	if (f)
+		fclose(f);
+	pthread_mutex_unlock(&hugepages_lock);
+}
+
 static int create_memfd(const char *name, uint64_t size, bool *hugepages)
 {
 	if (*hugepages) {
-		int fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+		char why[160];
+		int fd = -1;
+		if (gm_reserve_hugepages(size >> 21, why, sizeof(why)))
+			fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
 		if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
 			return fd;
-		if (fd >= 0)
+		if (fd >= 0) {
+			snprintf(why, sizeof(why), "%s", strerror(errno));
 			close(fd);
-		log_warn(NULL, "%s: no 2 MiB huge pages available (%s); using 4 KiB pages "
-			 "(reserve some with: echo N > /proc/sys/vm/nr_hugepages)",
-			 name, strerror(errno));
+		}
+		log_warn(NULL, "%s: using 4 KiB pages instead of 2 MiB huge pages: %s", name, why);
 		*hugepages = false;
 	}
 	int fd = memfd_create(name, MFD_CLOEXEC);
@@ -109,8 +180,10 @@ int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 		return -1;
 	}
 	/* MAP_NORESERVE: guest RAM is allocated on first touch, and given back
-	 * by the balloon, so reserving it all up front would defeat overcommit. */
-	r->hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->memfd, 0);
+	 * by the balloon, so reserving it all up front would defeat overcommit.
+	 * Huge pages are the exception: without a reservation, a guest touching
+	 * RAM the host has run out of would kill ferry with SIGBUS. */
+	r->hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (r->hugepages ? 0 : MAP_NORESERVE), r->memfd, 0);
 	if (r->hva == MAP_FAILED) {
 		snprintf(err, errlen, "%s: cannot map %llu MiB of guest memory: %s", name,
 			 (unsigned long long)(size >> 20), strerror(errno));

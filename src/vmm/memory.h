@@ -65,6 +65,12 @@ void *gm_ptr(struct guest_memory *gm, uint64_t gpa, uint64_t len);
 int gm_read(struct guest_memory *gm, uint64_t gpa, void *dst, uint64_t len);
 int gm_write(struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len);
 
+/* Makes sure `count` 2 MiB huge pages are free, raising vm.nr_hugepages if
+ * allowed (ferry runs as root); false, with the reason, if the host cannot.
+ * Says what it reserved; gm_release_hugepages() gives it back at exit. */
+bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen);
+void gm_release_hugepages(void);
+
 /* Sum of region sizes, i.e. the guest's RAM. */
 uint64_t gm_total_size(const struct guest_memory *gm);
 

@@ -6,6 +6,7 @@
 
 #include "host/eventloop.h"
 #include "host/msgq_switch.h"
+#include "vmm/memory.h"
 #include "vmm/vcpu.h"
 
 int vmm_init(struct vmm *vmm, char *err, size_t errlen)
@@ -33,6 +34,7 @@ void vmm_destroy(struct vmm *vmm)
 {
 	evl_destroy(vmm->evl);
 	msgq_switch_destroy(vmm->msgq);
+	gm_release_hugepages();
 	kvm_close(&vmm->kvm);
 	pthread_cond_destroy(&vmm->vm_stopped);
 	pthread_mutex_destroy(&vmm->lock);
