@@ -62,6 +62,10 @@ struct msgq_config {
 #define MSGQ_SEND_COPY     1u       /* always copy */
 #define MSGQ_SEND_REMAP    2u       /* always remap */
 #define MSGQ_SEND_MODE_MASK 3u
+/* The driver rings the doorbell for this send (an immediate send). Sends
+ * posted without it and picked up at a later doorbell still count as
+ * deferred: that is how they were posted. */
+#define MSGQ_SEND_DOORBELL (1u << 8)
 
 struct msgq_send_hdr {
 	uint32_t dest;             /* receiver's vm_id */

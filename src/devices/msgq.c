@@ -15,7 +15,7 @@
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
-#define MSGQ_QUEUE_SIZE 256
+#define MSGQ_QUEUE_SIZE 4096  /* deferred sends pile up between pickups */
 
 struct msgq_dev {
 	struct virtio_device vd;
@@ -75,15 +75,20 @@ static uint8_t handle_send(struct msgq_dev *m, const struct vq_desc_chain *c, bo
 		return MSGQ_E_TOO_LONG;
 	}
 	int r = msgq_switch_send(m->ep, h.dest, h.flags, (uint32_t)(off / ps), h.len, h.cookie, &st->how);
-	if (r != MSGQ_OK)
+	if (r == MSGQ_E_FULL) /* backpressure, not misbehaviour: counted by the caller, not logged */
+		log_debug(m->vm->name, "msgq: send to %u of %u bytes: receiver full", h.dest, h.len);
+	else if (r != MSGQ_OK)
 		device_reject(&m->vd.dev, "send to %u of %u bytes refused: %s", h.dest, h.len, status_name[r]);
+	else if (immediate && (h.flags & MSGQ_SEND_DOORBELL))
+		atomic_fetch_add(&m->ep->ctr.immediate, 1);
 	else
-		atomic_fetch_add(immediate ? &m->ep->ctr.immediate : &m->ep->ctr.deferred, 1);
+		atomic_fetch_add(&m->ep->ctr.deferred, 1);
 	return (uint8_t)r;
 }
 
 /* Handles every pending send. immediate: the guest rang the doorbell and
- * waits in the exit; otherwise a deferred pickup. Lock held. */
+ * waits in the exit; otherwise a pickup at another exit or by the poll
+ * timer. Lock held. */
 static void process_sends(struct msgq_dev *m, bool immediate)
 {
 	struct virtqueue *vq = &m->vd.vq[MSGQ_QUEUE_SEND];
@@ -180,9 +185,15 @@ static bool deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr)
 	return true;
 }
 
+static void reclaim(struct msgq_endpoint *ep)
+{
+	process_returns(ep->dev);
+}
+
 static const struct msgq_endpoint_ops endpoint_ops = {
 	.can_deliver = can_deliver,
 	.deliver = deliver,
+	.reclaim = reclaim,
 };
 
 static void msgq_config_read(struct virtio_device *vd, uint32_t off, void *data, uint32_t len)
@@ -213,10 +224,17 @@ static void msgq_exit_hook(void *arg)
 	pthread_mutex_unlock(m->vd.lock);
 }
 
+/* Every poll_us: deferred sends, and slots given back without a doorbell. */
 static void msgq_poll(void *arg, uint32_t events)
 {
+	struct msgq_dev *m = arg;
 	(void)events;
-	msgq_exit_hook(arg);
+	pthread_mutex_lock(m->vd.lock);
+	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]))
+		process_sends(m, false);
+	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_RETURN]))
+		process_returns(m);
+	pthread_mutex_unlock(m->vd.lock);
 }
 
 static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
@@ -321,7 +339,9 @@ static const struct virtio_device_ops msgq_ops = {
 	.reset = msgq_reset,
 	.counters_json = msgq_counters_json,
 	.destroy = msgq_destroy,
-	.sync_notify = 1u << MSGQ_QUEUE_SEND,
+	/* Sends and returns are handled on the vCPU that rings: the event loop
+	 * can be starved for milliseconds when guests spin on every core. */
+	.sync_notify = 1u << MSGQ_QUEUE_SEND | 1u << MSGQ_QUEUE_RETURN,
 	.pci_setup = msgq_pci_setup,
 	.bar_mapped = msgq_bar_mapped,
 };

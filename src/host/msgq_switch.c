@@ -106,17 +106,19 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 	ep->send_slots = send_slots;
 	ep->recv_slots = recv_slots;
 	ep->max_msg_pages = max_msg_pages;
-	ep->slot_page = malloc(total * sizeof(*ep->slot_page));
-	ep->resident = malloc(recv_slots * sizeof(*ep->resident));
-	ep->recv_state = calloc(recv_slots, 1);
-	ep->recv_writer = calloc(recv_slots, 1);
+	ep->send_page = malloc(send_slots * sizeof(*ep->send_page));
+	ep->recv_page = malloc(recv_slots * sizeof(*ep->recv_page));
+	ep->recv_tag = calloc(recv_slots, 1);
+	ep->recv_held = calloc(recv_slots, 1);
 
 	/* Reserve the window, aligned to the page size so KVM can map huge
 	 * pages, then put pool pages into it. */
 	uint64_t size = total * ps;
 	uint8_t *raw = mmap(NULL, size + ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (!ep->slot_page || !ep->resident || !ep->recv_state || !ep->recv_writer || raw == MAP_FAILED) {
+	if (!ep->send_page || !ep->recv_page || !ep->recv_tag || !ep->recv_held || raw == MAP_FAILED) {
 		snprintf(err, errlen, "msgq %s: cannot reserve a %llu MiB window", name, (unsigned long long)(size >> 20));
+		if (raw != MAP_FAILED)
+			munmap(raw, size + ps);
 		goto fail;
 	}
 	ep->hva = (uint8_t *)(((uintptr_t)raw + ps - 1) & ~(uintptr_t)(ps - 1));
@@ -124,17 +126,17 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 		munmap(raw, (size_t)(ep->hva - raw));
 	munmap(ep->hva + size, (size_t)(raw + ps - ep->hva));
 
+	for (uint32_t r = 0; r < recv_slots; r++)
+		ep->recv_page[r] = POOL_NONE;
+	for (uint32_t s = 0; s < send_slots; s++)
+		ep->send_page[s] = POOL_NONE;
 	for (uint32_t s = 0; s < send_slots; s++) {
-		ep->slot_page[s] = pool_alloc(sw->pool, (uint8_t)id);
-		if (ep->slot_page[s] == POOL_NONE ||
-		    pool_map(sw->pool, ep->hva + s * ps, ep->slot_page[s], PROT_READ | PROT_WRITE) < 0) {
+		ep->send_page[s] = pool_alloc(sw->pool, (uint8_t)id);
+		if (ep->send_page[s] == POOL_NONE ||
+		    pool_map(sw->pool, ep->hva + s * ps, ep->send_page[s], PROT_READ | PROT_WRITE) < 0) {
 			snprintf(err, errlen, "msgq %s: cannot back send slot %u: %s", name, s, strerror(errno));
 			goto fail;
 		}
-	}
-	for (uint32_t r = 0; r < recv_slots; r++) {
-		ep->slot_page[send_slots + r] = POOL_NONE;
-		ep->resident[r] = POOL_NONE;
 	}
 	if (pool_map_zero(sw->pool, ep->hva + send_slots * ps, 0, recv_slots) < 0) {
 		snprintf(err, errlen, "msgq %s: cannot map the receive region: %s", name, strerror(errno));
@@ -157,55 +159,33 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep)
 	pthread_mutex_lock(&sw->lock);
 	if (sw->ep[ep->id] == ep)
 		sw->ep[ep->id] = NULL;
-	if (ep->slot_page && ep->hva && ep->resident) {
-		msgq_endpoint_reset(ep);
-		for (uint32_t s = 0; s < ep->send_slots; s++)
-			if (ep->slot_page[s] != POOL_NONE)
-				pool_free(sw->pool, ep->slot_page[s], (uint8_t)ep->id);
-		/* Copies from several senders reached these. */
-		for (uint32_t r = 0; r < ep->recv_slots; r++)
-			if (ep->resident[r] != POOL_NONE)
-				pool_free_mixed(sw->pool, ep->resident[r]);
-	}
+	for (uint32_t s = 0; ep->send_page && s < ep->send_slots; s++)
+		if (ep->send_page[s] != POOL_NONE)
+			pool_free(sw->pool, ep->send_page[s], (uint8_t)ep->id);
+	for (uint32_t r = 0; ep->recv_page && r < ep->recv_slots; r++)
+		if (ep->recv_page[r] != POOL_NONE)
+			pool_free(sw->pool, ep->recv_page[r], ep->recv_tag[r]);
 	pthread_mutex_unlock(&sw->lock);
 	if (ep->hva)
 		munmap(ep->hva, ((uint64_t)ep->send_slots + ep->recv_slots) * ep->page_size);
-	free(ep->slot_page);
-	free(ep->resident);
-	free(ep->recv_state);
-	free(ep->recv_writer);
+	free(ep->send_page);
+	free(ep->recv_page);
+	free(ep->recv_tag);
+	free(ep->recv_held);
 	free(ep);
 }
 
-/* Lock held. Frees receive slots [slot, slot + n) (known to be in use). A
- * copied message stays where it is (only this VM ever saw it); a remapped
- * one goes back to the pool and the slot to its resident page, or to the
- * zero area. */
+/* Lock held. The guest is done with slots [slot, slot + n): they keep their
+ * pages (it has seen them), ready for the next delivery. */
 static void release_recv(struct msgq_endpoint *ep, uint32_t slot, uint32_t n)
 {
-	struct page_pool *pool = ep->sw->pool;
-	uint64_t ps = ep->page_size;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t r = slot + i, *page = &ep->slot_page[ep->send_slots + r];
-		if (ep->recv_state[r] == RECV_REMAPPED) {
-			pool_free(pool, *page, ep->recv_writer[r]);
-			uint8_t *at = ep->hva + (ep->send_slots + r) * ps;
-			if (ep->resident[r] != POOL_NONE)
-				pool_map(pool, at, ep->resident[r], PROT_READ);
-			else
-				pool_map_zero(pool, at, r, 1);
-			*page = ep->resident[r];
-		}
-		ep->recv_state[r] = RECV_FREE;
-	}
+	memset(ep->recv_held + slot, 0, n);
 	atomic_fetch_add(&ep->ctr.returned_pages, n);
 }
 
 void msgq_endpoint_reset(struct msgq_endpoint *ep)
 {
-	for (uint32_t r = 0; r < ep->recv_slots; r++)
-		if (ep->recv_state[r] != RECV_FREE)
-			release_recv(ep, r, 1);
+	memset(ep->recv_held, 0, ep->recv_slots);
 	ep->recv_cursor = 0;
 }
 
@@ -218,7 +198,7 @@ static uint32_t find_recv_slots(struct msgq_endpoint *ep, uint32_t n)
 		if (start + n > R)
 			continue;
 		uint32_t k = 0;
-		while (k < n && ep->recv_state[start + k] == RECV_FREE)
+		while (k < n && !ep->recv_held[start + k])
 			k++;
 		if (k == n) {
 			ep->recv_cursor = (start + n) % R;
@@ -236,58 +216,80 @@ static bool allowed(const struct msgq_endpoint *from, uint32_t dest)
 	return false;
 }
 
-/* Copies len bytes from the sender's slots into the receiver's slots
- * [r, r + n), into each slot's resident page (made on first use). */
-static int deliver_by_copy(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
-			   uint32_t n, uint32_t len)
+static uint8_t *recv_addr(struct msgq_endpoint *ep, uint32_t r)
 {
-	struct page_pool *pool = from->sw->pool;
-	uint64_t ps = from->page_size;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t *res = &to->resident[r + i];
-		if (*res == POOL_NONE) {
-			*res = pool_alloc_clean(pool);
-			if (*res == POOL_NONE || pool_map(pool, to->hva + (to->send_slots + r + i) * ps, *res, PROT_READ) < 0)
-				return -1; /* slots before i keep their new resident pages; nothing is delivered */
-			to->slot_page[to->send_slots + r + i] = *res;
-		}
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t chunk = len - i * ps < ps ? len - i * ps : ps;
-		memcpy(pool_page_ptr(pool, to->resident[r + i]), from->hva + (first + i) * ps, chunk);
-		to->recv_state[r + i] = RECV_COPIED;
-	}
-	atomic_fetch_add(&from->ctr.bytes_copied, len);
-	return 0;
+	return ep->hva + ((uint64_t)ep->send_slots + r) * ep->page_size;
 }
 
-/* Moves the sender's pages into the receiver's slots and backs the sender's
- * slots with other pages. The sender's mapping goes first: once a message
- * is visible to the receiver, the sender can no longer change it. */
-static int deliver_by_remap(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
-			    uint32_t n)
+/* Pool pages a delivery of slots [r, r + n) from `from` will need. */
+static uint32_t pages_needed(const struct msgq_endpoint *from, const struct msgq_endpoint *to, uint32_t r, uint32_t n,
+			     bool copy)
+{
+	uint32_t need = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t page = to->recv_page[r + i];
+		uint8_t tag = to->recv_tag[r + i];
+		if (page == POOL_NONE || (!copy && tag != from->id && tag != POOL_CLEAN))
+			need++;
+	}
+	return need;
+}
+
+/* Copies len bytes from the sender's slots into the receiver's slots
+ * [r, r + n): into the page each slot already holds (made on first use). */
+static void deliver_by_copy(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
+			    uint32_t n, uint32_t len)
 {
 	struct page_pool *pool = from->sw->pool;
 	uint64_t ps = from->page_size;
-	uint64_t zeroed_before = pool->zeroed;
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t fresh = pool_alloc(pool, (uint8_t)from->id);
-		if (fresh == POOL_NONE) {
-			if (i)
-				release_recv(to, r, i);
-			return -1;
+		uint32_t *page = &to->recv_page[r + i];
+		uint8_t *tag = &to->recv_tag[r + i];
+		if (*page == POOL_NONE) {
+			*page = pool_alloc_clean(pool);
+			*tag = POOL_CLEAN;
+			pool_map(pool, recv_addr(to, r + i), *page, PROT_READ);
 		}
-		uint32_t msg = from->slot_page[first + i];
+		uint64_t chunk = len - i * ps < ps ? len - i * ps : ps;
+		memcpy(pool_page_ptr(pool, *page), from->hva + (first + i) * ps, chunk);
+		/* The rest of the page is zeroes, or this sender's old data, or
+		 * data the receiver has seen from others. */
+		*tag = *tag == POOL_CLEAN || *tag == from->id ? (uint8_t)from->id : POOL_MIXED;
+		to->recv_held[r + i] = 1;
+	}
+	atomic_fetch_add(&from->ctr.bytes_copied, len);
+}
+
+/* Moves the sender's pages into the receiver's slots; the sender's slots get
+ * the pages those receive slots held if they hold only its own data, else
+ * pages from the pool. The receiver loses its old page before the sender can
+ * write to it, and the sender loses the message before the receiver is told
+ * of it. */
+static void deliver_by_remap(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
+			     uint32_t n)
+{
+	struct page_pool *pool = from->sw->pool;
+	uint64_t ps = from->page_size, zeroed_before = pool->zeroed;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t msg = from->send_page[first + i], old = to->recv_page[r + i];
+		uint8_t tag = to->recv_tag[r + i];
+		uint32_t fresh;
+		if (old != POOL_NONE && (tag == from->id || tag == POOL_CLEAN)) {
+			fresh = old; /* a swap: no zeroing, no pool */
+		} else {
+			fresh = pool_alloc(pool, (uint8_t)from->id);
+			if (old != POOL_NONE)
+				pool_free(pool, old, tag);
+		}
+		pool_map(pool, recv_addr(to, r + i), msg, PROT_READ);
 		pool_map(pool, from->hva + (first + i) * ps, fresh, PROT_READ | PROT_WRITE);
-		from->slot_page[first + i] = fresh;
-		pool_map(pool, to->hva + (to->send_slots + r + i) * ps, msg, PROT_READ);
-		to->slot_page[to->send_slots + r + i] = msg;
-		to->recv_writer[r + i] = (uint8_t)from->id;
-		to->recv_state[r + i] = RECV_REMAPPED;
+		from->send_page[first + i] = fresh;
+		to->recv_page[r + i] = msg;
+		to->recv_tag[r + i] = (uint8_t)from->id;
+		to->recv_held[r + i] = 1;
 	}
 	atomic_fetch_add(&from->ctr.pages_remapped, n);
 	atomic_fetch_add(&from->ctr.pages_zeroed_for_reuse, pool->zeroed - zeroed_before);
-	return 0;
 }
 
 int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, uint32_t first_slot,
@@ -306,25 +308,34 @@ int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, u
 		return MSGQ_E_DENIED;
 	if (!to->up || atomic_load(to->vm_stopping))
 		return MSGQ_E_DEST_DOWN;
-	if (!to->ops->can_deliver(to))
-		return MSGQ_E_FULL;
-	uint32_t r = n <= to->recv_slots ? find_recv_slots(to, n) : POOL_NONE;
-	/* Check the pool up front, so a message never moves halfway. */
-	if (r == POOL_NONE || sw->pool->nr_free < n)
+	uint32_t r = POOL_NONE;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (to->ops->can_deliver(to) && n <= to->recv_slots && (r = find_recv_slots(to, n)) != POOL_NONE)
+			break;
+		if (attempt == 0 && to->ops->reclaim)
+			to->ops->reclaim(to); /* slots the receiver gave back quietly */
+	}
+	if (r == POOL_NONE)
 		return MSGQ_E_FULL;
 
-	mode &= MSGQ_SEND_MODE_MASK;
+	mode &= MSGQ_SEND_MODE_MASK; /* other flag bits are the device's business */
 	bool copy = mode == MSGQ_SEND_COPY || (mode == MSGQ_SEND_ADAPTIVE && len < sw->copy_threshold);
-	if ((copy ? deliver_by_copy(from, first_slot, to, r, n, len) : deliver_by_remap(from, first_slot, to, r, n)) < 0)
+	/* Check the pool up front, so a message never moves halfway. */
+	if (sw->pool->nr_free < pages_needed(from, to, r, n, copy)) {
+		to->recv_cursor = r; /* the slots stay free */
 		return MSGQ_E_FULL;
+	}
+	if (copy)
+		deliver_by_copy(from, first_slot, to, r, n, len);
+	else
+		deliver_by_remap(from, first_slot, to, r, n);
 
 	struct msgq_recv_hdr h = {
 		.src = from->id, .flags = copy ? 0 : MSGQ_RECV_REMAPPED, .len = len,
 		.slot = r, .nr_pages = n, .cookie = cookie,
 	};
 	if (!to->ops->deliver(to, &h)) {
-		/* can_deliver said yes, so only a broken queue gets here. The
-		 * pages stay with the receiver's free slots. */
+		/* can_deliver said yes, so only a broken queue gets here. */
 		release_recv(to, r, n);
 		return MSGQ_E_DEST_DOWN;
 	}
@@ -339,7 +350,7 @@ int msgq_switch_return(struct msgq_endpoint *ep, uint32_t slot, uint32_t n)
 	if (n == 0 || slot >= ep->recv_slots || n > ep->recv_slots - slot)
 		return -1;
 	for (uint32_t i = 0; i < n; i++)
-		if (ep->recv_state[slot + i] == RECV_FREE)
+		if (!ep->recv_held[slot + i])
 			return -1; /* not holding a message: a double return */
 	release_recv(ep, slot, n);
 	return 0;

@@ -15,7 +15,7 @@
 #include "ferry/msgq.h"
 #include "host/page_pool.h"
 
-#define MSGQ_MAX_VMS 255  /* ids 1..255; 0 is "nobody" */
+#define MSGQ_MAX_VMS 254  /* ids 1..254; 0 is "nobody" (page tags: 255 is "mixed") */
 
 struct msgq_switch;
 struct msgq_endpoint;
@@ -33,6 +33,10 @@ struct msgq_endpoint_ops {
 	bool (*can_deliver)(struct msgq_endpoint *ep);
 	/* Hands the header to the driver (and interrupts it). */
 	bool (*deliver)(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr);
+	/* Takes in the slots the driver has posted back without ringing: a
+	 * receiver gives slots back with plain stores, and the switch collects
+	 * them when it needs room. */
+	void (*reclaim)(struct msgq_endpoint *ep);
 };
 
 struct msgq_endpoint {
@@ -49,13 +53,15 @@ struct msgq_endpoint {
 	uint8_t *hva;
 	uint64_t page_size;
 	uint32_t send_slots, recv_slots, max_msg_pages;
-	uint32_t *slot_page;        /* pool page mapped in each slot; POOL_NONE: the zero area */
-	/* Receive slots: each may own a resident page, mapped while the slot
-	 * is free, that copied messages are written into (no remap, no fault
-	 * in the guest). A remapped message replaces it until returned. */
-	uint32_t *resident;
-	uint8_t *recv_state;        /* RECV_FREE, RECV_COPIED, RECV_REMAPPED */
-	uint8_t *recv_writer;       /* remapped messages: the sender whose data it holds */
+	uint32_t *send_page;        /* pool page backing each send slot */
+	/* Receive slots keep the page they last held, mapped read-only, when
+	 * the guest returns them: the guest has seen it already. The next
+	 * delivery reuses it: a copy is written into it, and a remap gives it
+	 * back to the sender if it holds only that sender's data, so a stream
+	 * between two VMs moves pages with two mappings and no zeroing. */
+	uint32_t *recv_page;        /* POOL_NONE: the never-written zero area */
+	uint8_t *recv_tag;          /* whose data recv_page holds (POOL_CLEAN, a VM id, POOL_MIXED) */
+	uint8_t *recv_held;         /* the guest holds a message in this slot */
 	uint32_t recv_cursor;       /* next-fit start for receive slot allocation */
 
 	uint32_t peers[MSGQ_MAX_PEERS];  /* ids this endpoint may send to */
@@ -72,8 +78,6 @@ struct msgq_switch {
 	bool threshold_measured;
 	struct msgq_endpoint *ep[MSGQ_MAX_VMS + 1];
 };
-
-enum { RECV_FREE, RECV_COPIED, RECV_REMAPPED };
 
 /* pages: pool capacity for all windows; zero_pages: the longest receive
  * region. copy_threshold 0 means: measure it now. */

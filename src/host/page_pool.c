@@ -139,6 +139,10 @@ void pool_free(struct page_pool *p, uint32_t page, uint8_t writer)
 {
 	if (page >= p->nr_pages)
 		return;
+	if (writer == POOL_MIXED) {
+		pool_free_mixed(p, page);
+		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	p->writer[page] = writer;
 	uint32_t *head = writer == POOL_CLEAN ? &p->clean : &p->dirty[writer];

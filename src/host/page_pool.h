@@ -15,8 +15,9 @@
 #include <stdint.h>
 
 #define POOL_NONE      UINT32_MAX
-#define POOL_MAX_OWNERS 256   /* writer tags: VM ids 1..255; 0 = clean */
+#define POOL_MAX_OWNERS 255   /* writer tags: VM ids 1..254; 0 = clean, 255 = mixed */
 #define POOL_CLEAN     0
+#define POOL_MIXED     255   /* data from several VMs: zero before reuse */
 
 struct page_pool {
 	int fd;
