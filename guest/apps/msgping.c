@@ -62,7 +62,7 @@ static int ping(void)
 		kprintf("msgping: need peer=NAME (a peer of this VM), count >= 1, size >= 8\n");
 		return FERRY_EXIT_BAD_ARGS;
 	}
-	if (msgq_wait_peer(dest, 30000000000ull) != MSGQ_OK) {
+	if (msgq_wait_peer(dest, MSG_COPY, 30000000000ull) != MSGQ_OK) {
 		kprintf("msgping: %s is not receiving\n", peer);
 		return FERRY_EXIT_FAIL;
 	}

@@ -261,7 +261,7 @@ int msg_send(uint32_t dest, const void *buf, uint32_t len, uint32_t flags)
 	}
 }
 
-int msgq_wait_peer(uint32_t dest, uint64_t timeout_ns)
+int msgq_wait_peer(uint32_t dest, uint32_t mode, uint64_t timeout_ns)
 {
 	/* A one-byte copy; receivers see it as a message of length 1. */
 	uint8_t *buf = msgq_alloc(1);
@@ -270,7 +270,7 @@ int msgq_wait_peer(uint32_t dest, uint64_t timeout_ns)
 		return st;
 	buf[0] = 0;
 	uint64_t until = time_ns() + timeout_ns;
-	while ((st = msg_send(dest, buf, 1, MSG_COPY | MSG_IMMEDIATE)) == MSGQ_E_DEST_DOWN || st == MSGQ_E_FULL) {
+	while ((st = msg_send(dest, buf, 1, mode | MSG_IMMEDIATE)) == MSGQ_E_DEST_DOWN || st == MSGQ_E_FULL) {
 		if (time_ns() >= until)
 			break;
 		sleep_ms(2);

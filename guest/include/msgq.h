@@ -58,10 +58,10 @@ unsigned msgq_in_flight(void);
  * cannot go on: spinning would take the CPU the VMM needs). */
 void msgq_wait_sends(uint64_t timeout_ns);
 
-/* Retries a small message to dest until its driver is up and has room
- * (MSGQ_E_DEST_DOWN and MSGQ_E_FULL while it boots), up to timeout_ns.
- * Returns the last status. */
-int msgq_wait_peer(uint32_t dest, uint64_t timeout_ns);
+/* Retries a one-byte message to dest until its driver is up and has room
+ * (MSGQ_E_DEST_DOWN and MSGQ_E_FULL while it boots), up to timeout_ns,
+ * moved as `mode` says (MSG_COPY, MSG_REMAP). Returns the last status. */
+int msgq_wait_peer(uint32_t dest, uint32_t mode, uint64_t timeout_ns);
 
 /* Sends and waits for the status (an immediate send has it at once; a
  * deferred one when the VMM picks it up). Returns MSGQ_OK or MSGQ_E_*;

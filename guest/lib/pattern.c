@@ -11,7 +11,7 @@ void pattern_fill(void *buf, size_t len, uint64_t seed)
 		x ^= x << 13;
 		x ^= x >> 7;
 		x ^= x << 17;
-		memcpy(p + i, &x, 8);
+		__builtin_memcpy(p + i, &x, 8); /* inlined: -ffreestanding makes memcpy a call */
 	}
 	for (; i < len; i++)
 		p[i] = (uint8_t)(x >> (8 * (i % 8)));
@@ -23,7 +23,7 @@ uint64_t checksum64(const void *buf, size_t len)
 	uint64_t a = 1, b = 0, w;
 	size_t i = 0;
 	for (; i + 8 <= len; i += 8) {
-		memcpy(&w, p + i, 8);
+		__builtin_memcpy(&w, p + i, 8);
 		a += w;
 		b += a;
 	}
