@@ -184,3 +184,61 @@ char *xasprintf(const char *fmt, ...)
 	va_end(ap);
 	return s;
 }
+
+cJSON *summary_find_vm(const char *summary_path, const char *name)
+{
+	static cJSON *keep;
+	cJSON *root = load_json(summary_path);
+	if (!root)
+		fail_msg("no summary at %s", summary_path);
+	cJSON_Delete(keep);
+	keep = root;
+	cJSON *vm;
+	cJSON_ArrayForEach(vm, cJSON_GetObjectItem(root, "vms"))
+		if (!strcmp(cJSON_GetObjectItem(vm, "name")->valuestring, name))
+			return vm;
+	fail_msg("VM %s missing from the summary", name);
+	return NULL;
+}
+
+double json_num(cJSON *obj, const char *path)
+{
+	char buf[128];
+	snprintf(buf, sizeof(buf), "%s", path);
+	cJSON *cur = obj;
+	char *save = NULL;
+	for (char *tok = strtok_r(buf, ".", &save); tok; tok = strtok_r(NULL, ".", &save)) {
+		cur = cJSON_GetObjectItem(cur, tok);
+		if (!cur)
+			fail_msg("summary lacks %s", path);
+	}
+	if (!cJSON_IsNumber(cur))
+		fail_msg("summary %s is not a number", path);
+	return cur->valuedouble;
+}
+
+void expect_contains(const char *haystack, const char *needle)
+{
+	if (!strstr(haystack, needle))
+		fail_msg("expected \"%s\" in:\n%s", needle, haystack);
+}
+
+struct cmd_result ferry_run_in(const char *dir, const char *const *args, double timeout)
+{
+	char *argv[48];
+	int n = 0;
+	argv[n++] = (char *)ferry_bin();
+	argv[n++] = "run";
+	for (; *args && n < 40; args++)
+		argv[n++] = (char *)*args;
+	char *summary = xasprintf("%s/summary.json", dir), *logs = xasprintf("%s/logs", dir);
+	argv[n++] = "--summary";
+	argv[n++] = summary;
+	argv[n++] = "--log-dir";
+	argv[n++] = logs;
+	argv[n] = NULL;
+	struct cmd_result r = run_cmd(argv, timeout);
+	free(summary);
+	free(logs);
+	return r;
+}

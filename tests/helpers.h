@@ -39,6 +39,16 @@ bool have_qemu(void);
 const char *ferry_bin(void);
 const char *guest_image(void);
 
+/* A VM's entry in a summary file, or fails the test. The document is kept
+ * until the next call. */
+struct cJSON *summary_find_vm(const char *summary_path, const char *name);
+/* A number at a dotted path ("counters.msgq.sent"), or fails the test. */
+double json_num(struct cJSON *obj, const char *path);
+/* Fails the test unless needle is in haystack. */
+void expect_contains(const char *haystack, const char *needle);
+/* Runs `ferry run ARGS... --summary DIR/summary.json --log-dir DIR/logs`. */
+struct cmd_result ferry_run_in(const char *dir, const char *const *args, double timeout_s);
+
 /* printf into a new string. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -25,59 +25,22 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Runs ferry with the given arguments after "run", plus --summary and
- * --log-dir in the temp dir. */
 static struct cmd_result ferry_run(const char *const *args, double timeout)
 {
-	char *argv[40];
-	int n = 0;
-	argv[n++] = (char *)ferry_bin();
-	argv[n++] = "run";
-	for (; *args; args++)
-		argv[n++] = (char *)*args;
-	char *summary = xasprintf("%s/summary.json", tmp), *logs = xasprintf("%s/logs", tmp);
-	argv[n++] = "--summary";
-	argv[n++] = summary;
-	argv[n++] = "--log-dir";
-	argv[n++] = logs;
-	argv[n] = NULL;
-	struct cmd_result r = run_cmd(argv, timeout);
-	free(summary);
-	free(logs);
-	return r;
+	return ferry_run_in(tmp, args, timeout);
 }
 
 static cJSON *summary_vm(const char *name)
 {
 	char *path = xasprintf("%s/summary.json", tmp);
-	cJSON *root = load_json(path);
+	cJSON *vm = summary_find_vm(path, name);
 	free(path);
-	if (!root)
-		fail_msg("no summary written");
-	static cJSON *keep; /* owned until the next call */
-	cJSON_Delete(keep);
-	keep = root;
-	cJSON *vm;
-	cJSON_ArrayForEach(vm, cJSON_GetObjectItem(root, "vms"))
-		if (!strcmp(cJSON_GetObjectItem(vm, "name")->valuestring, name))
-			return vm;
-	fail_msg("VM %s missing from the summary", name);
-	return NULL;
+	return vm;
 }
 
 static double num(cJSON *obj, const char *path)
 {
-	char buf[128];
-	snprintf(buf, sizeof(buf), "%s", path);
-	cJSON *cur = obj;
-	for (char *tok = strtok(buf, "."); tok; tok = strtok(NULL, ".")) {
-		cur = cJSON_GetObjectItem(cur, tok);
-		if (!cur)
-			fail_msg("summary lacks %s", path);
-	}
-	if (!cJSON_IsNumber(cur))
-		fail_msg("summary %s is not a number", path);
-	return cur->valuedouble;
+	return json_num(obj, path);
 }
 
 static const char *str(cJSON *obj, const char *key)
@@ -96,12 +59,6 @@ static char *console_log(const char *vm)
 	if (!text)
 		fail_msg("no console log for %s", vm);
 	return text;
-}
-
-static void expect_contains(const char *haystack, const char *needle)
-{
-	if (!strstr(haystack, needle))
-		fail_msg("expected \"%s\" in:\n%s", needle, haystack);
 }
 
 static void hello_two_vms(void **state)

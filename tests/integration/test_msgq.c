@@ -1,0 +1,211 @@
+/* Message queues between VMs, end to end: pages move by remapping (not
+ * copying) above the threshold, every message arrives intact, misuse is
+ * refused and counted, and both posting ways are recorded. */
+#include "helpers.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *tmp;
+
+static int setup(void **state)
+{
+	(void)state;
+	tmp = make_temp_dir();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	remove_tree(tmp);
+	free(tmp);
+	return 0;
+}
+
+static cJSON *vm(const char *name)
+{
+	char *path = xasprintf("%s/summary.json", tmp);
+	cJSON *v = summary_find_vm(path, name);
+	free(path);
+	return v;
+}
+
+static char *log_of(const char *name)
+{
+	char *path = xasprintf("%s/logs/%s.log", tmp, name);
+	char *text = read_file(path);
+	free(path);
+	if (!text)
+		fail_msg("no console log for %s", name);
+	return text;
+}
+
+/* A two-VM config: "tx" sends to "rx" (and rx may answer). */
+static char *pair_config(const char *tx_cmdline, const char *rx_cmdline, const char *device_extra, bool huge)
+{
+	char *path = xasprintf("%s/pair.json", tmp), *pwd = getenv("PWD");
+	char *text = xasprintf(
+		"{\"vms\": ["
+		"{\"name\": \"tx\", \"memory_mib\": 64, \"hugepages\": %s, \"kernel\": \"%s/%s\", \"cmdline\": \"%s\","
+		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"rx\"]%s}]},"
+		"{\"name\": \"rx\", \"memory_mib\": 64, \"hugepages\": %s, \"kernel\": \"%s/%s\", \"cmdline\": \"%s\","
+		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"tx\"]%s}]}]}",
+		huge ? "true" : "false", pwd, guest_image(), tx_cmdline, device_extra,
+		huge ? "true" : "false", pwd, guest_image(), rx_cmdline, device_extra);
+	write_file(path, text);
+	free(text);
+	return path;
+}
+
+static void example_remaps_not_copies(void **state)
+{
+	(void)state;
+	require_kvm();
+	const char *args[] = { "examples/msgq.json", "--timeout", "120", NULL };
+	struct cmd_result r = ferry_run_in(tmp, args, 180);
+	if (r.status != 0)
+		fail_msg("examples/msgq.json failed (%d):\n%s", r.status, r.err);
+	/* Entries are valid until the next vm() call: one VM at a time. */
+	assert_int_equal(json_num(vm("receiver"), "counters.msgq.received"), json_num(vm("sender"), "counters.msgq.sent"));
+	cJSON *tx = vm("sender");
+	double sent = json_num(tx, "counters.msgq.sent");
+	assert_true(sent >= 400);
+	assert_true(json_num(tx, "counters.msgq.pages_remapped") >= 400);
+	assert_int_equal(json_num(tx, "counters.msgq.bytes_copied"), 0);
+	/* The only refusals allowed: readiness probes that beat the receiver's driver. */
+	assert_int_equal(json_num(tx, "counters.msgq.rejected"), json_num(tx, "counters.msgq.rejected_by.dest_down"));
+	assert_int_equal(json_num(tx, "counters.msgq.immediate") + json_num(tx, "counters.msgq.deferred"), sent);
+	char *log = log_of("receiver");
+	expect_contains(log, "received run 1: 200 of 200 messages verified, 0 corrupt, 0 duplicated: ok");
+	free(log);
+	cmd_result_free(&r);
+}
+
+static void misuse_is_refused_and_counted(void **state)
+{
+	(void)state;
+	require_kvm();
+	const char *args[] = { "examples/msgsecurity.json", "--timeout", "120", NULL };
+	struct cmd_result r = ferry_run_in(tmp, args, 180);
+	char *log = log_of("attacker");
+	if (r.status != 0)
+		fail_msg("msgsecurity failed (%d):\n%s", r.status, log);
+	expect_contains(log, "every misuse was refused");
+	assert_true(json_num(vm("victim"), "counters.msgq.writes_to_received_pages") >= 1);
+	cJSON *a = vm("attacker");
+	assert_true(json_num(a, "counters.msgq.rejected_by.denied") >= 1);
+	assert_true(json_num(a, "counters.msgq.rejected_by.no_dest") >= 2);
+	assert_true(json_num(a, "counters.msgq.rejected_by.dest_down") >= 1);
+	assert_true(json_num(a, "counters.msgq.rejected_by.bad_addr") >= 2);
+	assert_true(json_num(a, "counters.msgq.rejected_by.unaligned") >= 1);
+	assert_true(json_num(a, "counters.msgq.rejected_by.too_long") >= 3);
+	assert_true(json_num(a, "counters.msgq.rejected_by.full") >= 1);
+	free(log);
+	cmd_result_free(&r);
+}
+
+/* Copy, remap and adaptive with 4 KiB pages, every message checksummed. */
+static void bulk_modes_verify(void **state)
+{
+	(void)state;
+	require_kvm();
+	const char *modes[] = { "copy", "remap", "adaptive" };
+	for (int i = 0; i < 3; i++) {
+		char *tx = xasprintf("app=msgbulk role=send peer=rx sizes=64,4K,64K,1M count=40 mode=%s check=full", modes[i]);
+		char *cfg = pair_config(tx, "app=msgbulk role=recv", "", false);
+		const char *args[] = { cfg, "--timeout", "60", NULL };
+		struct cmd_result r = ferry_run_in(tmp, args, 120);
+		char *log = log_of("rx");
+		if (r.status != 0)
+			fail_msg("msgbulk mode=%s failed:\n%s\n%s", modes[i], log, r.err);
+		expect_contains(log, "received run 3: 40 of 40 messages verified");
+		cJSON *t = vm("tx");
+		if (!strcmp(modes[i], "copy"))
+			assert_int_equal(json_num(t, "counters.msgq.pages_remapped"), 0);
+		if (!strcmp(modes[i], "remap"))
+			assert_int_equal(json_num(t, "counters.msgq.bytes_copied"), 0);
+		free(log);
+		free(tx);
+		free(cfg);
+		cmd_result_free(&r);
+	}
+}
+
+/* Deferred sends are plain stores: the VMM picks them up without a doorbell
+ * and records them as deferred. */
+static void deferred_posting_is_recorded(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *cfg = pair_config("app=msgbulk role=send peer=rx sizes=64 count=2000 post=deferred",
+				"app=msgbulk role=recv", ", \"poll_us\": 500", false);
+	const char *args[] = { cfg, "--timeout", "60", NULL };
+	struct cmd_result r = ferry_run_in(tmp, args, 120);
+	assert_int_equal(r.status, 0);
+	cJSON *t = vm("tx");
+	assert_true(json_num(t, "counters.msgq.deferred") >= 2000);
+	/* Doorbells rang only for the control messages. */
+	assert_true(json_num(t, "counters.msgq.immediate") <= 4);
+	free(cfg);
+	cmd_result_free(&r);
+}
+
+static void ping_pong_round_trips(void **state)
+{
+	(void)state;
+	require_kvm();
+	const char *posts[] = { "immediate", "deferred" };
+	for (int i = 0; i < 2; i++) {
+		char *tx = xasprintf("app=msgping role=ping peer=rx count=50 size=256 post=%s", posts[i]);
+		char *rx = xasprintf("app=msgping role=pong post=%s", posts[i]);
+		char *cfg = pair_config(tx, rx, "", false);
+		const char *args[] = { cfg, "--timeout", "60", NULL };
+		struct cmd_result r = ferry_run_in(tmp, args, 120);
+		char *log = log_of("tx");
+		if (r.status != 0)
+			fail_msg("msgping post=%s failed:\n%s", posts[i], log);
+		expect_contains(log, "msgping: result {\"size\": 256, \"count\": 50");
+		cJSON *rxvm = vm("rx");
+		/* The pong answered every ping to its source, as the VMM named it. */
+		assert_true(json_num(rxvm, "counters.msgq.sent") >= 50);
+		free(log);
+		free(tx);
+		free(rx);
+		free(cfg);
+		cmd_result_free(&r);
+	}
+}
+
+static void bad_msgq_configs(void **state)
+{
+	(void)state;
+	char *path = xasprintf("%s/bad.json", tmp);
+	write_file(path, "{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\","
+			 " \"devices\": [{\"type\": \"msgq\", \"peers\": [\"nobody\"]}]}]}");
+	const char *args[] = { path, NULL };
+	struct cmd_result r = ferry_run_in(tmp, args, 30);
+	assert_int_equal(r.status, 2);
+	expect_contains(r.err, "peer \"nobody\" is not a VM in this file");
+	cmd_result_free(&r);
+	write_file(path, "{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\","
+			 " \"devices\": [{\"type\": \"msgq\", \"poll_us\": 1}]}]}");
+	r = ferry_run_in(tmp, args, 30);
+	assert_int_equal(r.status, 2);
+	expect_contains(r.err, "\"poll_us\" must be between 10 and");
+	cmd_result_free(&r);
+	free(path);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(example_remaps_not_copies), T(misuse_is_refused_and_counted), T(bulk_modes_verify),
+		T(deferred_posting_is_recorded), T(ping_pong_round_trips), T(bad_msgq_configs),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
