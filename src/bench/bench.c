@@ -11,6 +11,7 @@ static const struct {
 	const char *summary;
 } targets[] = {
 	{ "boot", bench_boot, "boot N VMs one after another; boot time and memory overhead, vs QEMU" },
+	{ "msg", bench_msg, "message queues between two VMs: copy, remap, adaptive; throughput and latency" },
 };
 
 int cmd_bench(int argc, char **argv)

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 int bench_boot(int argc, char **argv);
+int bench_msg(int argc, char **argv);
 
 /* A child process whose stdout we read. */
 struct child {
