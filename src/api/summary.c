@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "devices/cpu_reserve.h"
 #include "devices/device.h"
 #include "vmm/clock.h"
 #include "vmm/vcpu.h"
@@ -58,8 +59,22 @@ cJSON *summary_vm(struct vm *vm, const struct vm_config *cfg, const char *create
 		cJSON_AddNumberToObject(c, "exits", (double)atomic_load(&v->ctr.exits));
 		cJSON_AddNumberToObject(c, "io_exits", (double)atomic_load(&v->ctr.io_exits));
 		cJSON_AddNumberToObject(c, "mmio_exits", (double)atomic_load(&v->ctr.mmio_exits));
-		cJSON_AddNumberToObject(c, "cpu_ms", ns_to_ms(v->cpu_time_ns));
+		cJSON_AddNumberToObject(c, "cpu_ms", ns_to_ms(vcpu_cpu_time_ns(v)));
 		cJSON_AddItemToArray(vcpus, c);
+	}
+	/* Processor reservation: what is parked, and what each vCPU thread used. */
+	cJSON *cpu = cJSON_AddObjectToObject(counters, "cpu");
+	struct cpu_reserve_status cr;
+	cJSON_AddNumberToObject(cpu, "reserved_vcpus", cpu_reserve_get_status(vm, &cr) ? cr.parked : 0);
+	cJSON *threads = cJSON_AddArrayToObject(cpu, "vcpu_threads");
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		struct vcpu *v = vm->vcpus[i];
+		cJSON *t = cJSON_CreateObject();
+		cJSON_AddNumberToObject(t, "index", i);
+		cJSON_AddNumberToObject(t, "cpu_ms", ns_to_ms(vcpu_cpu_time_ns(v)));
+		cJSON_AddNumberToObject(t, "parked_ms", ns_to_ms(atomic_load(&v->parked_ns)));
+		cJSON_AddNumberToObject(t, "cpu_ms_while_parked", ns_to_ms(atomic_load(&v->cpu_ns_while_parked)));
+		cJSON_AddItemToArray(threads, t);
 	}
 	cJSON *unhandled = cJSON_AddObjectToObject(counters, "unhandled");
 	cJSON_AddNumberToObject(unhandled, "pio", (double)atomic_load(&vm->pio.unhandled));
@@ -75,12 +90,14 @@ cJSON *summary_vm(struct vm *vm, const struct vm_config *cfg, const char *create
 	return o;
 }
 
-int summary_write(const char *path, cJSON *vms, cJSON *memory)
+int summary_write(const char *path, cJSON *vms, cJSON *memory, cJSON *cpu)
 {
 	cJSON *root = cJSON_CreateObject();
 	cJSON_AddItemReferenceToObject(root, "vms", vms);
 	if (memory)
 		cJSON_AddItemReferenceToObject(root, "memory", memory);
+	if (cpu)
+		cJSON_AddItemReferenceToObject(root, "cpu", cpu);
 	char *text = cJSON_Print(root);
 	cJSON_Delete(root);
 	if (!text)

@@ -11,8 +11,8 @@ struct cJSON;
 
 /* One VM's entry. cfg is used for VMs that could not be created (vm NULL). */
 struct cJSON *summary_vm(struct vm *vm, const struct vm_config *cfg, const char *create_error);
-/* Writes {"vms": [...], "memory": {...}} to path (memory may be NULL);
- * -1 with errno on failure. */
-int summary_write(const char *path, struct cJSON *vms, struct cJSON *memory);
+/* Writes {"vms": [...], "memory": {...}, "cpu": {...}} to path (memory and
+ * cpu may be NULL); -1 with errno on failure. */
+int summary_write(const char *path, struct cJSON *vms, struct cJSON *memory, struct cJSON *cpu);
 
 #endif

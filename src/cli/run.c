@@ -14,6 +14,7 @@
 #include "api/summary.h"
 #include "cli/cli.h"
 #include "devices/msgq.h"
+#include "host/cpu_scheduler.h"
 #include "host/mem_scheduler.h"
 #include "vmm/clock.h"
 #include "vmm/config.h"
@@ -43,7 +44,7 @@ static const char run_help[] =
 	"  --cpus N           vCPUs (default 1)\n"
 	"  --cmdline TEXT     kernel command line, e.g. \"app=hello\"\n"
 	"  --name NAME        VM name (default vm0)\n"
-	"  --device TYPE      add a device (virtio-rng, virtio-balloon); may repeat\n";
+	"  --device TYPE      add a device (virtio-rng, virtio-balloon, cpu-reserve); may repeat\n";
 
 struct run_opts {
 	const char *config;
@@ -153,8 +154,11 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 				t = DEV_VIRTIO_RNG;
 			else if (!strcmp(optarg, "virtio-balloon"))
 				t = DEV_BALLOON;
+			else if (!strcmp(optarg, "cpu-reserve"))
+				t = DEV_CPU_RESERVE;
 			else
-				return usage_error("run", "--device: unknown type '%s' (known: virtio-rng, virtio-balloon)", optarg);
+				return usage_error("run", "--device: unknown type '%s' (known: virtio-rng, virtio-balloon, cpu-reserve)",
+						   optarg);
 			if (config_find_device(v, t))
 				return usage_error("run", "--device %s given twice", optarg);
 			struct device_config *d = &v->devices[v->nr_devices++];
@@ -268,6 +272,7 @@ int cmd_run(int argc, char **argv)
 			return 1;
 		cfg.vms[0] = o.single;
 		cfg.vms[0].memory = (struct memory_policy){ 0, o.single.memory_mib, 1000 };
+		cfg.vms[0].cpu_shares = 1000;
 		cfg.nr_vms = 1;
 	}
 	if (make_dir(o.log_dir) < 0) {
@@ -324,8 +329,15 @@ int cmd_run(int argc, char **argv)
 		if (!sched)
 			log_error(NULL, "cannot start the memory scheduler; VMs run unscheduled");
 	}
+	struct cpu_scheduler *csched = NULL;
+	if (cfg.host.vcpu_budget) {
+		csched = cpu_scheduler_create(&vmm, vms, cfg.nr_vms, (unsigned)cfg.host.vcpu_budget);
+		if (!csched)
+			log_error(NULL, "cannot start the CPU scheduler; vCPUs run unscheduled");
+	}
 	wait_for_vms(&vmm, vms, cfg.nr_vms, o.timeout);
 	mem_scheduler_stop(sched);
+	cpu_scheduler_stop(csched);
 
 	cJSON *entries = cJSON_CreateArray();
 	bool all_ok = true;
@@ -340,13 +352,16 @@ int cmd_run(int argc, char **argv)
 		cJSON_AddItemToArray(entries, summary_vm(vms[i], &cfg.vms[i], errors[i]));
 	}
 	cJSON *memory = sched ? mem_scheduler_report(sched) : NULL;
-	if (o.summary && summary_write(o.summary, entries, memory) < 0) {
+	cJSON *cpu = csched ? cpu_scheduler_report(csched) : NULL;
+	if (o.summary && summary_write(o.summary, entries, memory, cpu) < 0) {
 		log_error(NULL, "cannot write summary %s: %s", o.summary, strerror(errno));
 		all_ok = false;
 	}
 	cJSON_Delete(entries);
 	cJSON_Delete(memory);
+	cJSON_Delete(cpu);
 	mem_scheduler_destroy(sched);
+	cpu_scheduler_destroy(csched);
 
 	pthread_kill(sig.thread, SIGUSR2);
 	pthread_join(sig.thread, NULL);

@@ -146,6 +146,7 @@ static const char *const device_type_names[] = {
 	[DEV_VIRTIO_RNG] = "virtio-rng",
 	[DEV_MSGQ] = "msgq",
 	[DEV_BALLOON] = "virtio-balloon",
+	[DEV_CPU_RESERVE] = "cpu-reserve",
 };
 
 const char *device_type_name(enum device_type type)
@@ -212,7 +213,12 @@ static int parse_device(struct ctx *c, const cJSON *j, const char *path, struct 
 		d->balloon.stats_ms = (uint32_t)ms;
 		return 0;
 	}
-	return fail(c, path, "unknown device type \"%s\" (known: virtio-rng, msgq, virtio-balloon)", type);
+	if (!strcmp(type, "cpu-reserve")) {
+		static const char *const keys[] = { "type", NULL };
+		d->type = DEV_CPU_RESERVE;
+		return check_keys(c, j, path, keys);
+	}
+	return fail(c, path, "unknown device type \"%s\" (known: virtio-rng, msgq, virtio-balloon, cpu-reserve)", type);
 }
 
 static int parse_memory_policy(struct ctx *c, const cJSON *vmj, const char *vmpath, struct vm_config *vm)
@@ -243,7 +249,7 @@ static int parse_memory_policy(struct ctx *c, const cJSON *vmj, const char *vmpa
 static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_config *vm)
 {
 	static const char *const keys[] = { "name", "memory_mib", "vcpus", "kernel", "cmdline",
-					    "hugepages", "console_log", "devices", "memory", NULL };
+					    "hugepages", "console_log", "devices", "memory", "cpu_shares", NULL };
 	if (!cJSON_IsObject(j))
 		return fail(c, path, "must be an object, not %s", json_type_name(j));
 	if (check_keys(c, j, path, keys) < 0)
@@ -261,6 +267,9 @@ static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_c
 	    get_string(c, j, "console_log", path, false, vm->console_log, sizeof(vm->console_log)) < 0)
 		return -1;
 	vm->vcpus = (unsigned)vcpus;
+	vm->cpu_shares = 1000;
+	if (get_uint(c, j, "cpu_shares", path, 1, 1000000, false, &vm->cpu_shares) < 0)
+		return -1;
 	if (!config_name_valid(vm->name))
 		return fail(c, path, "\"name\" must be 1-%d characters from A-Z a-z 0-9 . _ - (got \"%s\")",
 			    CFG_NAME_MAX - 1, vm->name);
@@ -350,12 +359,16 @@ static int parse_host(struct ctx *c, const cJSON *root, struct ferry_config *cfg
 	const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "host");
 	if (!h)
 		return 0;
-	static const char *const keys[] = { "memory_budget_mib", NULL };
+	static const char *const keys[] = { "memory_budget_mib", "vcpu_budget", NULL };
 	if (!cJSON_IsObject(h))
 		return fail(c, "host", "must be an object, not %s", json_type_name(h));
 	if (check_keys(c, h, "host", keys) < 0 ||
-	    get_uint(c, h, "memory_budget_mib", "host", 1, CFG_MAX_MEMORY_MIB * 64, false, &cfg->host.memory_budget_mib) < 0)
+	    get_uint(c, h, "memory_budget_mib", "host", 1, CFG_MAX_MEMORY_MIB * 64, false, &cfg->host.memory_budget_mib) < 0 ||
+	    get_uint(c, h, "vcpu_budget", "host", 1, 4096, false, &cfg->host.vcpu_budget) < 0)
 		return -1;
+	if (cfg->host.vcpu_budget && cfg->host.vcpu_budget < cfg->nr_vms)
+		return fail(c, "host.vcpu_budget", "must be at least one vCPU per VM (%u VMs, budget %llu)", cfg->nr_vms,
+			    (unsigned long long)cfg->host.vcpu_budget);
 	uint64_t mins = 0;
 	for (unsigned i = 0; i < cfg->nr_vms; i++)
 		mins += cfg->vms[i].memory.min_mib;

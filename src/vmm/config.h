@@ -21,6 +21,7 @@ enum device_type {
 	DEV_VIRTIO_RNG,
 	DEV_MSGQ,
 	DEV_BALLOON,
+	DEV_CPU_RESERVE,
 };
 
 #define CFG_MSGQ_MAX_PEERS 16
@@ -58,6 +59,7 @@ struct vm_config {
 	bool hugepages;
 	char console_log[PATH_MAX];   /* empty: <log dir>/<name>.log */
 	struct memory_policy memory;
+	uint64_t cpu_shares;          /* weight when the host's vCPU budget is divided */
 	struct device_config devices[CFG_MAX_DEVICES];
 	unsigned nr_devices;
 };
@@ -70,6 +72,7 @@ struct ferry_config {
 	} msgq;
 	struct {
 		uint64_t memory_budget_mib;  /* 0: no memory scheduler */
+		uint64_t vcpu_budget;        /* vCPUs that may run at once; 0: no CPU scheduler */
 	} host;
 };
 

@@ -1,6 +1,7 @@
 #include "vmm/vcpu.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <linux/kvm.h>
 #include <signal.h>
 #include <stdio.h>
@@ -288,6 +289,8 @@ static void *vcpu_thread(void *arg)
 	snprintf(tname, sizeof(tname), "vcpu%u/%s", vcpu->index, vm->name);
 	tname[15] = '\0'; /* the kernel keeps 15 characters */
 	pthread_setname_np(pthread_self(), tname);
+	if (pthread_getcpuclockid(pthread_self(), &vcpu->cpu_clock) == 0)
+		atomic_store(&vcpu->clock_ready, true);
 
 	while (!atomic_load(&vm->stopping)) {
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
@@ -310,7 +313,32 @@ static void *vcpu_thread(void *arg)
 	struct timespec ts;
 	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
 		vcpu->cpu_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	atomic_store(&vcpu->clock_ready, false); /* the clock dies with the thread */
 	return NULL;
+}
+
+uint64_t vcpu_cpu_time_ns(struct vcpu *vcpu)
+{
+	struct timespec ts;
+	if (atomic_load(&vcpu->clock_ready) && clock_gettime(vcpu->cpu_clock, &ts) == 0)
+		return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return vcpu->cpu_time_ns;
+}
+
+int vcpu_pin(struct vcpu *vcpu, int cpu)
+{
+	if (!vcpu->started)
+		return -1;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	if (cpu < 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		for (long i = 0; i < n && i < CPU_SETSIZE; i++)
+			CPU_SET(i, &set);
+	} else {
+		CPU_SET(cpu, &set);
+	}
+	return pthread_setaffinity_np(vcpu->thread, sizeof(set), &set) == 0 ? 0 : -1;
 }
 
 int vcpu_start(struct vcpu *vcpu)

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 struct vm;
 struct kvm_run;
@@ -24,7 +25,11 @@ struct vcpu {
 	pthread_t thread;
 	bool started;
 	struct vcpu_counters ctr;
+	clockid_t cpu_clock;    /* the thread's CPU-time clock, once it runs */
+	atomic_bool clock_ready;
 	uint64_t cpu_time_ns;   /* thread CPU time, sampled when it exits */
+	/* Kept by the CPU scheduler while the guest has this vCPU parked. */
+	atomic_ullong parked_ns, cpu_ns_while_parked;
 };
 
 struct vcpu *vcpu_create(struct vm *vm, unsigned index, char *err, size_t errlen);
@@ -35,6 +40,10 @@ int vcpu_start(struct vcpu *vcpu);
 /* Makes KVM_RUN return promptly (immediate_exit plus a signal). */
 void vcpu_kick(struct vcpu *vcpu);
 void vcpu_join(struct vcpu *vcpu);
+/* CPU time the vCPU's thread has used so far (after it ends: in total). */
+uint64_t vcpu_cpu_time_ns(struct vcpu *vcpu);
+/* Pins the vCPU's thread to host CPU `cpu` (-1: any CPU). 0 or -1. */
+int vcpu_pin(struct vcpu *vcpu, int cpu);
 void vcpu_destroy(struct vcpu *vcpu);
 
 /* Installs the no-op signal handler used to kick vCPU threads. */

@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "devices/cpu_reserve.h"
 #include "devices/debug_exit.h"
 #include "devices/device.h"
 #include "devices/msgq.h"
@@ -122,6 +123,10 @@ static int add_devices(struct vm *vm, const char *log_dir, bool console, char *e
 			break;
 		case DEV_BALLOON:
 			if (virtio_balloon_create(vm, &vm->cfg->devices[i], err, errlen) < 0)
+				return -1;
+			break;
+		case DEV_CPU_RESERVE:
+			if (cpu_reserve_create(vm, err, errlen) < 0)
 				return -1;
 			break;
 		}

@@ -22,6 +22,7 @@ struct serial;
 struct eventloop;
 struct msgq_dev;
 struct balloon;
+struct cpu_reserve;
 
 #define VM_MAX_EXIT_HOOKS 4
 
@@ -67,6 +68,7 @@ struct vm {
 
 	struct msgq_dev *msgq;        /* the message queue, if configured */
 	struct balloon *balloon;      /* the balloon, if configured */
+	struct cpu_reserve *cpu_reserve; /* vCPU parking, if configured */
 	/* Run on a vCPU thread after each exit to ferry: work that waits for
 	 * the VM's "next natural exit" (deferred message sends). */
 	struct {
