@@ -242,3 +242,31 @@ struct cmd_result ferry_run_in(const char *dir, const char *const *args, double 
 	free(logs);
 	return r;
 }
+
+int spawn_background(char *const argv[])
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+		dup2(null, 1);
+		dup2(null, 2);
+		setpgid(0, 0);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	return (int)pid;
+}
+
+int wait_background(int pid, double timeout_s)
+{
+	double deadline = now_s() + timeout_s;
+	int st;
+	while (now_s() < deadline) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		usleep(20000);
+	}
+	kill(-pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	return -1;
+}

@@ -17,6 +17,11 @@ struct cmd_result {
 	char *err;         /* stderr */
 };
 
+/* Starts argv in the background (output to /dev/null); returns its pid. */
+int spawn_background(char *const argv[]);
+/* Waits up to timeout_s for pid; its exit status, or -1 (then killed). */
+int wait_background(int pid, double timeout_s);
+
 /* Runs argv (NULL-terminated) and waits up to timeout_s seconds. */
 struct cmd_result run_cmd(char *const argv[], double timeout_s);
 void cmd_result_free(struct cmd_result *r);

@@ -11,6 +11,7 @@ static const struct {
 } commands[] = {
 	{ "run", cmd_run, "run VMs from a JSON config, or one VM from options" },
 	{ "bench", cmd_bench, "measure boot time, message passing, ballooning" },
+	{ "ctl", cmd_ctl, "send a command to a running ferry (ferry run --control)" },
 };
 
 static void usage(FILE *out)

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/control.h"
 #include "api/summary.h"
 #include "cli/cli.h"
 #include "devices/msgq.h"
@@ -35,6 +36,7 @@ static const char run_help[] =
 	"  --timeout SECONDS  stop VMs still running after this long (reported as 'timeout')\n"
 	"  --console          copy each VM's console to the terminal, lines prefixed [name]\n"
 	"  --log-dir DIR      where console logs go, one NAME.log per VM (default: ferry-logs)\n"
+	"  --control PATH     answer commands on a unix socket (see 'ferry ctl --help')\n"
 	"  -v, --verbose      log more; -q, --quiet: errors only\n"
 	"  -h, --help         show this text\n"
 	"\n"
@@ -49,6 +51,7 @@ static const char run_help[] =
 struct run_opts {
 	const char *config;
 	const char *summary;
+	const char *control;
 	const char *log_dir;
 	double timeout;
 	bool console;
@@ -82,13 +85,15 @@ static void *signal_thread(void *arg)
 
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
-	enum { O_SUMMARY = 256, O_TIMEOUT, O_CONSOLE, O_LOGDIR, O_KERNEL, O_MEM, O_CPUS, O_CMDLINE, O_NAME, O_DEVICE };
+	enum { O_SUMMARY = 256, O_TIMEOUT, O_CONSOLE, O_LOGDIR, O_KERNEL, O_MEM, O_CPUS, O_CMDLINE, O_NAME, O_DEVICE,
+	       O_CONTROL };
 	static const struct option longopts[] = {
 		{ "summary", required_argument, 0, O_SUMMARY }, { "timeout", required_argument, 0, O_TIMEOUT },
 		{ "console", no_argument, 0, O_CONSOLE },       { "log-dir", required_argument, 0, O_LOGDIR },
 		{ "kernel", required_argument, 0, O_KERNEL },   { "mem", required_argument, 0, O_MEM },
 		{ "cpus", required_argument, 0, O_CPUS },       { "cmdline", required_argument, 0, O_CMDLINE },
 		{ "name", required_argument, 0, O_NAME },       { "device", required_argument, 0, O_DEVICE },
+		{ "control", required_argument, 0, O_CONTROL },
 		{ "verbose", no_argument, 0, 'v' },             { "quiet", no_argument, 0, 'q' },
 		{ "help", no_argument, 0, 'h' },                { 0, 0, 0, 0 },
 	};
@@ -116,6 +121,9 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 			break;
 		case O_LOGDIR:
 			o->log_dir = optarg;
+			break;
+		case O_CONTROL:
+			o->control = optarg;
 			break;
 		case O_KERNEL:
 			if (strlen(optarg) >= sizeof(v->kernel))
@@ -335,7 +343,14 @@ int cmd_run(int argc, char **argv)
 		if (!csched)
 			log_error(NULL, "cannot start the CPU scheduler; vCPUs run unscheduled");
 	}
+	struct control *ctl = NULL;
+	if (o.control) {
+		ctl = control_create(&vmm, vms, cfg.nr_vms, o.control, !sched, !csched, err, sizeof(err));
+		if (!ctl)
+			log_error(NULL, "%s", err);
+	}
 	wait_for_vms(&vmm, vms, cfg.nr_vms, o.timeout);
+	control_destroy(ctl);
 	mem_scheduler_stop(sched);
 	cpu_scheduler_stop(csched);
 

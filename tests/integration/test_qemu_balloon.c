@@ -237,21 +237,30 @@ static void inflate_deflate_stats(void **state)
 	char *c = wait_console(&q, "inflated 256 MiB", 10);
 	free(c);
 
-	/* QEMU asks for statistics only once polling is on. */
+	/* The driver sends statistics at start-up; QEMU asks for new ones only
+	 * once polling is on, by handing the buffer back: wait for two rounds
+	 * after that (last-update, in seconds, moves at each). */
+	double total = -1, free_mem = -1, avail = -1, first = -1;
+	int rounds = 0;
 	qmp_do(&q, "{\"execute\":\"qom-set\",\"arguments\":{\"path\":\"/machine/peripheral/balloon0\","
 		   "\"property\":\"guest-stats-polling-interval\",\"value\":1}}");
-	double total = -1, free_mem = -1, avail = -1;
 	for (double deadline = now_s() + 30;; usleep(200000)) {
 		cJSON *root, *ret = qmp(&q, "{\"execute\":\"qom-get\",\"arguments\":{\"path\":"
 					    "\"/machine/peripheral/balloon0\",\"property\":\"guest-stats\"}}", &root);
 		cJSON *stats = cJSON_GetObjectItem(ret, "stats");
 		cJSON *upd = cJSON_GetObjectItem(ret, "last-update");
+		double t = cJSON_IsNumber(upd) ? upd->valuedouble : -1;
 		total = stat_of(stats, "stat-total-memory") / MIB;
 		free_mem = stat_of(stats, "stat-free-memory") / MIB;
 		avail = stat_of(stats, "stat-available-memory") / MIB;
-		bool fresh = cJSON_IsNumber(upd) && upd->valuedouble > 0 && total > 0;
 		cJSON_Delete(root);
-		if (fresh)
+		if (first < 0)
+			first = t;
+		else if (t != first) {
+			rounds++;
+			first = t;
+		}
+		if (rounds >= 2)
 			break;
 		if (now_s() > deadline) {
 			qemu_stop(&q);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char *tmp;
 
@@ -269,6 +270,63 @@ static void missing_kvm(void **state)
 	cmd_result_free(&r);
 }
 
+static struct cmd_result ctl(const char *sock, const char *a, const char *b, const char *c)
+{
+	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", (char *)sock, (char *)a, (char *)b, (char *)c, NULL };
+	return run_cmd(argv, 10);
+}
+
+static void control_socket(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *sock = xasprintf("%s/ctl.sock", tmp), *summary = xasprintf("%s/summary.json", tmp);
+	char *argv[] = { (char *)ferry_bin(), "run", "--kernel", (char *)guest_image(), "--mem", "256M", "--device",
+			 "virtio-balloon", "--cmdline", "app=idle", "--control", sock, "--summary", summary,
+			 "--log-dir", tmp, NULL };
+	int pid = spawn_background(argv);
+	struct cmd_result r = { 0 };
+	for (int i = 0; i < 100; i++) { /* until the socket answers and the driver is up */
+		cmd_result_free(&r);
+		r = ctl(sock, "status", NULL, NULL);
+		if (r.status == 0 && strstr(r.out, "\"driver_ok\":\ttrue"))
+			break;
+		usleep(50000);
+	}
+	assert_int_equal(r.status, 0);
+	cmd_result_free(&r);
+
+	r = ctl(sock, "balloon", "vm0", "64M");
+	assert_int_equal(r.status, 0);
+	cmd_result_free(&r);
+	bool reached = false;
+	for (int i = 0; i < 100 && !reached; i++) {
+		r = ctl(sock, "status", NULL, NULL);
+		reached = strstr(r.out, "\"actual_pages\":\t16384") != NULL;
+		cmd_result_free(&r);
+		usleep(50000);
+	}
+	assert_true(reached);
+
+	r = ctl(sock, "balloon", "vm0", "1G"); /* more than the VM has */
+	assert_int_equal(r.status, 1);
+	expect_contains(r.out, "target_mib");
+	cmd_result_free(&r);
+	r = ctl(sock, "cpu-reserve", "vm0", "1"); /* no such device */
+	assert_int_equal(r.status, 1);
+	expect_contains(r.out, "no cpu-reserve device");
+	cmd_result_free(&r);
+	r = ctl(sock, "stop", "vm0", NULL);
+	assert_int_equal(r.status, 0);
+	cmd_result_free(&r);
+
+	assert_int_equal(wait_background(pid, 30), 1);
+	assert_string_equal(str(summary_vm("vm0"), "exit_reason"), "interrupted");
+	assert_int_equal(num(summary_vm("vm0"), "counters.balloon.held_pages"), 16384);
+	free(sock);
+	free(summary);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -276,7 +334,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(hello_two_vms),     T(selftest_with_virtio_rng), T(console_lines_prefixed),
 		T(guest_status_is_exit_code), T(timeout_stops_only_the_hung_vm), T(guest_crashes_are_reported),
-		T(bad_kernel_images), T(bad_configs), T(bad_cli), T(missing_kvm),
+		T(bad_kernel_images), T(bad_configs), T(bad_cli), T(missing_kvm), T(control_socket),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

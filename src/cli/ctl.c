@@ -1,0 +1,110 @@
+/* ferry ctl: talks to a running ferry through its control socket. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+static const char ctl_help[] =
+	"usage: ferry ctl --socket PATH COMMAND\n"
+	"\n"
+	"Sends one command to a ferry started with 'ferry run --control PATH' and\n"
+	"prints its answer (JSON). Exits 0 if the command succeeded.\n"
+	"\n"
+	"commands:\n"
+	"  status                    every VM: state, memory, balloon, cpu-reserve\n"
+	"  balloon VM MIB            ask VM's balloon to hold MIB MiB (0 deflates it)\n"
+	"  cpu-reserve VM COUNT      ask VM to park COUNT of its vCPUs (0 releases)\n"
+	"  stop VM                   stop VM\n"
+	"  raw JSON                  send a request as written (see docs/API.md)\n";
+
+int cmd_ctl(int argc, char **argv)
+{
+	const char *sock = NULL;
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(ctl_help, stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "--socket") && i + 1 < argc)
+			sock = argv[++i];
+		else
+			return usage_error("ctl", "unknown option '%s'", argv[i]);
+	}
+	if (!sock)
+		return usage_error("ctl", "--socket PATH is required");
+	if (i >= argc)
+		return usage_error("ctl", "no command");
+	const char *cmd = argv[i];
+	int rest = argc - i - 1;
+	cJSON *req = cJSON_CreateObject();
+	uint64_t n;
+	if (!strcmp(cmd, "status") && rest == 0) {
+		cJSON_AddStringToObject(req, "cmd", "status");
+	} else if (!strcmp(cmd, "balloon") && rest == 2) {
+		if (!parse_size_mib(argv[i + 2], &n))
+			return usage_error("ctl", "balloon: expected a size like 512 or 1G, got '%s'", argv[i + 2]);
+		cJSON_AddStringToObject(req, "cmd", "balloon");
+		cJSON_AddStringToObject(req, "vm", argv[i + 1]);
+		cJSON_AddNumberToObject(req, "target_mib", (double)n);
+	} else if (!strcmp(cmd, "cpu-reserve") && rest == 2) {
+		if (!parse_uint(argv[i + 2], 0, 4096, &n))
+			return usage_error("ctl", "cpu-reserve: expected a count, got '%s'", argv[i + 2]);
+		cJSON_AddStringToObject(req, "cmd", "cpu-reserve");
+		cJSON_AddStringToObject(req, "vm", argv[i + 1]);
+		cJSON_AddNumberToObject(req, "count", (double)n);
+	} else if (!strcmp(cmd, "stop") && rest == 1) {
+		cJSON_AddStringToObject(req, "cmd", "stop");
+		cJSON_AddStringToObject(req, "vm", argv[i + 1]);
+	} else if (!strcmp(cmd, "raw") && rest == 1) {
+		cJSON_Delete(req);
+		req = cJSON_Parse(argv[i + 1]);
+		if (!req)
+			return usage_error("ctl", "raw: not valid JSON: %s", argv[i + 1]);
+	} else {
+		cJSON_Delete(req);
+		return usage_error("ctl", "unknown command or wrong arguments: '%s'", cmd);
+	}
+	char *line = cJSON_PrintUnformatted(req);
+	cJSON_Delete(req);
+
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		fprintf(stderr, "ferry ctl: cannot connect to %s: %s\n", sock, strerror(errno));
+		free(line);
+		return 1;
+	}
+	dprintf(fd, "%s\n", line);
+	free(line);
+	char buf[1 << 16];
+	size_t len = 0;
+	while (len < sizeof(buf) - 1) {
+		ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		if (memchr(buf, '\n', len))
+			break;
+	}
+	close(fd);
+	buf[len] = '\0';
+	cJSON *ans = cJSON_Parse(buf);
+	if (!ans) {
+		fprintf(stderr, "ferry ctl: no answer from %s\n", sock);
+		return 1;
+	}
+	char *pretty = cJSON_Print(ans);
+	printf("%s\n", pretty);
+	free(pretty);
+	bool ok = cJSON_IsTrue(cJSON_GetObjectItem(ans, "ok"));
+	cJSON_Delete(ans);
+	return ok ? 0 : 1;
+}
