@@ -168,40 +168,37 @@ bool vq_should_interrupt(struct virtqueue *vq)
 	return !(__atomic_load_n(&vq->avail->flags, __ATOMIC_RELAXED) & VRING_AVAIL_F_NO_INTERRUPT);
 }
 
-size_t vq_chain_read(const struct vq_chain *c, size_t offset, void *dst, size_t len)
+/* Copies between buf and the chain's segments [first, first + n), starting
+ * `offset` bytes into them. */
+static size_t chain_copy(const struct vq_chain *c, unsigned first, unsigned n, size_t offset, uint8_t *buf,
+			 size_t len, bool to_chain)
 {
 	size_t done = 0;
-	for (unsigned s = 0; s < c->nr_out && done < len; s++) {
+	for (unsigned s = first; s < first + n && done < len; s++) {
 		const struct vq_seg *seg = &c->seg[s];
 		if (offset >= seg->len) {
 			offset -= seg->len;
 			continue;
 		}
-		size_t n = seg->len - offset;
-		if (n > len - done)
-			n = len - done;
-		memcpy((uint8_t *)dst + done, seg->ptr + offset, n);
-		done += n;
+		size_t k = seg->len - offset;
+		if (k > len - done)
+			k = len - done;
+		if (to_chain)
+			memcpy(seg->ptr + offset, buf + done, k);
+		else
+			memcpy(buf + done, seg->ptr + offset, k);
+		done += k;
 		offset = 0;
 	}
 	return done;
 }
 
+size_t vq_chain_read(const struct vq_chain *c, size_t offset, void *dst, size_t len)
+{
+	return chain_copy(c, 0, c->nr_out, offset, dst, len, false);
+}
+
 size_t vq_chain_write(const struct vq_chain *c, size_t offset, const void *src, size_t len)
 {
-	size_t done = 0;
-	for (unsigned s = c->nr_out; s < c->nr_out + c->nr_in && done < len; s++) {
-		const struct vq_seg *seg = &c->seg[s];
-		if (offset >= seg->len) {
-			offset -= seg->len;
-			continue;
-		}
-		size_t n = seg->len - offset;
-		if (n > len - done)
-			n = len - done;
-		memcpy(seg->ptr + offset, (const uint8_t *)src + done, n);
-		done += n;
-		offset = 0;
-	}
-	return done;
+	return chain_copy(c, c->nr_out, c->nr_in, offset, (uint8_t *)src, len, true);
 }

@@ -65,38 +65,27 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 		return -1;
 	}
 
+	/* The fields we need sit at different offsets in the two classes. */
 	uint64_t phoff;
-	unsigned phnum, phentsize, machine;
+	unsigned phnum, phentsize, machine, want_phentsize;
+	if (len < (is64 ? sizeof(Elf64_Ehdr) : sizeof(Elf32_Ehdr))) {
+		snprintf(err, errlen, "truncated ELF header");
+		return -1;
+	}
 	if (is64) {
 		Elf64_Ehdr eh;
-		if (len < sizeof(eh)) {
-			snprintf(err, errlen, "truncated ELF header");
-			return -1;
-		}
 		memcpy(&eh, buf, sizeof(eh));
-		phoff = eh.e_phoff;
-		phnum = eh.e_phnum;
-		phentsize = eh.e_phentsize;
-		machine = eh.e_machine;
-		if (phentsize != sizeof(Elf64_Phdr) && phnum) {
-			snprintf(err, errlen, "unexpected program header size %u", phentsize);
-			return -1;
-		}
+		phoff = eh.e_phoff, phnum = eh.e_phnum, phentsize = eh.e_phentsize, machine = eh.e_machine;
+		want_phentsize = sizeof(Elf64_Phdr);
 	} else {
 		Elf32_Ehdr eh;
-		if (len < sizeof(eh)) {
-			snprintf(err, errlen, "truncated ELF header");
-			return -1;
-		}
 		memcpy(&eh, buf, sizeof(eh));
-		phoff = eh.e_phoff;
-		phnum = eh.e_phnum;
-		phentsize = eh.e_phentsize;
-		machine = eh.e_machine;
-		if (phentsize != sizeof(Elf32_Phdr) && phnum) {
-			snprintf(err, errlen, "unexpected program header size %u", phentsize);
-			return -1;
-		}
+		phoff = eh.e_phoff, phnum = eh.e_phnum, phentsize = eh.e_phentsize, machine = eh.e_machine;
+		want_phentsize = sizeof(Elf32_Phdr);
+	}
+	if (phentsize != want_phentsize && phnum) {
+		snprintf(err, errlen, "unexpected program header size %u", phentsize);
+		return -1;
 	}
 	if (machine != EM_X86_64 && machine != EM_386) {
 		snprintf(err, errlen, "not an x86 ELF file (machine %u)", machine);

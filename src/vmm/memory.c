@@ -149,6 +149,31 @@ static int create_memfd(const char *name, uint64_t size, bool *hugepages)
 	return fd;
 }
 
+/* The next free region, cleared and named, if [gpa, gpa + size) overlaps
+ * none; NULL with a reason otherwise. Not counted until the caller is done. */
+static struct gm_region *new_region(struct guest_memory *gm, const char *name, uint64_t gpa, uint64_t size,
+				    char *err, size_t errlen)
+{
+	if (gm->nr_regions == GM_MAX_REGIONS) {
+		snprintf(err, errlen, "%s: too many memory regions (max %d)", name, GM_MAX_REGIONS);
+		return NULL;
+	}
+	for (unsigned i = 0; i < gm->nr_regions; i++) {
+		if (ranges_overlap(gpa, size, gm->region[i].gpa, gm->region[i].size)) {
+			snprintf(err, errlen, "%s: overlaps region %s", name, gm->region[i].name);
+			return NULL;
+		}
+	}
+	struct gm_region *r = &gm->region[gm->nr_regions];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->gpa = gpa;
+	r->size = size;
+	r->slot = gm->nr_regions;
+	r->present = true;
+	return r;
+}
+
 int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 	       uint64_t size, bool hugepages, char *err, size_t errlen)
 {
@@ -158,20 +183,9 @@ int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 			 (unsigned long long)gpa, (unsigned long long)size, (unsigned long long)align);
 		return -1;
 	}
-	if (gm->nr_regions == GM_MAX_REGIONS) {
-		snprintf(err, errlen, "%s: too many memory regions (max %d)", name, GM_MAX_REGIONS);
+	struct gm_region *r = new_region(gm, name, gpa, size, err, errlen);
+	if (!r)
 		return -1;
-	}
-	for (unsigned i = 0; i < gm->nr_regions; i++) {
-		if (ranges_overlap(gpa, size, gm->region[i].gpa, gm->region[i].size)) {
-			snprintf(err, errlen, "%s: overlaps region %s", name, gm->region[i].name);
-			return -1;
-		}
-	}
-
-	struct gm_region *r = &gm->region[gm->nr_regions];
-	memset(r, 0, sizeof(*r));
-	snprintf(r->name, sizeof(r->name), "%s", name);
 	r->hugepages = hugepages;
 	r->memfd = create_memfd(name, size, &r->hugepages);
 	if (r->memfd < 0) {
@@ -190,10 +204,6 @@ int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 		close(r->memfd);
 		return -1;
 	}
-	r->gpa = gpa;
-	r->size = size;
-	r->slot = gm->nr_regions;
-	r->present = true;
 	if (set_slot(gm, r, gpa, size) < 0) {
 		snprintf(err, errlen, "%s: KVM_SET_USER_MEMORY_REGION: %s", name, strerror(errno));
 		munmap(r->hva, size);
@@ -207,27 +217,13 @@ int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 int gm_add_foreign(struct guest_memory *gm, const char *name, uint64_t gpa, uint64_t size,
 		   void *hva, bool readonly, char *err, size_t errlen)
 {
-	if (gm->nr_regions == GM_MAX_REGIONS) {
-		snprintf(err, errlen, "%s: too many memory regions (max %d)", name, GM_MAX_REGIONS);
+	struct gm_region *r = new_region(gm, name, gpa, size, err, errlen);
+	if (!r)
 		return -1;
-	}
-	for (unsigned i = 0; i < gm->nr_regions; i++) {
-		if (ranges_overlap(gpa, size, gm->region[i].gpa, gm->region[i].size)) {
-			snprintf(err, errlen, "%s: overlaps region %s", name, gm->region[i].name);
-			return -1;
-		}
-	}
-	struct gm_region *r = &gm->region[gm->nr_regions];
-	memset(r, 0, sizeof(*r));
-	snprintf(r->name, sizeof(r->name), "%s", name);
-	r->gpa = gpa;
-	r->size = size;
 	r->hva = hva;
 	r->memfd = -1;
-	r->slot = gm->nr_regions;
 	r->foreign = true;
 	r->readonly = readonly;
-	r->present = true;
 	if (set_slot(gm, r, gpa, size) < 0) {
 		snprintf(err, errlen, "%s: KVM_SET_USER_MEMORY_REGION: %s", name, strerror(errno));
 		return -1;
