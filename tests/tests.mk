@@ -13,6 +13,9 @@ SANITIZE_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all 
 tests: $(UNIT_TESTS) $(INTEGRATION_TESTS)
 unit-tests: $(UNIT_TESTS)
 
+# Unit tests of guest code that touches no hardware (e.g. guest/kernel/buddy.c).
+$(BUILD)/obj/tests/unit/test_buddy.o: TEST_CFLAGS += -Iguest/include
+
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	$(HOST_CC) $(TEST_CFLAGS) -c $< -o $@

@@ -17,7 +17,9 @@
 #include "smp.h"
 #include "spinlock.h"
 #include "timer.h"
+#include "virtio_balloon.h"
 #include "virtio_rng.h"
+#include "work.h"
 #include "virtqueue.h"
 
 enum result { PASS, FAIL, SKIP };
@@ -363,6 +365,149 @@ static enum result check_virtio(void)
 	return PASS;
 }
 
+/* --- balloon: the virtio-balloon driver (virtio_balloon.h) --- */
+
+/* Free pages, plus the balloon and the driver's list: constant while only
+ * the balloon moves. */
+static uint64_t accounted_pages(struct page_alloc_stats *st)
+{
+	struct balloon_info bi;
+
+	page_alloc_stats(st);
+	balloon_info(&bi);
+	return st->free_pages + bi.held + bi.list_pages;
+}
+
+static enum result check_balloon(void)
+{
+	enum { PAGES = 256 };
+	struct page_alloc_stats before, mid, after;
+	struct balloon_info bi;
+	uint64_t acc0, acc, held0, n;
+	bool settled, stats;
+
+	if (!balloon_present()) {
+		if (required("virtio-balloon"))
+			return failed("virtio-balloon required but not present");
+		return skipped("no virtio-balloon device");
+	}
+	balloon_info(&bi);
+	if (bi.broken)
+		return failed("driver stopped (see the console)");
+	if (bi.passive)
+		return skipped("passive (balloon=app)");
+	/* With balloon_wait_target, wait for the host to ask for pages (a
+	 * memory scheduler sets its first target a moment after boot). */
+	for (unsigned t = 0; t < 1000 && !balloon_read_target() && cmdline_get_bool("balloon_wait_target", false); t++)
+		sleep_ms(10);
+	/* Whatever the host asked for, the driver gets there on its own. */
+	settled = balloon_wait_settled(5000000000ull);
+	balloon_pause(true);
+	balloon_info(&bi);
+	held0 = bi.held;
+	acc0 = accounted_pages(&before);
+	if (!settled)
+		kprintf("selftest: balloon: not at the host's %u pages after 5 s (holds %lu, floor %lu)\n",
+			bi.target, bi.held, bi.floor);
+	/* Deflate a little and inflate it again, through the device: only
+	 * possible if the host wants pages (it may refuse more than it asked). */
+	n = MIN(held0, (uint64_t)PAGES);
+	if (n) {
+		if (balloon_deflate_now(n) != n)
+			return failed("deflating %lu pages failed", n);
+		acc = accounted_pages(&mid);
+		if (acc != acc0 || mid.free_pages < before.free_pages + n - 1)
+			return failed("after deflating %lu pages: %lu free (was %lu), %lu accounted (was %lu)",
+				      n, mid.free_pages, before.free_pages, acc, acc0);
+		if (balloon_inflate_now(n) != n)
+			return failed("inflating %lu pages back failed", n);
+	}
+	acc = accounted_pages(&after);
+	balloon_info(&bi);
+	if (acc != acc0 || bi.held != held0 || after.free_pages + 1 < before.free_pages ||
+	    after.free_pages > before.free_pages + 1)
+		return failed("counts did not come back: %lu free (was %lu), balloon %lu (was %lu)",
+			      after.free_pages, before.free_pages, bi.held, held0);
+	balloon_pause(false);
+	/* ferry asks for statistics every 250 ms by default; QEMU only when
+	 * polling is enabled (guest-stats-polling-interval). */
+	stats = bi.stats_vq && balloon_wait_stats(1000000000ull);
+	balloon_info(&bi);
+	kprintf("selftest: balloon: %s%lu pages moved through the device, %lu held, target %u, "
+		"max rate %lu MiB/s, %lu MiB reported free, stats %s\n",
+		n ? "" : "no target from the host: ", 2 * n, bi.held, bi.target, bi.max_rate >> 8,
+		bi.reported >> 8, stats ? "asked and sent" : bi.stats_vq ? "not asked for" : "not negotiated");
+	return PASS;
+}
+
+/* --- smp_park: parking a CPU stops its work, unparking resumes it --- */
+
+static volatile uint64_t park_counter;
+static volatile bool park_stop;
+
+static void park_spin(void *unused)
+{
+	(void)unused;
+	while (!park_stop)
+		park_counter++;
+}
+
+static bool park_counter_moved(uint64_t from, uint64_t timeout_ms)
+{
+	for (uint64_t t = 0; t < timeout_ms && park_counter == from; t++)
+		sleep_ms(1);
+	return park_counter != from;
+}
+
+static enum result check_smp_park(void)
+{
+	unsigned n = smp_cpu_count(), cpu = n - 1;
+	uint64_t c1, c2, parked_ns;
+	struct work_stats ws;
+	int err;
+
+	if (n == 1)
+		return skipped("one CPU");
+	if (smp_park(0) != -1)
+		return failed("the BSP accepted to park");
+	park_stop = false;
+	park_counter = 0;
+	if (smp_call_async(cpu, park_spin, NULL))
+		return failed("smp_call_async to CPU %u failed", cpu);
+	if (!park_counter_moved(0, 5000))
+		return failed("CPU %u did not start counting", cpu);
+	/* It runs a loop in ring 3 that never halts nor locks: parking must
+	 * interrupt it there. */
+	err = smp_park(cpu);
+	for (unsigned t = 0; t < 5000 && !smp_is_parked(cpu); t++)
+		sleep_ms(1);
+	if (!smp_is_parked(cpu))
+		return failed("CPU %u did not park (smp_park returned %d)", cpu, err);
+	c1 = park_counter;
+	sleep_ms(20);
+	c2 = park_counter;
+	if (c1 != c2)
+		return failed("a parked CPU kept counting (%lu -> %lu)", c1, c2);
+	if (smp_call(cpu, whoami, (void *)&c1) != -1)
+		return failed("a parked CPU accepted a call");
+	parked_ns = smp_parked_ns(cpu);
+	if (!parked_ns)
+		return failed("no parked time counted");
+	if (smp_unpark(cpu))
+		return failed("smp_unpark failed");
+	if (!park_counter_moved(c2, 5000))
+		return failed("CPU %u did not resume counting after unparking", cpu);
+	park_stop = true;
+	for (unsigned t = 0; t < 5000 && !smp_call_done(cpu); t++)
+		sleep_ms(1);
+	if (!smp_call_done(cpu))
+		return failed("the call did not return after unparking");
+	work_stats(&ws);
+	kprintf("selftest: smp_park: CPU %u parked for %lu us in a busy loop; %lu work runs, "
+		"%lu preemptions\n", cpu, parked_ns / 1000, ws.runs, ws.preemptions);
+	return PASS;
+}
+
 /* --- native: native_call(), demotion and promotion (native.h) --- */
 
 struct native_probe {
@@ -494,6 +639,8 @@ static const struct {
 	{ "smp", check_smp },
 	{ "virtio", check_virtio },
 	{ "native", check_native },
+	{ "smp_park", check_smp_park },
+	{ "balloon", check_balloon },
 };
 
 static int selftest_main(void)
@@ -523,4 +670,4 @@ static int selftest_main(void)
 	return nfailed ? FERRY_EXIT_FAIL : FERRY_EXIT_OK;
 }
 
-APP("selftest", "run the kernel's self-checks (require=virtio-rng: fail without one)", selftest_main);
+APP("selftest", "run the kernel's self-checks (require=virtio-rng,virtio-balloon: fail without them)", selftest_main);

@@ -140,12 +140,13 @@ static void config_interrupt(void *arg)
 		vd->config_fn(vd, vd->config_arg);
 }
 
-/* MSI-X entry 0 signals configuration changes, entry 1 + i queue i. */
+/* MSI-X entry 0 signals configuration changes, entry 1 + i queue i (a
+ * device without queues may have entry 0 only). */
 static void setup_msix(struct virtio_dev *vd)
 {
 	int entries = pci_msix_init(vd->pci);
 
-	if (entries < 2)
+	if (entries < 1)
 		return;
 	vd->irq_apic_id = this_cpu()->apic_id;
 	vd->config_vector = irq_alloc_vector(config_interrupt, vd);

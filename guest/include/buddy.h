@@ -46,6 +46,12 @@ int buddy_add_free(struct buddy *b, uint64_t pfn, uint64_t npages);
 uint64_t buddy_alloc(struct buddy *b, unsigned order);
 /* The largest block available of order <= max_order; its order in *order. */
 uint64_t buddy_alloc_largest(struct buddy *b, unsigned max_order, unsigned *order);
+/* The first free block, largest orders first, of order >= min_order for
+ * which match(pfn, order, arg) is true, taken as buddy_alloc() would; its
+ * order in *order. BUDDY_NO_PFN if none. Walks the free lists. */
+uint64_t buddy_alloc_match(struct buddy *b, unsigned min_order,
+			   int (*match)(uint64_t pfn, unsigned order, void *arg), void *arg,
+			   unsigned *order);
 /* Returns 0; -1 if the block is not a valid block of a region; -2 if it is
  * free already or lies inside a free block (double free). */
 int buddy_free(struct buddy *b, uint64_t pfn, unsigned order);

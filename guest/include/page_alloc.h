@@ -46,7 +46,30 @@ struct page_alloc_stats {
 	uint64_t total_pages;  /* managed by the allocator */
 	uint64_t free_pages;
 	uint64_t free_blocks[PAGE_MAX_ORDER + 1];
+	uint64_t allocations;  /* blocks handed out (alloc_pages, alloc_pages_bulk) */
+	uint64_t failures;     /* alloc_pages() calls that found no block (OOM) */
+	uint64_t oom_retries;  /* ... that the out-of-memory handler then satisfied */
 };
 void page_alloc_stats(struct page_alloc_stats *st);
+
+/* Out of memory: when alloc_pages() finds no block of 2^order pages, it calls
+ * fn(order) (allocator unlocked, never in an interrupt handler, possibly with
+ * the caller's spinlocks held) and, if that returns true (memory was freed),
+ * tries again. One handler: the balloon's deflate-on-OOM. NULL removes it.
+ * alloc_pages_bulk() does not call it. */
+typedef bool (*page_oom_fn)(unsigned order);
+void page_alloc_set_oom_handler(page_oom_fn fn);
+
+/* Free page reporting (virtio-balloon): telling the host which free memory
+ * it may drop. Each 2 MiB chunk of RAM has a "reported" mark, cleared when
+ * any of its pages is allocated. page_report_init() allocates the marks (0,
+ * or -1). page_report_take() takes free blocks of order >= min_order (at
+ * least PAGE_ORDER_2M) that contain an unreported chunk, largest first, up
+ * to max blocks and about max_pages pages, so that nothing allocates them
+ * while the host is told; page_report_done() frees them again, marked
+ * reported. */
+int page_report_init(void);
+size_t page_report_take(unsigned min_order, uint64_t max_pages, struct page_block *blocks, size_t max);
+void page_report_done(const struct page_block *blocks, size_t n);
 
 #endif

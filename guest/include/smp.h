@@ -29,10 +29,13 @@ struct cpu {
 	uint64_t native_demotions;   /* ring 3 -> 0 on a privileged instruction */
 	volatile uint8_t native_depth;  /* in a native_call(): 0 or 1 */
 	bool native_irqs;            /* interrupts enabled in that native code */
+	/* Offsets 26 and 27 are used by spinlock.h (CPU_PREEMPT_COUNT). */
+	volatile uint8_t preempt_count;  /* spinlocks held: no preemption point */
+	volatile uint8_t resched;    /* work.h: deferred work or parking is waiting */
 	unsigned index;              /* 0 is the BSP */
 	uint32_t apic_id;
 	volatile bool online;
-	volatile bool parked;        /* halts with interrupts on, takes no work */
+	volatile bool parked;        /* asked to park: halts with interrupts on, takes no work */
 
 	/* smp_call() mailbox: one call at a time, guarded by call_lock. */
 	struct spinlock call_lock;
@@ -53,6 +56,14 @@ struct cpu {
 	/* kernel/native.c */
 	void *native_stack;          /* ring-3 stack, NATIVE_STACK_SIZE bytes */
 	uint64_t native_calls, native_fallbacks, native_promotions;
+	/* kernel/work.c and parking */
+	volatile bool in_work;       /* running deferred work or parked: no preemption */
+	volatile bool park_acked;    /* parked: halting at a preemption point */
+	volatile bool call_async;    /* the call in the mailbox came from smp_call_async() */
+	uint32_t park_waiter_apic_id;
+	volatile uint64_t parked_ns;     /* total time spent parked */
+	volatile uint64_t park_since_ns; /* when the current parking began, 0: not parked */
+	uint64_t preemptions;        /* interrupted ring-3 code paused for work or parking */
 };
 
 static inline struct cpu *this_cpu(void)
@@ -79,12 +90,35 @@ struct cpu *smp_cpu(unsigned index);
 
 /* Runs fn(arg) on CPU index and waits for it to return (directly if index is
  * this CPU). On an AP, fn runs under native_call() (native.h) with interrupts
- * enabled. Returns 0, or -1 if the CPU is offline or parked. */
+ * enabled. Returns 0, or -1 if the CPU is offline, parked or still running
+ * an smp_call_async() function. */
 int smp_call(unsigned index, void (*fn)(void *), void *arg);
 
-/* A parked CPU halts with interrupts enabled and runs nothing; smp_call() to it
- * fails until it is unparked. The BSP cannot be parked. Return 0 or -1. */
+/* Starts fn(arg) on CPU index (not this one) and returns at once; a parked
+ * CPU runs it once unparked. Returns 0, or -1 if the CPU is offline or has a
+ * call in progress. smp_call_wait() (on the same CPU) waits for it to return;
+ * smp_call_done() tells whether it has. */
+int smp_call_async(unsigned index, void (*fn)(void *), void *arg);
+void smp_call_wait(unsigned index);
+bool smp_call_done(unsigned index);
+
+/* Parking. A parked CPU halts with interrupts enabled and runs nothing: work
+ * it was doing (even in the middle of an smp_call() function) stops at its
+ * next preemption point (work.h: an interrupt taken in ring 3, or a halt or
+ * spin_unlock with no spinlock held) and resumes when it is unparked;
+ * smp_call() to it fails. The BSP cannot be parked, nor can a CPU park
+ * itself.
+ * smp_park() asks, interrupts the CPU and waits up to 100 ms for it to halt:
+ * returns 0 when it has, 1 if it has not yet (it will at its next preemption
+ * point), -1 for the BSP, this CPU or an offline one. smp_unpark() releases
+ * it and waits for it to run again: 0, or -1 as above. */
 int smp_park(unsigned index);
 int smp_unpark(unsigned index);
+bool smp_is_parked(unsigned index);       /* halted in parking now */
+/* Total time CPU index has spent parked, including a parking in progress. */
+uint64_t smp_parked_ns(unsigned index);
+/* Called at a preemption point by a CPU whose parked flag is set (work.c):
+ * halts until it is unparked. */
+void smp_park_here(struct cpu *c);
 
 #endif

@@ -131,6 +131,28 @@ uint64_t buddy_alloc_largest(struct buddy *b, unsigned max_order, unsigned *orde
 	return take(b, best, best_order);
 }
 
+uint64_t buddy_alloc_match(struct buddy *b, unsigned min_order,
+			   int (*match)(uint64_t pfn, unsigned order, void *arg), void *arg,
+			   unsigned *order)
+{
+	for (unsigned o = BUDDY_MAX_ORDER + 1; o-- > min_order;) {
+		for (unsigned i = 0; i < b->nregions; i++) {
+			struct buddy_region *r = &b->region[i];
+			if (!(r->nonempty & (1u << o)))
+				continue;
+			for (uint32_t idx = r->head[o]; idx != NONE; idx = r->link[idx].next) {
+				if (!match(r->base_pfn + idx, o, arg))
+					continue;
+				unlink(b, r, idx, o);
+				b->free_pages -= 1ull << o;
+				*order = o;
+				return r->base_pfn + idx;
+			}
+		}
+	}
+	return BUDDY_NO_PFN;
+}
+
 int buddy_free(struct buddy *b, uint64_t pfn, unsigned order)
 {
 	struct buddy_region *r;

@@ -6,6 +6,7 @@
 #include "lapic.h"
 #include "smp.h"
 #include "spinlock.h"
+#include "work.h"
 #include "x86.h"
 
 struct idt_gate {
@@ -214,4 +215,7 @@ void interrupt_dispatch(struct irq_frame *f)
 			lapic_eoi();
 	}
 	cpu->irq_depth--;
+	/* Deferred work or parking waiting for this CPU (work.h). */
+	if (cpu->resched && v >= 32)
+		work_interrupt_exit(f);
 }

@@ -38,6 +38,8 @@ interrupt_common:
 	mov %rsp, %rdi          /* 16-byte aligned here: 22 quadwords on an aligned frame */
 	cld
 	call interrupt_dispatch
+	.globl interrupt_return
+interrupt_return:                       /* also from native_entry.S, work.c */
 	pop %r15
 	pop %r14
 	pop %r13

@@ -20,6 +20,8 @@
 #include "smp.h"
 #include "timer.h"
 #include "virtio_rng.h"
+#include "virtio_balloon.h"
+#include "cpu_reserve.h"
 #include "x86.h"
 
 const struct hvm_start_info *boot_info;
@@ -127,6 +129,8 @@ static long boot(void *arg)
 	pci_init();
 	native_resume();
 	virtio_rng_init();
+	virtio_balloon_init();
+	cpu_reserve_init();
 
 	pr_info("ferry-guest: vm %s, %u cpus, %lu MiB RAM, tsc %lu kHz (%s), up in %lu us\n",
 		cmdline_vm_name(), smp_cpu_count(), boot_ram_bytes() / MiB, tsc_khz(), tsc_source(),

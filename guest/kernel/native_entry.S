@@ -65,14 +65,20 @@ native_user_exit:
 	ud2                                   /* rax = the result */
 
 /* #UD. The ud2 at native_user_exit (from either ring) ends a native_call():
- * drop the exception frame and return to native_enter()'s caller. Anything
- * else goes to the ordinary handler. */
+ * drop the exception frame and return to native_enter()'s caller. The ud2
+ * at work_preempt_exit ends work that paused interrupted code (work.c): its
+ * stack pointer points at the interrupt frame to return with. Anything else
+ * goes to the ordinary handler. */
 	.globl native_ud_entry
 native_ud_entry:
 	cmpq $native_user_exit, (%rsp)        /* RIP; #UD pushes no error code */
-	jne 1f
+	jne 2f
 	mov %gs:CPU_NATIVE_KERNEL_RSP, %rsp
 	jmp native_return
+2:	cmpq $work_preempt_exit, (%rsp)
+	jne 1f
+	mov 24(%rsp), %rsp                    /* RSP at the ud2: the saved frame */
+	jmp interrupt_return
 1:	jmp interrupt_stubs + 16 * 6
 
 /* #GP. With error code 0 from ring 3 it is a privileged instruction (or a

@@ -13,6 +13,11 @@
 static struct buddy buddy;
 static struct spinlock lock = SPINLOCK_INIT;
 static bool ready;
+static uint64_t allocations, failures, oom_retries;
+static page_oom_fn oom_handler;
+/* Free page reporting: a bit per 2 MiB chunk, set while it is reported. */
+static uint8_t *reported;
+static uint64_t reported_chunks;
 
 static struct {
 	uint64_t start, end;
@@ -145,14 +150,44 @@ static void lock_allocator(void)
 	spin_lock(&lock);
 }
 
+/* Allocator locked: a block is being handed out, its chunks are no longer
+ * reported. */
+static void handed_out(uint64_t pfn, unsigned order)
+{
+	allocations++;
+	if (!reported)
+		return;
+	for (uint64_t c = pfn >> PAGE_ORDER_2M, n = order > PAGE_ORDER_2M ? 1ull << (order - PAGE_ORDER_2M) : 1;
+	     n--; c++) {
+		if (c < reported_chunks)
+			reported[c / 8] &= (uint8_t)~(1u << (c % 8));
+	}
+}
+
 void *alloc_pages(unsigned order)
 {
 	uint64_t pfn;
 
-	lock_allocator();
-	pfn = buddy_alloc(&buddy, order);
-	spin_unlock(&lock);
+	for (unsigned tries = 0;; tries++) {
+		lock_allocator();
+		pfn = buddy_alloc(&buddy, order);
+		if (pfn != BUDDY_NO_PFN) {
+			handed_out(pfn, order);
+			if (tries)
+				oom_retries++;
+		} else if (!tries) {
+			failures++;
+		}
+		spin_unlock(&lock);
+		if (pfn != BUDDY_NO_PFN || tries == 64 || !READ_ONCE(oom_handler) || !oom_handler(order))
+			break;
+	}
 	return pfn == BUDDY_NO_PFN ? NULL : phys_to_virt(pfn << PAGE_SHIFT);
+}
+
+void page_alloc_set_oom_handler(page_oom_fn fn)
+{
+	WRITE_ONCE(oom_handler, fn);
 }
 
 void *alloc_pages_zeroed(unsigned order)
@@ -202,6 +237,7 @@ size_t alloc_pages_bulk(uint64_t npages, unsigned max_order,
 
 		if (pfn == BUDDY_NO_PFN)
 			break;
+		handed_out(pfn, order);
 		blocks[n].addr = pfn << PAGE_SHIFT;
 		blocks[n].order = order;
 		n++;
@@ -218,5 +254,109 @@ void page_alloc_stats(struct page_alloc_stats *st)
 	st->total_pages = buddy.total_pages;
 	st->free_pages = buddy.free_pages;
 	memcpy(st->free_blocks, buddy.free_blocks, sizeof(st->free_blocks));
+	st->allocations = allocations;
+	st->failures = failures;
+	st->oom_retries = oom_retries;
+	spin_unlock(&lock);
+}
+
+int page_report_init(void)
+{
+	uint64_t top = 0, bytes;
+	unsigned order = 0;
+	uint8_t *bits;
+
+	if (reported)
+		return 0;
+	for (unsigned i = 0; i < buddy.nregions; i++)
+		top = MAX(top, buddy.region[i].base_pfn + buddy.region[i].npages);
+	bytes = ALIGN_UP(top, 1ull << PAGE_ORDER_2M) >> PAGE_ORDER_2M;
+	bytes = (bytes + 7) / 8;
+	while ((PAGE_SIZE << order) < bytes)
+		order++;
+	bits = alloc_pages_zeroed(order);
+	if (!bits)
+		return -1;
+	lock_allocator();
+	reported_chunks = bytes * 8;
+	WRITE_ONCE(reported, bits);
+	spin_unlock(&lock);
+	return 0;
+}
+
+/* Reported chunks in a block of order >= PAGE_ORDER_2M. */
+static uint64_t reported_in(uint64_t pfn, unsigned order)
+{
+	uint64_t c = pfn >> PAGE_ORDER_2M, n = 1ull << (order - PAGE_ORDER_2M), count = 0;
+
+	for (; n--; c++) {
+		if (c < reported_chunks && (reported[c / 8] & (1u << (c % 8))))
+			count++;
+	}
+	return count;
+}
+
+/* buddy_alloc_match(): whether the block has a chunk not reported yet. */
+static int unreported(uint64_t pfn, unsigned order, void *unused)
+{
+	(void)unused;
+	return reported_in(pfn, order) < 1ull << (order - PAGE_ORDER_2M);
+}
+
+size_t page_report_take(unsigned min_order, uint64_t max_pages, struct page_block *blocks, size_t max)
+{
+	uint64_t pages = 0;
+	size_t n = 0;
+
+	min_order = MAX(min_order, (unsigned)PAGE_ORDER_2M);
+	if (!reported)
+		return 0;
+	lock_allocator();
+	while (n < max && pages + (1ull << min_order) <= max_pages) {
+		struct page_block stack[BUDDY_MAX_ORDER + 2];
+		unsigned order, depth = 0;
+		uint64_t pfn = buddy_alloc_match(&buddy, min_order, unreported, NULL, &order);
+
+		if (pfn == BUDDY_NO_PFN)
+			break;
+		/* Keep the parts that are not reported yet (a block coalesced
+		 * from reported and fresh halves) and fit what is left; give
+		 * the rest back. */
+		stack[depth++] = (struct page_block){ pfn, order };
+		while (depth) {
+			struct page_block p = stack[--depth];
+			uint64_t np = 1ull << p.order, rep = reported_in(p.addr, p.order);
+
+			if (rep == np >> PAGE_ORDER_2M || n == max || pages + (1ull << min_order) > max_pages) {
+				buddy_free(&buddy, p.addr, p.order);
+			} else if (p.order > min_order && (rep || pages + np > max_pages)) {
+				stack[depth++] = (struct page_block){ p.addr + np / 2, p.order - 1 };
+				stack[depth++] = (struct page_block){ p.addr, p.order - 1 };
+			} else {
+				blocks[n].addr = p.addr << PAGE_SHIFT;
+				blocks[n].order = p.order;
+				n++;
+				pages += np;
+			}
+		}
+	}
+	spin_unlock(&lock);
+	return n;
+}
+
+void page_report_done(const struct page_block *blocks, size_t n)
+{
+	lock_allocator();
+	for (size_t i = 0; i < n; i++) {
+		uint64_t pfn = blocks[i].addr >> PAGE_SHIFT;
+		uint64_t c = pfn >> PAGE_ORDER_2M, k = 1ull << (blocks[i].order - PAGE_ORDER_2M);
+
+		if (buddy_free(&buddy, pfn, blocks[i].order))
+			panic("page_report_done: %#lx (order %u) was not taken", blocks[i].addr, blocks[i].order);
+		for (; k--; c++) {
+			if (c < reported_chunks)
+				reported[c / 8] |= (uint8_t)(1u << (c % 8));
+		}
+	}
 	spin_unlock(&lock);
 }

@@ -14,6 +14,7 @@
 #include "page_alloc.h"
 #include "smp.h"
 #include "timer.h"
+#include "work.h"
 #include "x86.h"
 
 #define AP_STACK_ORDER 2  /* 16 KiB */
@@ -60,7 +61,8 @@ static bool has_work(void *cpu)
 
 /* An AP's life after start-up, under native_call(): the functions smp_call()
  * hands it run in ring 3, natively on hosts that emulate ring 0; halting
- * drops to ring 0 and comes back. */
+ * drops to ring 0 and comes back. A parked AP halts inside halt_until(),
+ * at its preemption point (work.h). */
 static long ap_loop(void *cpu)
 {
 	struct cpu *c = cpu;
@@ -195,6 +197,18 @@ static bool call_done(void *cpu)
 	return READ_ONCE(((struct cpu *)cpu)->call_done);
 }
 
+/* Fills the mailbox; call_lock held. */
+static void post_call(struct cpu *c, void (*fn)(void *), void *arg, bool async)
+{
+	c->call_done = false;
+	c->call_async = async;
+	c->caller_apic_id = this_cpu()->apic_id;
+	c->call_arg = arg;
+	mb();
+	c->call_fn = fn;
+	lapic_send_ipi(c->apic_id, VECTOR_WAKE);
+}
+
 int smp_call(unsigned index, void (*fn)(void *), void *arg)
 {
 	struct cpu *c = smp_cpu(index);
@@ -206,43 +220,145 @@ int smp_call(unsigned index, void (*fn)(void *), void *arg)
 		return 0;
 	}
 	spin_lock(&c->call_lock);
-	if (c->parked) {
+	if (c->parked || c->call_fn) {  /* parked, or busy with an asynchronous call */
 		spin_unlock(&c->call_lock);
 		return -1;
 	}
-	c->call_done = false;
-	c->caller_apic_id = this_cpu()->apic_id;
-	c->call_arg = arg;
-	mb();
-	c->call_fn = fn;
-	lapic_send_ipi(c->apic_id, VECTOR_WAKE);
+	post_call(c, fn, arg, false);
 	halt_until(call_done, c, TIMEOUT_NEVER);
 	spin_unlock(&c->call_lock);
 	return 0;
 }
 
-/* call_lock is held across a whole smp_call(), so parking waits for a call in
- * progress and a parked CPU never sees a new one. */
-int smp_park(unsigned index)
+int smp_call_async(unsigned index, void (*fn)(void *), void *arg)
 {
 	struct cpu *c = smp_cpu(index);
 
-	if (!c || index == 0)
+	if (!c || c == this_cpu() || !c->online)
 		return -1;
 	spin_lock(&c->call_lock);
-	c->parked = true;
+	if (c->call_fn) {
+		spin_unlock(&c->call_lock);
+		return -1;
+	}
+	post_call(c, fn, arg, true);
 	spin_unlock(&c->call_lock);
 	return 0;
 }
 
-int smp_unpark(unsigned index)
+bool smp_call_done(unsigned index)
 {
 	struct cpu *c = smp_cpu(index);
 
-	if (!c || index == 0)
+	return !c || READ_ONCE(c->call_done);
+}
+
+void smp_call_wait(unsigned index)
+{
+	struct cpu *c = smp_cpu(index);
+
+	if (c)
+		halt_until(call_done, c, TIMEOUT_NEVER);
+}
+
+/* Parking: the parked flag asks; the CPU halts at its next preemption point
+ * (work.c calls smp_park_here()) and says so with park_acked. Neither side
+ * takes call_lock, which smp_call() holds for as long as its function runs. */
+
+#define PARK_WAIT_NS   100000000ull  /* smp_park() waits this long for the CPU */
+#define PARK_RETRY_NS    1000000ull  /* ... interrupting it again this often */
+
+static bool park_acked(void *cpu)
+{
+	return READ_ONCE(((struct cpu *)cpu)->park_acked);
+}
+
+static bool park_released(void *cpu)
+{
+	return !READ_ONCE(((struct cpu *)cpu)->parked);
+}
+
+static bool unpark_done(void *cpu)
+{
+	return !READ_ONCE(((struct cpu *)cpu)->park_acked);
+}
+
+static struct cpu *parkable(unsigned index)
+{
+	struct cpu *c = smp_cpu(index);
+
+	return c && index && c != this_cpu() && c->online ? c : NULL;
+}
+
+void smp_park_here(struct cpu *c)
+{
+	uint64_t t0 = time_ns();
+
+	WRITE_ONCE(c->park_since_ns, t0 ? t0 : 1);
+	WRITE_ONCE(c->park_acked, true);
+	lapic_send_ipi(c->park_waiter_apic_id, VECTOR_WAKE);
+	halt_until(park_released, c, TIMEOUT_NEVER);
+	c->parked_ns += time_ns() - t0;
+	WRITE_ONCE(c->park_since_ns, 0);
+	WRITE_ONCE(c->park_acked, false);
+	lapic_send_ipi(c->park_waiter_apic_id, VECTOR_WAKE);
+}
+
+int smp_park(unsigned index)
+{
+	struct cpu *c = parkable(index);
+	uint64_t start = time_ns();
+
+	if (!c)
 		return -1;
-	spin_lock(&c->call_lock);
-	c->parked = false;
-	spin_unlock(&c->call_lock);
+	c->park_waiter_apic_id = this_cpu()->apic_id;
+	mb();
+	WRITE_ONCE(c->parked, true);
+	if (READ_ONCE(c->park_acked))
+		return 0;
+	do {
+		WRITE_ONCE(c->resched, 1);
+		lapic_send_ipi(c->apic_id, VECTOR_WAKE);
+		if (halt_until(park_acked, c, PARK_RETRY_NS))
+			return 0;
+	} while (time_ns() - start < PARK_WAIT_NS);
+	return 1;
+}
+
+int smp_unpark(unsigned index)
+{
+	struct cpu *c = parkable(index);
+
+	if (!c)
+		return -1;
+	c->park_waiter_apic_id = this_cpu()->apic_id;
+	mb();
+	WRITE_ONCE(c->parked, false);
+	if (!READ_ONCE(c->park_acked))
+		return 0;
+	do
+		lapic_send_ipi(c->apic_id, VECTOR_WAKE);
+	while (!halt_until(unpark_done, c, PARK_RETRY_NS));
 	return 0;
+}
+
+bool smp_is_parked(unsigned index)
+{
+	struct cpu *c = smp_cpu(index);
+
+	return c && READ_ONCE(c->park_acked);
+}
+
+uint64_t smp_parked_ns(unsigned index)
+{
+	struct cpu *c = smp_cpu(index);
+	uint64_t since, total;
+
+	if (!c)
+		return 0;
+	do {
+		since = READ_ONCE(c->park_since_ns);
+		total = READ_ONCE(c->parked_ns);
+	} while (since != READ_ONCE(c->park_since_ns));
+	return total + (since ? time_ns() - since : 0);
 }

@@ -5,6 +5,7 @@
 #include "lapic.h"
 #include "smp.h"
 #include "timer.h"
+#include "work.h"
 #include "x86.h"
 
 #define PIT_HZ          1193182ull
@@ -228,6 +229,10 @@ bool halt_until(bool (*cond)(void *), void *arg, uint64_t timeout_ns)
 		if (expired) {
 			met = false;
 			break;
+		}
+		if (work_idle_wanted()) {  /* deferred work or parking (work.h) */
+			work_idle_run();
+			continue;
 		}
 		irq_enable_and_halt();
 		irq_disable();

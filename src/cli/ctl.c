@@ -4,10 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "api/control_client.h"
 #include "cli/cli.h"
 
 static const char ctl_help[] =
@@ -74,29 +73,15 @@ int cmd_ctl(int argc, char **argv)
 	char *line = cJSON_PrintUnformatted(req);
 	cJSON_Delete(req);
 
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", sock);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+	int fd = control_connect(sock);
+	if (fd < 0) {
 		fprintf(stderr, "ferry ctl: cannot connect to %s: %s\n", sock, strerror(errno));
 		free(line);
 		return 1;
 	}
-	dprintf(fd, "%s\n", line);
-	free(line);
-	char buf[1 << 16];
-	size_t len = 0;
-	while (len < sizeof(buf) - 1) {
-		ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-		if (memchr(buf, '\n', len))
-			break;
-	}
+	cJSON *ans = control_call(fd, line);
 	close(fd);
-	buf[len] = '\0';
-	cJSON *ans = cJSON_Parse(buf);
+	free(line);
 	if (!ans) {
 		fprintf(stderr, "ferry ctl: no answer from %s\n", sock);
 		return 1;

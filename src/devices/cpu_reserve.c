@@ -73,8 +73,10 @@ static void cr_config_write(struct virtio_device *vd, uint32_t off, const void *
 			return;
 		}
 		c->cfg.ack_generation = v;
-		c->ack_ns = clock_ns() - c->requested_ns;
-		c->acks++;
+		if (c->requested_ns) { /* generation 0, acknowledged at boot, was never asked */
+			c->ack_ns = clock_ns() - c->requested_ns;
+			c->acks++;
+		}
 		return;
 	}
 	default:

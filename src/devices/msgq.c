@@ -322,6 +322,7 @@ static void msgq_bar_mapped(struct virtio_device *vd, unsigned bar, uint64_t add
 static void msgq_destroy(struct virtio_device *vd)
 {
 	struct msgq_dev *m = to_msgq(vd);
+	m->vm->msgq = NULL; /* so msgq_abandon() finds nothing to free */
 	if (m->poll)
 		evl_del(m->vm->evl, m->poll);
 	msgq_endpoint_destroy(m->ep);

@@ -99,15 +99,16 @@ static void expect_clean_balloon(const char *vm)
 }
 
 /* The host asks for 64 MiB (max_mib 192 of 256): the selftest's balloon
- * check waits for the driver to get there, then moves 256 pages out and back
- * through the device and checks the allocator's counts. */
+ * check waits for the request (balloon_wait_target) and for the driver to
+ * fulfil it, then moves 256 pages out and back through the device and checks
+ * the allocator's counts. */
 static void selftest_with_target(void **state)
 {
 	(void)state;
 	require_kvm();
 	char *json = xasprintf(
 		"{ \"host\": { \"memory_budget_mib\": 4096 }, \"vms\": [ { \"name\": \"st\", \"memory_mib\": 256,"
-		" \"vcpus\": 2, \"cmdline\": \"app=selftest require=virtio-balloon\", \"kernel\": \"%s\","
+		" \"vcpus\": 2, \"cmdline\": \"app=selftest require=virtio-balloon balloon_wait_target\", \"kernel\": \"%s\","
 		" \"memory\": { \"max_mib\": 192 }, \"devices\": [ { \"type\": \"virtio-balloon\" } ] } ] }",
 		kernel);
 	struct cmd_result r = run_config(json);
@@ -131,12 +132,13 @@ static void deflate_on_oom(void **state)
 	require_kvm();
 	char *json = xasprintf(
 		"{ \"host\": { \"memory_budget_mib\": 4096 }, \"vms\": [ { \"name\": \"oom\", \"memory_mib\": 256,"
-		" \"vcpus\": 2, \"cmdline\": \"app=memhog phases=32M,200M,64M,220M phase_ms=400\", \"kernel\": \"%s\","
+		" \"vcpus\": 2, \"cmdline\": \"app=memhog wait_balloon phases=32M,200M,64M,220M phase_ms=400\", \"kernel\": \"%s\","
 		" \"memory\": { \"max_mib\": 128 }, \"devices\": [ { \"type\": \"virtio-balloon\" } ] } ] }",
 		kernel);
 	struct cmd_result r = run_config(json);
 	free(json);
-	const char *want[] = { "phase 2: 200 MiB", "phase 4: 220 MiB", "memhog: done", NULL };
+	const char *want[] = { "balloon at the host's target of 128 MiB", "phase 2: 200 MiB", "phase 4: 220 MiB",
+			       "memhog: done", NULL };
 	expect_ok(&r, want);
 	if (strstr(r.out, "CORRUPT"))
 		fail_msg("memhog found corrupt pages:\n%s", r.out);
