@@ -270,3 +270,39 @@ int wait_background(int pid, double timeout_s)
 	waitpid(pid, &st, 0);
 	return -1;
 }
+
+char *test_dir;
+
+int test_dir_setup(void **state)
+{
+	(void)state;
+	test_dir = make_temp_dir();
+	return 0;
+}
+
+int test_dir_teardown(void **state)
+{
+	(void)state;
+	remove_tree(test_dir);
+	free(test_dir);
+	test_dir = NULL;
+	return 0;
+}
+
+cJSON *test_summary_vm(const char *name)
+{
+	char *path = xasprintf("%s/summary.json", test_dir);
+	cJSON *vm = summary_find_vm(path, name);
+	free(path);
+	return vm;
+}
+
+char *test_console_log(const char *name)
+{
+	char *path = xasprintf("%s/logs/%s.log", test_dir, name);
+	char *text = read_file(path);
+	free(path);
+	if (!text)
+		fail_msg("no console log for %s", name);
+	return text;
+}

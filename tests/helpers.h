@@ -30,6 +30,16 @@ char *read_file(const char *path);
 void write_file(const char *path, const char *text);
 struct cJSON *load_json(const char *path);
 
+/* Fixtures for tests that want a scratch directory: test_dir is a fresh
+ * directory under /tmp for the duration of each test. */
+extern char *test_dir;
+int test_dir_setup(void **state);
+int test_dir_teardown(void **state);
+/* The summary entry of a VM of the run that wrote test_dir/summary.json. */
+struct cJSON *test_summary_vm(const char *name);
+/* test_dir/logs/NAME.log, or fails the test (caller frees). */
+char *test_console_log(const char *name);
+
 /* A fresh directory under /tmp, removed by the caller with remove_tree(). */
 char *make_temp_dir(void);
 void remove_tree(const char *dir);

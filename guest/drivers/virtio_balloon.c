@@ -724,7 +724,9 @@ bool balloon_wait_stats(uint64_t timeout_ns)
 	return b.present && b.stats_vq && halt_until(stats_asked, &start, timeout_ns);
 }
 
-int balloon_give(const struct page_block *blocks, size_t n)
+/* Passive mode: the app reserved (give) or released (take) these blocks
+ * itself; the driver only tells the host. */
+static int app_frames(const struct page_block *blocks, size_t n, bool give)
 {
 	uint64_t pages = 0;
 	int err;
@@ -734,34 +736,28 @@ int balloon_give(const struct page_block *blocks, size_t n)
 	for (size_t i = 0; i < n; i++)
 		pages += 1ull << blocks[i].order;
 	lock();
-	err = send_frames(&b.vq_inflate, blocks, n);
-	if (!err) {
+	err = send_frames(give ? &b.vq_inflate : &b.vq_deflate, blocks, n);
+	if (!err && give) {
 		b.app_held += pages;
 		b.inflated += pages;
-		write_actual();
+	} else if (!err) {
+		b.app_held -= MIN(pages, b.app_held);
+		b.deflated += pages;
 	}
+	if (!err)
+		write_actual();
 	unlock();
 	return err;
 }
 
+int balloon_give(const struct page_block *blocks, size_t n)
+{
+	return app_frames(blocks, n, true);
+}
+
 int balloon_take(const struct page_block *blocks, size_t n)
 {
-	uint64_t pages = 0;
-	int err;
-
-	if (!b.present || !b.passive)
-		return -1;
-	for (size_t i = 0; i < n; i++)
-		pages += 1ull << blocks[i].order;
-	lock();
-	err = send_frames(&b.vq_deflate, blocks, n);
-	if (!err) {
-		b.app_held -= MIN(pages, b.app_held);
-		b.deflated += pages;
-		write_actual();
-	}
-	unlock();
-	return err;
+	return app_frames(blocks, n, false);
 }
 
 static bool config_seq_moved(void *start)

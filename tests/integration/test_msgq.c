@@ -8,40 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *tmp;
-
-static int setup(void **state)
-{
-	(void)state;
-	tmp = make_temp_dir();
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	remove_tree(tmp);
-	free(tmp);
-	return 0;
-}
-
-static cJSON *vm(const char *name)
-{
-	char *path = xasprintf("%s/summary.json", tmp);
-	cJSON *v = summary_find_vm(path, name);
-	free(path);
-	return v;
-}
-
-static char *log_of(const char *name)
-{
-	char *path = xasprintf("%s/logs/%s.log", tmp, name);
-	char *text = read_file(path);
-	free(path);
-	if (!text)
-		fail_msg("no console log for %s", name);
-	return text;
-}
+#define tmp test_dir
+#define vm test_summary_vm
+#define log_of test_console_log
 
 /* A two-VM config: "tx" sends to "rx" (and rx may answer). */
 static char *pair_config(const char *tx_cmdline, const char *rx_cmdline, const char *device_extra, bool huge)
@@ -199,7 +168,7 @@ static void bad_msgq_configs(void **state)
 	free(path);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
 
 int main(void)
 {

@@ -23,7 +23,7 @@
 #define MIB (1024.0 * 1024.0)
 #define RAM_MIB 512
 
-static char *tmp;
+#define tmp test_dir
 
 struct qemu {
 	pid_t pid;
@@ -303,26 +303,11 @@ static void selftest_with_balloon(void **state)
 	cmd_result_free(&r);
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	tmp = make_temp_dir();
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	remove_tree(tmp);
-	free(tmp);
-	return 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(inflate_deflate_stats, setup, teardown),
-		cmocka_unit_test_setup_teardown(selftest_with_balloon, setup, teardown),
+		cmocka_unit_test_setup_teardown(inflate_deflate_stats, test_dir_setup, test_dir_teardown),
+		cmocka_unit_test_setup_teardown(selftest_with_balloon, test_dir_setup, test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,22 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *tmp;
-
-static int setup(void **state)
-{
-	(void)state;
-	tmp = make_temp_dir();
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	remove_tree(tmp);
-	free(tmp);
-	return 0;
-}
+#define tmp test_dir
 
 static struct cmd_result ferry_run(const char *const *args, double timeout)
 {
@@ -33,10 +18,7 @@ static struct cmd_result ferry_run(const char *const *args, double timeout)
 
 static cJSON *summary_vm(const char *name)
 {
-	char *path = xasprintf("%s/summary.json", tmp);
-	cJSON *vm = summary_find_vm(path, name);
-	free(path);
-	return vm;
+	return test_summary_vm(name);
 }
 
 static double num(cJSON *obj, const char *path)
@@ -54,12 +36,7 @@ static const char *str(cJSON *obj, const char *key)
 
 static char *console_log(const char *vm)
 {
-	char *path = xasprintf("%s/logs/%s.log", tmp, vm);
-	char *text = read_file(path);
-	free(path);
-	if (!text)
-		fail_msg("no console log for %s", vm);
-	return text;
+	return test_console_log(vm);
 }
 
 static void hello_two_vms(void **state)
@@ -327,7 +304,7 @@ static void control_socket(void **state)
 	free(summary);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
 
 int main(void)
 {
