@@ -224,17 +224,40 @@ static void msgq_exit_hook(void *arg)
 	pthread_mutex_unlock(m->vd.lock);
 }
 
+/* With this many deferred sends waiting, the pickup holds the sender and
+ * its peers outside the guest while it works: every remap must otherwise
+ * kick a running vCPU out of the guest and wait for it (KVM's MMU notifier),
+ * which on a software-KVM host costs more than the remap itself. */
+#define PAUSE_BATCH 2
+
 /* Every poll_us: deferred sends, and slots given back without a doorbell. */
 static void msgq_poll(void *arg, uint32_t events)
 {
 	struct msgq_dev *m = arg;
+	struct vm *paused[MSGQ_MAX_PEERS + 1];
+	unsigned npaused = 0;
 	(void)events;
+	pthread_mutex_lock(m->vd.lock);
+	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]) >= PAUSE_BATCH && m->ep->up) {
+		paused[npaused++] = m->vm;
+		for (unsigned i = 0; i < m->ep->nr_peers; i++) {
+			struct msgq_endpoint *peer = m->ep->sw->ep[m->ep->peers[i]];
+			if (peer && peer->up)
+				paused[npaused++] = ((struct msgq_dev *)peer->dev)->vm;
+		}
+	}
+	pthread_mutex_unlock(m->vd.lock);
+	/* Not under the lock: a vCPU may need it to finish the exit it is in. */
+	for (unsigned i = 0; i < npaused; i++)
+		vm_pause(paused[i]);
 	pthread_mutex_lock(m->vd.lock);
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]))
 		process_sends(m, false);
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_RETURN]))
 		process_returns(m);
 	pthread_mutex_unlock(m->vd.lock);
+	for (unsigned i = 0; i < npaused; i++)
+		vm_resume(paused[i]);
 }
 
 static void msgq_counters_json(struct virtio_device *vd, cJSON *o)

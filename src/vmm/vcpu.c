@@ -292,7 +292,12 @@ static void *vcpu_thread(void *arg)
 	if (pthread_getcpuclockid(pthread_self(), &vcpu->cpu_clock) == 0)
 		atomic_store(&vcpu->clock_ready, true);
 
+	pthread_mutex_lock(&vm->lock);
+	vm->running_vcpus++;
+	pthread_mutex_unlock(&vm->lock);
 	while (!atomic_load(&vm->stopping)) {
+		if (__atomic_load_n(&vm->pause_requests, __ATOMIC_RELAXED))
+			vm_pause_point(vm);
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				vcpu->run->immediate_exit = 0;
@@ -314,6 +319,10 @@ static void *vcpu_thread(void *arg)
 	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
 		vcpu->cpu_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	atomic_store(&vcpu->clock_ready, false); /* the clock dies with the thread */
+	pthread_mutex_lock(&vm->lock);
+	vm->running_vcpus--;
+	pthread_cond_broadcast(&vm->pause_cond); /* a pauser need not wait for it */
+	pthread_mutex_unlock(&vm->lock);
 	return NULL;
 }
 

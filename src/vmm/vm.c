@@ -167,6 +167,7 @@ struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
 	vm->evl = vmm->evl;
 	vm->fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 	gm_init(&vm->mem, -1);
@@ -251,6 +252,7 @@ void vm_stop(struct vm *vm, enum vm_exit_reason reason, int guest_status, const 
 	atomic_store(&vm->stopping, true);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_kick(vm->vcpus[i]);
+	pthread_cond_broadcast(&vm->pause_cond); /* paused vCPUs and pausers see the stop */
 	pthread_mutex_unlock(&vm->lock);
 
 	if (detail)
@@ -306,5 +308,39 @@ void vm_destroy(struct vm *vm)
 	bus_destroy(&vm->pio);
 	bus_destroy(&vm->mmio);
 	pthread_mutex_destroy(&vm->lock);
+	pthread_cond_destroy(&vm->pause_cond);
 	free(vm);
+}
+
+void vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_requests++;
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+	while (vm->paused_vcpus < vm->running_vcpus && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->pause_cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->pause_requests)
+		vm->pause_requests--;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_pause_point(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->pause_requests) {
+		vm->paused_vcpus++;
+		pthread_cond_broadcast(&vm->pause_cond);
+		while (vm->pause_requests && !atomic_load(&vm->stopping))
+			pthread_cond_wait(&vm->pause_cond, &vm->lock);
+		vm->paused_vcpus--;
+	}
+	pthread_mutex_unlock(&vm->lock);
 }

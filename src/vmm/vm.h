@@ -85,6 +85,14 @@ struct vm {
 	char exit_detail[512];        /* e.g. RIP and bytes of a failed instruction */
 	atomic_bool stopping;
 
+	/* Pausing: vCPU threads wait here between exits while pause_requests
+	 * is non-zero (e.g. so the message switch can remap many pages while no
+	 * vCPU runs, instead of kicking a running vCPU for each). */
+	pthread_cond_t pause_cond;
+	unsigned pause_requests;
+	unsigned paused_vcpus;
+	unsigned running_vcpus;       /* threads started and not yet ended */
+
 	uint64_t t_create_ns;
 	atomic_ullong t_first_output_ns;  /* first console byte */
 	uint64_t t_stop_ns;
@@ -105,6 +113,14 @@ void vm_join(struct vm *vm);
 void vm_destroy(struct vm *vm);
 
 bool vm_is_stopped(struct vm *vm);
+/* Holds every vCPU of the VM outside the guest until vm_resume(); returns
+ * once they all are. Must not be called with a lock a vCPU exit might need,
+ * nor from the VM's own vCPU threads. Nests. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+/* For vCPU threads: waits while the VM is paused. */
+void vm_pause_point(struct vm *vm);
+
 /* Adds a hook run after every exit; only before vm_start. */
 int vm_add_exit_hook(struct vm *vm, void (*fn)(void *arg), void *arg);
 void vm_add_device(struct vm *vm, struct device *dev);
