@@ -19,6 +19,8 @@
 #define DRIVER_GRACE_NS (3000ull * 1000000ull)
 #define STALL_NS (5000ull * 1000000ull)  /* a balloon that does not move for this long ignores us */
 #define SAMPLE_EVERY 2                    /* ticks between time-series samples */
+#define FOLLOW_SLACK_MIB 32.0             /* resident may exceed the target by this much */
+#define FOLLOW_GRACE_NS (5000ull * 1000000ull)
 #define MAX_SAMPLES 4096
 
 static double clamp(double x, double lo, double hi)
@@ -111,6 +113,11 @@ struct mem_scheduler {
 	unsigned ticks;
 	struct memsched_vm state[64];
 	const char *why_not[64];        /* why a VM is not cooperating, once known */
+	/* Does the host's real usage follow the targets? */
+	double max_excess_mib[64];      /* resident above target, at its worst */
+	uint64_t over_since_ns[64];     /* resident above target + slack since */
+	uint64_t lagging_ms[64];        /* time spent there beyond the grace period */
+	bool lag_reported[64];
 	double peak_resident_mib;
 	struct sample *samples;
 	unsigned nr_samples;
@@ -162,6 +169,29 @@ static void tick(void *arg, uint32_t events)
 		v->have_stats = has && b.have_stats && b.mem_total;
 		v->used_mib = v->have_stats ? mib(b.mem_total - b.mem_free) : 0;
 		v->alloc_mib = has ? (double)v->ram_mib - (double)b.target_pages * 4096 / (1 << 20) : v->ram_mib;
+	}
+	/* The host's view must follow what the guests say they did: a balloon
+	 * at its target while the memfd still holds more is memory the
+	 * scheduler counted on and did not get. */
+	for (unsigned i = 0; i < s->nr; i++) {
+		struct memsched_vm *v = &s->state[i];
+		double excess = v->cooperative ? v->resident_mib - v->alloc_mib : 0;
+		if (excess > s->max_excess_mib[i])
+			s->max_excess_mib[i] = excess;
+		if (excess <= FOLLOW_SLACK_MIB) {
+			s->over_since_ns[i] = 0;
+			continue;
+		}
+		if (!s->over_since_ns[i])
+			s->over_since_ns[i] = now;
+		if (now - s->over_since_ns[i] > FOLLOW_GRACE_NS) {
+			s->lagging_ms[i] += MEMSCHED_TICK_MS;
+			if (!s->lag_reported[i]) {
+				log_warn(s->vms[i]->name, "memory scheduler: the host still holds %.0f MiB for a %.0f MiB target",
+					 v->resident_mib, v->alloc_mib);
+				s->lag_reported[i] = true;
+			}
+		}
 	}
 	if (total_resident > s->peak_resident_mib)
 		s->peak_resident_mib = total_resident;
@@ -253,6 +283,8 @@ cJSON *mem_scheduler_report(struct mem_scheduler *s)
 		cJSON_AddNumberToObject(v, "min_mib", (double)s->state[i].min_mib);
 		cJSON_AddNumberToObject(v, "max_mib", (double)s->state[i].max_mib);
 		cJSON_AddNumberToObject(v, "shares", (double)s->state[i].shares);
+		cJSON_AddNumberToObject(v, "max_resident_over_target_mib", round(s->max_excess_mib[i] * 10) / 10);
+		cJSON_AddNumberToObject(v, "host_lagged_target_ms", (double)s->lagging_ms[i]);
 	}
 	cJSON *series = cJSON_AddArrayToObject(o, "series");
 	for (unsigned k = 0; k < s->nr_samples; k++) {

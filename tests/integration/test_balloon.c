@@ -195,6 +195,10 @@ static void overcommit_example(void **state)
 	}
 	assert_true(worker_max >= 400);  /* it got what its working set needed */
 	assert_true(idle_min <= 150);    /* taken from an idle VM */
+	/* And the host's own accounting followed the targets. */
+	cJSON *per = cJSON_GetObjectItem(mem, "vms"), *v;
+	cJSON_ArrayForEach(v, per)
+		assert_int_equal(json_num(v, "host_lagged_target_ms"), 0);
 	cJSON_Delete(root);
 	const char *vms[] = { "worker", "idle-1", "idle-2" };
 	for (int i = 0; i < 3; i++)
