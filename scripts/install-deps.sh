@@ -4,7 +4,7 @@
 # reference VMM that tests and benchmarks compare against.
 set -eu
 
-PACKAGES="gcc make libc6-dev binutils libcjson-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps"
+PACKAGES="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps"
 
 missing=""
 for p in $PACKAGES; do

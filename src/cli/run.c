@@ -20,6 +20,7 @@
 #include "vmm/clock.h"
 #include "vmm/config.h"
 #include "vmm/log.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
@@ -37,6 +38,7 @@ static const char run_help[] =
 	"  --console          copy each VM's console to the terminal, lines prefixed [name]\n"
 	"  --log-dir DIR      where console logs go, one NAME.log per VM (default: ferry-logs)\n"
 	"  --control PATH     answer commands on a unix socket (see 'ferry ctl --help')\n"
+	"  --no-seccomp       do not confine vCPU and event-loop threads (for debugging)\n"
 	"  -v, --verbose      log more; -q, --quiet: errors only\n"
 	"  -h, --help         show this text\n"
 	"\n"
@@ -86,14 +88,14 @@ static void *signal_thread(void *arg)
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
 	enum { O_SUMMARY = 256, O_TIMEOUT, O_CONSOLE, O_LOGDIR, O_KERNEL, O_MEM, O_CPUS, O_CMDLINE, O_NAME, O_DEVICE,
-	       O_CONTROL };
+	       O_CONTROL, O_NO_SECCOMP };
 	static const struct option longopts[] = {
 		{ "summary", required_argument, 0, O_SUMMARY }, { "timeout", required_argument, 0, O_TIMEOUT },
 		{ "console", no_argument, 0, O_CONSOLE },       { "log-dir", required_argument, 0, O_LOGDIR },
 		{ "kernel", required_argument, 0, O_KERNEL },   { "mem", required_argument, 0, O_MEM },
 		{ "cpus", required_argument, 0, O_CPUS },       { "cmdline", required_argument, 0, O_CMDLINE },
 		{ "name", required_argument, 0, O_NAME },       { "device", required_argument, 0, O_DEVICE },
-		{ "control", required_argument, 0, O_CONTROL },
+		{ "control", required_argument, 0, O_CONTROL }, { "no-seccomp", no_argument, 0, O_NO_SECCOMP },
 		{ "verbose", no_argument, 0, 'v' },             { "quiet", no_argument, 0, 'q' },
 		{ "help", no_argument, 0, 'h' },                { 0, 0, 0, 0 },
 	};
@@ -124,6 +126,9 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 			break;
 		case O_CONTROL:
 			o->control = optarg;
+			break;
+		case O_NO_SECCOMP:
+			sandbox_enabled = false;
 			break;
 		case O_KERNEL:
 			if (strlen(optarg) >= sizeof(v->kernel))

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "vmm/log.h"
+#include "vmm/sandbox.h"
 
 struct evl_handler {
 	int fd;
@@ -72,6 +73,10 @@ static void *evl_thread(void *p)
 {
 	struct eventloop *evl = p;
 	struct epoll_event events[64];
+	char why[160];
+	pthread_setname_np(pthread_self(), "ferry-events");
+	if (sandbox_thread("event loop", why, sizeof(why)) < 0)
+		log_error(NULL, "%s", why);
 	for (;;) {
 		int n = epoll_wait(evl->epfd, events, 64, -1);
 		if (n < 0) {

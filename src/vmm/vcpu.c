@@ -14,6 +14,7 @@
 
 #include "vmm/kvm.h"
 #include "vmm/log.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 
 #define KICK_SIGNAL SIGUSR1
@@ -291,6 +292,9 @@ static void *vcpu_thread(void *arg)
 	pthread_setname_np(pthread_self(), tname);
 	if (pthread_getcpuclockid(pthread_self(), &vcpu->cpu_clock) == 0)
 		atomic_store(&vcpu->clock_ready, true);
+	char why[160];
+	if (sandbox_thread(tname, why, sizeof(why)) < 0)
+		vm_stop(vm, VM_EXIT_VMM_ERROR, 0, why);
 
 	pthread_mutex_lock(&vm->lock);
 	vm->running_vcpus++;

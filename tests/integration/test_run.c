@@ -318,6 +318,46 @@ static void control_socket(void **state)
 	free(summary);
 }
 
+/* The seccomp mode of ferry's thread named `comm` (2: filtered), or -1. */
+static int seccomp_mode_of(int pid, const char *comm)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		char *dir = xasprintf("/proc/%d/task", pid);
+		char *argv[] = { "sh", "-c", NULL, NULL };
+		argv[2] = xasprintf("for t in %s/*; do [ \"$(cat $t/comm)\" = \"%s\" ] && grep Seccomp: $t/status; done", dir, comm);
+		struct cmd_result r = run_cmd(argv, 5);
+		int mode = -1;
+		const char *p = strstr(r.out, "Seccomp:");
+		if (p)
+			mode = atoi(p + 8);
+		cmd_result_free(&r);
+		free(argv[2]);
+		free(dir);
+		if (mode >= 0)
+			return mode;
+		usleep(20000);
+	}
+	return -1;
+}
+
+static void threads_are_sandboxed(void **state)
+{
+	(void)state;
+	require_kvm();
+	for (int off = 0; off < 2; off++) {
+		char *argv[] = { (char *)ferry_bin(), "run", "--kernel", (char *)guest_image(), "--cmdline", "app=idle ms=1500",
+				 "--name", "sb", "--log-dir", tmp, off ? "--no-seccomp" : NULL, NULL };
+		int pid = spawn_background(argv);
+		int vcpu = seccomp_mode_of(pid, "vcpu0/sb"), events = seccomp_mode_of(pid, "ferry-events");
+		assert_int_equal(wait_background(pid, 30), 0);
+		/* Sanitizer builds leave threads unconfined (their runtimes need calls of their own). */
+		if (getenv("FERRY_BIN") && strstr(getenv("FERRY_BIN"), "asan"))
+			continue;
+		assert_int_equal(vcpu, off ? 0 : 2);
+		assert_int_equal(events, off ? 0 : 2);
+	}
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
 
 int main(void)
@@ -326,7 +366,7 @@ int main(void)
 		T(hello_two_vms),     T(selftest_with_virtio_rng), T(console_lines_prefixed),
 		T(guest_status_is_exit_code), T(timeout_stops_only_the_hung_vm), T(guest_crashes_are_reported),
 		T(bad_kernel_images), T(memory_the_host_cannot_give), T(bad_configs), T(bad_cli), T(missing_kvm),
-		T(control_socket),
+		T(control_socket), T(threads_are_sandboxed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
