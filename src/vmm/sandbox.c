@@ -1,6 +1,7 @@
 #include "vmm/sandbox.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -46,17 +47,20 @@ static void on_sigsys(int sig, siginfo_t *info, void *ctx)
 	_exit(70);
 }
 
+static void install_sigsys_handler(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSYS, &sa, NULL);
+}
+
 int sandbox_thread(const char *who, char *err, size_t errlen)
 {
 	if (!sandbox_enabled || SANITIZED)
 		return 0;
-	static bool handler_installed;
-	if (!handler_installed) {
-		struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
-		sigemptyset(&sa.sa_mask);
-		sigaction(SIGSYS, &sa, NULL);
-		handler_installed = true;
-	}
+	/* vCPU threads start concurrently; install the handler once. */
+	static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
+	pthread_once(&handler_once, install_sigsys_handler);
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
 	if (!ctx) {
 		snprintf(err, errlen, "%s: seccomp_init failed", who);
