@@ -2,12 +2,19 @@
  * every one at the receiver.
  *
  *   role=send peer=NAME sizes=64,4K,64K,2M count=N mode=adaptive|copy|remap
- *             post=immediate|deferred check=full|header
- *   role=recv [timeout_ms=N] [wait=poll|irq]
+ *             post=immediate|deferred check=full|header [transport=msgq|ivshmem]
+ *   role=recv [timeout_ms=N] [wait=poll|irq] [transport=msgq|ivshmem]
  *
- * The sender first retries a one-byte message until the receiver's driver
- * is up. The receiver spins with receive interrupts off (wait=poll, the
- * default: fastest) or halts until an interrupt (wait=irq).
+ * transport=msgq (the default) uses ferry's msgq device. The sender first
+ * retries a one-byte message until the receiver's driver is up. The
+ * receiver spins with receive interrupts off (wait=poll, the default:
+ * fastest) or halts until an interrupt (wait=irq).
+ *
+ * transport=ivshmem uses a ring in memory shared with QEMU's ivshmem
+ * (include/ivshmem.h): the sender builds each message in a private buffer
+ * and copies it into the ring, the receiver polls the ring and reads the
+ * message in place. No VMM, no remapping, no sender id: mode is copy, post
+ * and peer mean nothing. It is the baseline msgq is compared with.
  *
  * Each message starts with a header (run, sequence number, length, and a
  * checksum of the rest, which is a pattern seeded by run and sequence). With
@@ -19,6 +26,7 @@
 #include "app.h"
 #include "cmdline.h"
 #include "heap.h"
+#include "ivshmem.h"
 #include "kernel.h"
 #include "kstring.h"
 #include "msgq.h"
@@ -33,12 +41,15 @@
 #define BULK_DONE 0x454e4f44u  /* "DONE" */
 #define MAX_RUNS  16
 #define MAX_BUFS  1024
+#define IVSHMEM_SEND_TIMEOUT_NS 10000000000ull  /* a receiver that takes nothing for this long is gone */
 
 struct bulk_hdr {
 	uint32_t magic, run, seq, count;
 	uint32_t len, full;
 	uint64_t csum;
 };
+
+static bool ivs;  /* transport=ivshmem */
 
 static const char *mode_name(uint32_t mode)
 {
@@ -83,135 +94,200 @@ static int parse_sizes(uint32_t *sizes)
 static uint32_t control_mode;
 
 /* Sends a small control message and waits for it to be taken. */
-static int send_control(uint32_t dest, uint32_t magic, uint32_t run, uint32_t count)
+static bool send_control(uint32_t dest, uint32_t magic, uint32_t run, uint32_t count)
 {
+	struct bulk_hdr h = { magic, run, 0, count, sizeof(h), 0, 0 };
+	if (ivs)
+		return ivshmem_msg_send(&h, sizeof(h), IVSHMEM_SEND_TIMEOUT_NS) == 0;
 	uint8_t *buf = msgq_alloc(sizeof(struct bulk_hdr));
 	if (!buf)
-		return MSGQ_E_FULL;
-	struct bulk_hdr h = { magic, run, 0, count, sizeof(h), 0, 0 };
+		return false;
 	memcpy(buf, &h, sizeof(h));
 	int st;
 	uint64_t until = time_ns() + 10000000000ull;
 	while ((st = msg_send(dest, buf, sizeof(h), control_mode | MSG_IMMEDIATE)) == MSGQ_E_FULL && time_ns() < until)
 		sleep_ms(1);
 	msgq_free(buf, sizeof(h));
-	return st;
+	return st == MSGQ_OK;
 }
 
-static int sender(void)
+/* What one run (one message size) measured. */
+struct run_result {
+	uint64_t ns, remapped, copied, retries;
+};
+
+/* One run over msgq: as many messages in flight as the send region holds. */
+static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count, uint32_t flags, bool full,
+			 struct run_result *res)
+{
+	const struct msgq_config *cfg = msgq_config();
+	uint32_t pages = (len + cfg->page_size - 1) / cfg->page_size;
+	if (pages > cfg->max_msg_pages) {
+		kprintf("msgbulk: %u bytes is more than max_msg_pages (%u)\n", len, cfg->max_msg_pages);
+		return FERRY_EXIT_BAD_ARGS;
+	}
+	unsigned nbufs = cfg->send_slots / pages;
+	nbufs = nbufs > MAX_BUFS ? MAX_BUFS : nbufs;
+	static uint8_t *buf[MAX_BUFS];
+	static bool busy[MAX_BUFS];
+	memset(busy, 0, sizeof(busy));
+	for (unsigned k = 0; k < nbufs; k++)
+		buf[k] = msgq_alloc(len);
+	uint64_t t0 = time_ns();
+	uint32_t seq = 0, done = 0;
+	unsigned next = 0;
+	static bool retry[MAX_BUFS];
+	memset(retry, 0, sizeof(retry));
+	unsigned nretry = 0;
+	while (done < count) {
+		/* Sends the receiver had no room for go again, after a
+		 * pause that lets it return slots: re-sending at once
+		 * would only be refused again. */
+		if (nretry) {
+			sleep_ns(100000);
+			for (unsigned k = 0; k < nbufs; k++) {
+				if (retry[k] && msgq_post(dest, buf[k], len, flags, k) == 0) {
+					retry[k] = false;
+					nretry--;
+				}
+			}
+		}
+		/* Start a message in a free buffer, if one is free. */
+		if (seq < count && !busy[next]) {
+			build(buf[next], len, r, seq, count, full);
+			if (msgq_post(dest, buf[next], len, flags, next) == 0) {
+				busy[next] = true;
+				next = (next + 1) % nbufs;
+				seq++;
+				continue;
+			}
+		}
+		struct msgq_done d;
+		bool reaped = false, was_full = false;
+		while (msgq_reap(&d)) {
+			reaped = true;
+			if (d.status == MSGQ_OK) {
+				busy[d.cookie] = false;
+				done++;
+				if (d.how == MSGQ_HOW_REMAPPED)
+					res->remapped++;
+				else
+					res->copied++;
+			} else if (d.status == MSGQ_E_FULL) {
+				/* The receiver has not returned slots yet; the
+				 * buffer is untouched, so it can go again. */
+				res->retries++;
+				was_full = true;
+				retry[d.cookie] = true;
+				nretry++;
+			} else {
+				kprintf("msgbulk: send of %u bytes failed with status %u\n", len, d.status);
+				return FERRY_EXIT_FAIL;
+			}
+		}
+		/* Nothing to do until the VMM or the receiver moves: give
+		 * the CPU back rather than spin. */
+		if (!was_full && !reaped && (seq == count || busy[next]))
+			msgq_wait_sends(2000000);
+	}
+	res->ns = time_ns() - t0;
+	for (unsigned k = 0; k < nbufs; k++)
+		msgq_free(buf[k], len);
+	return 0;
+}
+
+/* One run over the ivshmem ring: each message is built in a private buffer
+ * and copied into the ring, as a copying transport must. */
+static int send_run_ivshmem(uint32_t len, uint32_t r, uint32_t count, bool full, struct run_result *res)
+{
+	if (len > ivshmem_msg_max()) {
+		kprintf("msgbulk: %u bytes is more than the ring takes (%u)\n", len, ivshmem_msg_max());
+		return FERRY_EXIT_BAD_ARGS;
+	}
+	uint8_t *buf = kmalloc(len);
+	if (!buf)
+		return FERRY_EXIT_FAIL;
+	uint64_t waits = ivshmem_msg_full_waits(), t0 = time_ns();
+	int err = 0;
+	for (uint32_t seq = 0; seq < count && !err; seq++) {
+		build(buf, len, r, seq, count, full);
+		if (ivshmem_msg_send(buf, len, IVSHMEM_SEND_TIMEOUT_NS) != 0) {
+			kprintf("msgbulk: the receiver stopped taking messages (run %u, message %u)\n", r, seq);
+			err = FERRY_EXIT_FAIL;
+		}
+	}
+	res->ns = time_ns() - t0;
+	res->copied = count;
+	res->retries = ivshmem_msg_full_waits() - waits;
+	kfree(buf);
+	return err;
+}
+
+/* Finds the peer and waits until its driver takes messages. */
+static int connect_msgq(uint32_t mode, uint32_t *dest)
 {
 	const char *peer = cmdline_get_str("peer", "");
-	uint32_t dest = msgq_peer(peer);
-	uint32_t sizes[MAX_RUNS];
-	int runs = parse_sizes(sizes);
-	uint32_t count = (uint32_t)cmdline_get_u64("count", 100);
-	const char *mode_s = cmdline_get_str("mode", "adaptive"), *post_s = cmdline_get_str("post", "immediate");
-	uint32_t mode = !strcmp(mode_s, "copy") ? MSG_COPY : !strcmp(mode_s, "remap") ? MSG_REMAP : MSG_ADAPTIVE;
-	uint32_t post = !strcmp(post_s, "deferred") ? MSG_DEFERRED : MSG_IMMEDIATE;
-	bool full = strcmp(cmdline_get_str("check", "full"), "header") != 0;
-	if (!dest) {
+	*dest = msgq_peer(peer);
+	if (!*dest) {
 		kprintf("msgbulk: \"%s\" is not a peer of this VM\n", peer);
 		return FERRY_EXIT_BAD_ARGS;
 	}
-	if (runs <= 0 || count == 0)
-		return FERRY_EXIT_BAD_ARGS;
-	const struct msgq_config *cfg = msgq_config();
-	int failures = 0;
 	control_mode = mode == MSG_COPY ? MSG_COPY : MSG_REMAP;
-	int st = msgq_wait_peer(dest, control_mode, 30000000000ull);
+	int st = msgq_wait_peer(*dest, control_mode, 30000000000ull);
 	if (st != MSGQ_OK) {
 		kprintf("msgbulk: peer %s is not receiving (status %d)\n", peer, st);
 		return FERRY_EXIT_FAIL;
 	}
+	return 0;
+}
+
+static int sender(void)
+{
+	uint32_t sizes[MAX_RUNS];
+	int runs = parse_sizes(sizes);
+	uint32_t count = (uint32_t)cmdline_get_u64("count", 100);
+	const char *mode_s = cmdline_get_str("mode", ivs ? "copy" : "adaptive");
+	const char *post_s = cmdline_get_str("post", "immediate");
+	uint32_t mode = !strcmp(mode_s, "copy") ? MSG_COPY : !strcmp(mode_s, "remap") ? MSG_REMAP : MSG_ADAPTIVE;
+	uint32_t post = !strcmp(post_s, "deferred") ? MSG_DEFERRED : MSG_IMMEDIATE;
+	bool full = strcmp(cmdline_get_str("check", "full"), "header") != 0;
+	if (runs <= 0 || count == 0)
+		return FERRY_EXIT_BAD_ARGS;
+	if (ivs && mode != MSG_COPY) {
+		kprintf("msgbulk: ivshmem can only copy (mode=copy)\n");
+		return FERRY_EXIT_BAD_ARGS;
+	}
+	uint32_t dest = 0;
+	int err = ivs ? (ivshmem_msg_open(IVSHMEM_INITIATOR, 30000000000ull) ? FERRY_EXIT_FAIL : 0)
+		      : connect_msgq(mode, &dest);
+	if (err)
+		return err;
+	int failures = 0;
 	for (int r = 0; r < runs; r++) {
-		uint32_t len = sizes[r], pages = (len + cfg->page_size - 1) / cfg->page_size;
-		if (pages > cfg->max_msg_pages) {
-			kprintf("msgbulk: %u bytes is more than max_msg_pages (%u)\n", len, cfg->max_msg_pages);
-			return FERRY_EXIT_BAD_ARGS;
-		}
-		unsigned nbufs = cfg->send_slots / pages;
-		nbufs = nbufs > MAX_BUFS ? MAX_BUFS : nbufs;
-		static uint8_t *buf[MAX_BUFS];
-		static bool busy[MAX_BUFS];
-		memset(busy, 0, sizeof(busy));
-		for (unsigned k = 0; k < nbufs; k++)
-			buf[k] = msgq_alloc(len);
-		uint64_t retries = 0, remapped = 0, copied = 0;
-		uint64_t t0 = time_ns();
-		uint32_t seq = 0, done = 0;
-		unsigned next = 0;
-		static bool retry[MAX_BUFS];
-		memset(retry, 0, sizeof(retry));
-		unsigned nretry = 0;
-		while (done < count) {
-			/* Sends the receiver had no room for go again, after a
-			 * pause that lets it return slots: re-sending at once
-			 * would only be refused again. */
-			if (nretry) {
-				sleep_ns(100000);
-				for (unsigned k = 0; k < nbufs; k++) {
-					if (retry[k] && msgq_post(dest, buf[k], len, mode | post, k) == 0) {
-						retry[k] = false;
-						nretry--;
-					}
-				}
-			}
-			/* Start a message in a free buffer, if one is free. */
-			if (seq < count && !busy[next]) {
-				build(buf[next], len, (uint32_t)r, seq, count, full);
-				if (msgq_post(dest, buf[next], len, mode | post, next) == 0) {
-					busy[next] = true;
-					next = (next + 1) % nbufs;
-					seq++;
-					continue;
-				}
-			}
-			struct msgq_done d;
-			bool reaped = false, was_full = false;
-			while (msgq_reap(&d)) {
-				reaped = true;
-				if (d.status == MSGQ_OK) {
-					busy[d.cookie] = false;
-					done++;
-					if (d.how == MSGQ_HOW_REMAPPED)
-						remapped++;
-					else
-						copied++;
-				} else if (d.status == MSGQ_E_FULL) {
-					/* The receiver has not returned slots yet; the
-					 * buffer is untouched, so it can go again. */
-					retries++;
-					was_full = true;
-					retry[d.cookie] = true;
-					nretry++;
-				} else {
-					kprintf("msgbulk: send of %u bytes failed with status %u\n", len, d.status);
-					return FERRY_EXIT_FAIL;
-				}
-			}
-			/* Nothing to do until the VMM or the receiver moves: give
-			 * the CPU back rather than spin. */
-			if (!was_full && !reaped && (seq == count || busy[next]))
-				msgq_wait_sends(2000000);
-		}
-		uint64_t ns = time_ns() - t0;
-		for (unsigned k = 0; k < nbufs; k++)
-			msgq_free(buf[k], len);
-		if (send_control(dest, BULK_END, (uint32_t)r, count) != MSGQ_OK) {
+		uint32_t len = sizes[r];
+		struct run_result res = { 0, 0, 0, 0 };
+		err = ivs ? send_run_ivshmem(len, (uint32_t)r, count, full, &res)
+			  : send_run_msgq(dest, len, (uint32_t)r, count, mode | post, full, &res);
+		if (err)
+			return err;
+		if (!send_control(dest, BULK_END, (uint32_t)r, count)) {
 			kprintf("msgbulk: could not end run %d\n", r);
 			failures++;
 		}
 		/* Integers only: the guest has no FPU state. */
-		uint64_t bytes = (uint64_t)len * count, mbps_x10 = ns ? bytes * 10000 / ns : 0;
+		uint64_t ns = res.ns, bytes = (uint64_t)len * count, mbps_x10 = ns ? bytes * 10000 / ns : 0;
 		uint64_t rate = ns ? (uint64_t)count * 1000000000ull / ns : 0;
-		kprintf("msgbulk: result {\"size\": %u, \"count\": %u, \"mode\": \"%s\", \"post\": \"%s\", \"check\": \"%s\", "
-			"\"ns\": %lu, \"mbps\": %lu.%lu, \"msgs_per_s\": %lu, \"remapped\": %lu, \"copied\": %lu, "
-			"\"full_retries\": %lu}\n",
-			len, count, mode_name(mode), post == MSG_IMMEDIATE ? "immediate" : "deferred", full ? "full" : "header",
-			ns, mbps_x10 / 10, mbps_x10 % 10, rate, remapped, copied, retries);
+		kprintf("msgbulk: result {\"size\": %u, \"count\": %u, \"transport\": \"%s\", \"mode\": \"%s\", "
+			"\"post\": \"%s\", \"check\": \"%s\", \"ns\": %lu, \"mbps\": %lu.%lu, \"msgs_per_s\": %lu, "
+			"\"remapped\": %lu, \"copied\": %lu, \"full_retries\": %lu}\n",
+			len, count, ivs ? "ivshmem" : "msgq", mode_name(mode),
+			ivs ? "none" : post == MSG_IMMEDIATE ? "immediate" : "deferred", full ? "full" : "header", ns,
+			mbps_x10 / 10, mbps_x10 % 10, rate, res.remapped, res.copied, res.retries);
 	}
-	if (send_control(dest, BULK_DONE, (uint32_t)runs, 0) != MSGQ_OK)
+	if (!send_control(dest, BULK_DONE, (uint32_t)runs, 0))
 		failures++;
+	if (ivs)
+		ivshmem_msg_close();
 	return failures ? FERRY_EXIT_FAIL : 0;
 }
 
@@ -221,24 +297,43 @@ struct run_state {
 	bool ended;
 };
 
+/* The receiver's next message, from either transport. */
+static bool next_msg(struct msg *m, uint64_t timeout)
+{
+	if (ivs)
+		return ivshmem_msg_recv(m, timeout);
+	if (msg_poll(m))
+		return true;
+	msgq_flush(); /* nothing pending: give slots back before waiting */
+	return msg_recv(m, timeout);
+}
+
+static void release_msg(struct msg *m)
+{
+	if (ivs)
+		ivshmem_msg_release(m);
+	else
+		msg_release(m);
+}
+
 static int receiver(void)
 {
 	struct run_state runs[MAX_RUNS];
 	memset(runs, 0, sizeof(runs));
 	uint64_t timeout = cmdline_get_u64("timeout_ms", 60000) * 1000000ull;
 	int errors = 0, nruns = -1;
-	msgq_recv_irq(strcmp(cmdline_get_str("wait", "poll"), "irq") == 0);
+	if (ivs && ivshmem_msg_open(IVSHMEM_RESPONDER, timeout) < 0)
+		return FERRY_EXIT_FAIL;
+	if (!ivs)
+		msgq_recv_irq(strcmp(cmdline_get_str("wait", "poll"), "irq") == 0);
 	struct msg m;
 	while (nruns < 0) {
-		if (!msg_poll(&m)) {
-			msgq_flush(); /* nothing pending: give slots back before waiting */
-			if (!msg_recv(&m, timeout)) {
-				kprintf("msgbulk: nothing received for %lu ms\n", (unsigned long)(timeout / 1000000));
-				return FERRY_EXIT_FAIL;
-			}
+		if (!next_msg(&m, timeout)) {
+			kprintf("msgbulk: nothing received for %lu ms\n", (unsigned long)(timeout / 1000000));
+			return FERRY_EXIT_FAIL;
 		}
-		if (m.len == 1) { /* the sender's readiness probe */
-			msg_release(&m);
+		if (m.len == 1) { /* the sender's readiness probe (msgq) */
+			release_msg(&m);
 			continue;
 		}
 		struct bulk_hdr h;
@@ -271,9 +366,12 @@ static int receiver(void)
 				rs->received++;
 			}
 		}
-		msg_release(&m);
+		release_msg(&m);
 	}
-	msgq_flush();
+	if (ivs)
+		ivshmem_msg_close();
+	else
+		msgq_flush();
 	for (int r = 0; r < nruns && r < MAX_RUNS; r++) {
 		struct run_state *rs = &runs[r];
 		bool ok = rs->ended && rs->received == rs->count && !rs->bad && !rs->dupes;
@@ -287,7 +385,13 @@ static int receiver(void)
 
 static int msgbulk_main(void)
 {
-	if (msgq_open() < 0) {
+	const char *transport = cmdline_get_str("transport", "msgq");
+	ivs = !strcmp(transport, "ivshmem");
+	if (!ivs && strcmp(transport, "msgq")) {
+		kprintf("msgbulk: transport=msgq or transport=ivshmem\n");
+		return FERRY_EXIT_BAD_ARGS;
+	}
+	if (!ivs && msgq_open() < 0) {
 		kprintf("msgbulk: no msgq device\n");
 		return FERRY_EXIT_FAIL;
 	}

@@ -3,10 +3,17 @@
  * with 4 KiB and 2 MiB pages. Each measurement is a fresh pair of VMs
  * running msgbulk or msgping (check=header: the guests write and check only
  * a header, so what is timed is the transport, not the guests filling and
- * summing memory; examples/msgq.json checks every byte). */
+ * summing memory; examples/msgq.json checks every byte).
+ *
+ * With QEMU installed, the copy measurements run again between two QEMU VMs
+ * with the same guest and the same command lines plus transport=ivshmem: a
+ * ring in memory the two share through ivshmem-plain, QEMU's way for VMs to
+ * exchange data (docs/devices/msgq.md, "Compared with QEMU"). */
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,23 +24,43 @@
 #include "vmm/config.h"
 
 static const char msg_help[] =
-	"usage: ferry bench msg [--count N] [--repeat R] [--kernel IMAGE] [--json]\n"
+	"usage: ferry bench msg [--count N] [--repeat R] [--kernel IMAGE] [--no-qemu] [--json]\n"
 	"\n"
 	"Runs pairs of VMs passing messages through their msgq devices and reports\n"
 	"throughput (MB/s, messages/s) for 64 B, 4 KiB, 64 KiB (4 KiB pages) and 2 MiB\n"
 	"(2 MiB pages) messages, copied, remapped and adaptive, posted immediately\n"
 	"(doorbell) and deferred; and one-way latency (half the round trip). --count\n"
 	"scales the number of messages (default 1000 per measurement); each throughput\n"
-	"is the median of --repeat runs (default 3). Targets on the\n"
-	"project's machines: at 2 MiB remap >= 10x copy; at 4 KiB adaptive within 10%%\n"
+	"is the median of --repeat runs (default 3). With qemu-system-x86_64 installed\n"
+	"(and without --no-qemu), the copy throughputs, the 64 B message rate and the\n"
+	"latencies are measured again between two QEMU VMs (q35) running the same guest\n"
+	"over ivshmem shared memory (transport=ivshmem): the qemu column. Targets on the\n"
+	"project's machines: at 2 MiB remap >= 10x copy; at 4 KiB adaptive within 10%\n"
 	"of the faster of copy and remap; deferred >= 5x immediate for 64 B.\n";
+
+#define QEMU_BIN "qemu-system-x86_64"
+#define QEMU_SHM_MIB 64  /* two rings of 32 MiB: 15 messages of 2 MiB each */
 
 static char self[PATH_MAX], kernel[PATH_MAX];
 static char tmpdir[] = "/tmp/ferry-bench-msg-XXXXXX";
+static char shmdir[] = "/dev/shm/ferry-bench-msg-XXXXXX";
 
-/* Runs a sender/receiver pair; returns the result objects their consoles
- * printed (an array), or NULL if the run failed. */
-static cJSON *run_pair(bool huge, const char *tx, const char *rx)
+enum vmm { FERRY, QEMU };
+
+/* The result objects ("...: result {...}" lines) a console printed. */
+static cJSON *results_in(char *console)
+{
+	cJSON *out = cJSON_CreateArray();
+	for (char *line = strtok(console, "\n"); line; line = strtok(NULL, "\n")) {
+		char *res = strstr(line, ": result ");
+		if (res)
+			cJSON_AddItemToArray(out, cJSON_Parse(res + 9));
+	}
+	return out;
+}
+
+/* A sender/receiver pair in one ferry process, talking through msgq. */
+static cJSON *run_ferry_pair(bool huge, const char *tx, const char *rx)
 {
 	char cfg[PATH_MAX + 32];
 	snprintf(cfg, sizeof(cfg), "%s/pair.json", tmpdir);
@@ -59,13 +86,61 @@ static cJSON *run_pair(bool huge, const char *tx, const char *rx)
 		fprintf(stderr, "ferry bench msg: a pair failed (exit %d): tx \"%s\"\n", st, tx);
 		return NULL;
 	}
-	cJSON *out = cJSON_CreateArray();
-	for (char *line = strtok(c.buf, "\n"); line; line = strtok(NULL, "\n")) {
-		char *res = strstr(line, ": result ");
-		if (res)
-			cJSON_AddItemToArray(out, cJSON_Parse(res + 9));
+	return results_in(c.buf);
+}
+
+/* One QEMU VM of a pair: q35 (PCI for ivshmem), the guest's console on
+ * stdout, the shared memory file `shm` as ivshmem-plain's BAR 2. */
+static int qemu_spawn(struct child *c, const char *cmdline, const char *vm, const char *shm)
+{
+	char append[1024], backend[PATH_MAX + 96];
+	snprintf(append, sizeof(append), "%s vm=%s transport=ivshmem", cmdline, vm);
+	snprintf(backend, sizeof(backend), "memory-backend-file,id=shm,size=%dM,share=on,mem-path=%s", QEMU_SHM_MIB,
+		 shm);
+	char *argv[] = { QEMU_BIN, "-M", "q35", "-accel", "kvm", "-m", "128M", "-nodefaults", "-no-user-config",
+			 "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-kernel", kernel,
+			 "-append", append, "-device", "isa-debug-exit,iobase=0x501", "-object", backend,
+			 "-device", "ivshmem-plain,memdev=shm", NULL };
+	return child_spawn(c, argv);
+}
+
+/* A sender/receiver pair of QEMU processes, started together, sharing a
+ * fresh memory file (a ring left from an earlier pair would mislead the
+ * guests: include/ivshmem.h). QEMU exits with 1 when the guest's status is 0.
+ * Both consoles are read: the sender's holds the results; the receiver's
+ * output waits in its pipe (a few lines) until the sender is done. */
+static cJSON *run_qemu_pair(const char *tx, const char *rx)
+{
+	static struct child c[2]; /* 0: rx, 1: tx */
+	char shm[sizeof(shmdir) + 16];
+	snprintf(shm, sizeof(shm), "%s/ivshmem", shmdir);
+	unlink(shm);
+	int fd = open(shm, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	bool ok = fd >= 0 && ftruncate(fd, (off_t)QEMU_SHM_MIB << 20) == 0;
+	if (fd >= 0)
+		close(fd);
+	if (!ok || qemu_spawn(&c[0], rx, "rx", shm) < 0) {
+		fprintf(stderr, "ferry bench msg: cannot start QEMU with %s\n", shm);
+		unlink(shm);
+		return NULL;
 	}
-	return out;
+	if (qemu_spawn(&c[1], tx, "tx", shm) < 0)
+		kill(c[0].pid, SIGKILL);
+	int st_tx = c[1].pid > 0 ? child_finish(&c[1], 300) : -1, st_rx = child_finish(&c[0], 60);
+	unlink(shm);
+	if (st_tx != 1 || st_rx != 1) {
+		fprintf(stderr, "ferry bench msg: a QEMU pair failed (exit %d and %d): tx \"%s\"\n", st_tx, st_rx, tx);
+		return NULL;
+	}
+	return results_in(c[1].buf);
+}
+
+/* Runs a sender/receiver pair (`huge`: 2 MiB pages, for ferry); returns
+ * the result objects their consoles printed (an array), or NULL if the run
+ * failed. */
+static cJSON *run_pair(enum vmm vmm, bool huge, const char *tx, const char *rx)
+{
+	return vmm == QEMU ? run_qemu_pair(tx, rx) : run_ferry_pair(huge, tx, rx);
 }
 
 static double field(cJSON *o, const char *k)
@@ -98,12 +173,12 @@ static unsigned repeat = 3;
 
 /* Runs a pair `repeat` times; for each message size, the run with the
  * median throughput (this kind of host is noisy). */
-static cJSON *run_pair_median(bool huge, const char *tx, const char *rx)
+static cJSON *run_pair_median(enum vmm vmm, bool huge, const char *tx, const char *rx)
 {
 	cJSON *runs[16];
 	unsigned n = 0;
 	for (unsigned i = 0; i < repeat && i < 16; i++)
-		if ((runs[n] = run_pair(huge, tx, rx)) != NULL)
+		if ((runs[n] = run_pair(vmm, huge, tx, rx)) != NULL)
 			n++;
 	if (!n)
 		return NULL;
@@ -127,16 +202,55 @@ static cJSON *run_pair_median(bool huge, const char *tx, const char *rx)
 	return out;
 }
 
+/* One-way latency (half the round trip) in µs: median and p99. */
+struct latency {
+	double median, p99;
+};
+
+static struct latency ping_pair(enum vmm vmm, bool huge, const char *tx, const char *rx)
+{
+	cJSON *r = run_pair(vmm, huge, tx, rx);
+	cJSON *o = r ? cJSON_GetArrayItem(r, 0) : NULL;
+	struct latency l = { o ? field(o, "rtt_ns_median") / 2000.0 : -1, o ? field(o, "rtt_ns_p99") / 2000.0 : -1 };
+	cJSON_Delete(r);
+	return l;
+}
+
+/* Whether to run the QEMU column: asked for, installed, and a place for
+ * the shared memory. Says why not in one line. */
+static bool qemu_usable(bool want)
+{
+	if (!want)
+		return false;
+	if (system("command -v " QEMU_BIN " >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "ferry bench msg: %s is not installed: no QEMU column\n", QEMU_BIN);
+		return false;
+	}
+	if (!mkdtemp(shmdir)) {
+		fprintf(stderr, "ferry bench msg: cannot make a directory in /dev/shm: no QEMU column\n");
+		return false;
+	}
+	return true;
+}
+
+static void remove_dir(const char *dir)
+{
+	char rm[PATH_MAX + 16];
+	snprintf(rm, sizeof(rm), "rm -rf %s", dir);
+	if (system(rm) != 0)
+		fprintf(stderr, "ferry bench msg: could not remove %s\n", dir);
+}
+
 int bench_msg(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "count", required_argument, 0, 'n' }, { "kernel", required_argument, 0, 'k' },
-		{ "repeat", required_argument, 0, 'r' }, { "json", no_argument, 0, 'j' },
-		{ "help", no_argument, 0, 'h' },
+		{ "repeat", required_argument, 0, 'r' }, { "no-qemu", no_argument, 0, 'Q' },
+		{ "json", no_argument, 0, 'j' },         { "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
 	uint64_t count = 1000, count_r;
-	bool json = false;
+	bool json = false, want_qemu = true;
 	char want_kernel[PATH_MAX];
 	config_default_kernel(want_kernel, sizeof(want_kernel));
 	int c;
@@ -154,6 +268,9 @@ int bench_msg(int argc, char **argv)
 			if (!parse_uint(optarg, 1, 15, &count_r))
 				return usage_error("bench msg", "--repeat: expected 1 to 15, got '%s'", optarg);
 			repeat = (unsigned)count_r;
+			break;
+		case 'Q':
+			want_qemu = false;
 			break;
 		case 'j':
 			json = true;
@@ -173,44 +290,50 @@ int bench_msg(int argc, char **argv)
 		return 1;
 	}
 	self[n] = '\0';
+	bool qemu = qemu_usable(want_qemu);
 
+	/* The QEMU runs take the copy runs' command lines as they are. */
 	const char *modes[3] = { "copy", "remap", "adaptive" };
 	char tx[512];
-	cJSON *small[3], *large[2][3];
+	cJSON *small[3], *large[2][3], *qsmall = NULL, *qlarge = NULL;
 	unsigned long cnt = (unsigned long)count;
 	for (int m = 0; m < 3; m++) {
 		snprintf(tx, sizeof(tx), "app=msgbulk role=send peer=rx sizes=64,4K,64K count=%lu mode=%s check=header", cnt,
 			 modes[m]);
-		small[m] = run_pair_median(false, tx, "app=msgbulk role=recv");
+		small[m] = run_pair_median(FERRY, false, tx, "app=msgbulk role=recv");
+		if (qemu && m == 0)
+			qsmall = run_pair_median(QEMU, false, tx, "app=msgbulk role=recv");
 		for (int p = 0; p < 2; p++) {
 			snprintf(tx, sizeof(tx), "app=msgbulk role=send peer=rx sizes=2M count=%lu mode=%s post=%s check=header",
 				 cnt, modes[m], p ? "deferred" : "immediate");
-			large[p][m] = run_pair_median(true, tx, "app=msgbulk role=recv");
+			large[p][m] = run_pair_median(FERRY, true, tx, "app=msgbulk role=recv");
+			if (qemu && m == 0 && p == 0)
+				qlarge = run_pair_median(QEMU, true, tx, "app=msgbulk role=recv");
 		}
 	}
-	cJSON *post[2];
+	cJSON *post[2], *qpost = NULL;
 	for (int p = 0; p < 2; p++) {
 		snprintf(tx, sizeof(tx), "app=msgbulk role=send peer=rx sizes=64 count=%lu post=%s check=header",
 			 cnt * 20, p ? "deferred" : "immediate");
-		post[p] = run_pair_median(false, tx, "app=msgbulk role=recv");
+		post[p] = run_pair_median(FERRY, false, tx, "app=msgbulk role=recv");
+		if (qemu && p == 0)
+			qpost = run_pair_median(QEMU, false, tx, "app=msgbulk role=recv");
 	}
 	/* Latency: ping-pong, both posting ways. */
 	const struct {
 		uint32_t size;
 		bool huge;
 	} lat_sizes[] = { { 64, false }, { 4096, false }, { 65536, false }, { 2u << 20, true } };
-	double lat[4][2][2]; /* [size][post][median, p99] in µs, one way */
+	struct latency lat[4][2], qlat[4]; /* [size][post] */
 	for (int s = 0; s < 4; s++) {
 		for (int p = 0; p < 2; p++) {
 			snprintf(tx, sizeof(tx), "app=msgping role=ping peer=rx count=%lu size=%u post=%s",
 				 cnt / 5 < 20 ? 20 : cnt / 5, lat_sizes[s].size, p ? "deferred" : "immediate");
 			char rx[128];
 			snprintf(rx, sizeof(rx), "app=msgping role=pong post=%s", p ? "deferred" : "immediate");
-			cJSON *r = run_pair(lat_sizes[s].huge, tx, rx);
-			cJSON *o = r ? cJSON_GetArrayItem(r, 0) : NULL;
-			lat[s][p][0] = o ? field(o, "rtt_ns_median") / 2000.0 : -1;
-			lat[s][p][1] = o ? field(o, "rtt_ns_p99") / 2000.0 : -1;
-			cJSON_Delete(r);
+			lat[s][p] = ping_pair(FERRY, lat_sizes[s].huge, tx, rx);
+			if (p == 0)
+				qlat[s] = qemu ? ping_pair(QEMU, false, tx, rx) : (struct latency){ -1, -1 };
 		}
 	}
 
@@ -223,6 +346,9 @@ int bench_msg(int argc, char **argv)
 			s2m[p][m] = bulk_of(large[p][m], 2u << 20);
 	}
 	struct bulk imm = bulk_of(post[0], 64), def = bulk_of(post[1], 64);
+	struct bulk q64 = bulk_of(qsmall, 64), q4k = bulk_of(qsmall, 4096), q64k = bulk_of(qsmall, 65536);
+	struct bulk q2m = bulk_of(qlarge, 2u << 20), qrate = bulk_of(qpost, 64);
+	const char *names[4] = { "64b", "4k", "64k", "2m" };
 	if (json) {
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddNumberToObject(j, "remap_2m_mbps", s2m[0][1].mbps);
@@ -239,30 +365,50 @@ int bench_msg(int argc, char **argv)
 		cJSON_AddNumberToObject(j, "copy_64b_msgs", s64[0].msgs);
 		cJSON_AddNumberToObject(j, "deferred_64b_msgs", def.msgs);
 		cJSON_AddNumberToObject(j, "immediate_64b_msgs", imm.msgs);
-		const char *names[4] = { "64b", "4k", "64k", "2m" };
 		for (int s = 0; s < 4; s++) {
 			char key[64];
 			snprintf(key, sizeof(key), "latency_%s_immediate_us", names[s]);
-			cJSON_AddNumberToObject(j, key, lat[s][0][0]);
+			cJSON_AddNumberToObject(j, key, lat[s][0].median);
 			snprintf(key, sizeof(key), "latency_%s_deferred_us", names[s]);
-			cJSON_AddNumberToObject(j, key, lat[s][1][0]);
+			cJSON_AddNumberToObject(j, key, lat[s][1].median);
+		}
+		if (qemu) {
+			cJSON_AddStringToObject(j, "qemu_transport", "ivshmem-plain, q35");
+			cJSON_AddNumberToObject(j, "qemu_copy_2m_mbps", q2m.mbps);
+			cJSON_AddNumberToObject(j, "qemu_copy_4k_mbps", q4k.mbps);
+			cJSON_AddNumberToObject(j, "qemu_copy_64k_mbps", q64k.mbps);
+			cJSON_AddNumberToObject(j, "qemu_copy_64b_msgs", q64.msgs);
+			cJSON_AddNumberToObject(j, "qemu_64b_msgs", qrate.msgs);
+			for (int s = 0; s < 4; s++) {
+				char key[64];
+				snprintf(key, sizeof(key), "qemu_latency_%s_us", names[s]);
+				cJSON_AddNumberToObject(j, key, qlat[s].median);
+			}
 		}
 		char *text = cJSON_PrintUnformatted(j);
 		printf("%s\n", text);
 		free(text);
 		cJSON_Delete(j);
 	} else {
-		printf("throughput, 4 KiB pages, immediate      copy                remap               adaptive\n");
-		struct bulk *rows[3] = { s64, s4k, s64k };
-		const char *names[3] = { "64 B", "4 KiB", "64 KiB" };
-		for (int r = 0; r < 3; r++)
-			printf("  %-8s %8.1f MB/s %7.0f/s %8.1f MB/s %7.0f/s %8.1f MB/s %7.0f/s\n", names[r], rows[r][0].mbps,
+		printf("throughput, 4 KiB pages, immediate      copy                remap               adaptive%s\n",
+		       qemu ? "            qemu ivshmem (copy)" : "");
+		struct bulk *rows[3] = { s64, s4k, s64k }, qrows[3] = { q64, q4k, q64k };
+		const char *rnames[3] = { "64 B", "4 KiB", "64 KiB" };
+		for (int r = 0; r < 3; r++) {
+			printf("  %-8s %8.1f MB/s %7.0f/s %8.1f MB/s %7.0f/s %8.1f MB/s %7.0f/s", rnames[r], rows[r][0].mbps,
 			       rows[r][0].msgs, rows[r][1].mbps, rows[r][1].msgs, rows[r][2].mbps, rows[r][2].msgs);
+			if (qemu)
+				printf(" %8.1f MB/s %7.0f/s", qrows[r].mbps, qrows[r].msgs);
+			printf("\n");
+		}
 		printf("throughput, 2 MiB pages, 2 MiB messages\n");
 		for (int p = 0; p < 2; p++)
 			printf("  %-9s %9.0f MB/s %6.0f/s %8.0f MB/s %6.0f/s %8.0f MB/s %6.0f/s\n",
 			       p ? "deferred" : "immediate", s2m[p][0].mbps, s2m[p][0].msgs, s2m[p][1].mbps, s2m[p][1].msgs,
 			       s2m[p][2].mbps, s2m[p][2].msgs);
+		if (qemu)
+			printf("  %-9s %9.0f MB/s %6.0f/s   (qemu ivshmem, copy; remap / qemu: %.1fx)\n", "qemu", q2m.mbps,
+			       q2m.msgs, s2m[0][1].mbps / q2m.mbps);
 		printf("  remap / copy at 2 MiB: %.1fx immediate, %.1fx deferred   (target: >= 10x)\n",
 		       s2m[0][1].mbps / s2m[0][0].mbps, s2m[1][1].mbps / s2m[1][0].mbps);
 		double best4k = s4k[0].mbps > s4k[1].mbps ? s4k[0].mbps : s4k[1].mbps;
@@ -270,11 +416,17 @@ int bench_msg(int argc, char **argv)
 		       100.0 * s4k[2].mbps / best4k);
 		printf("posting 64 B messages: immediate %.0f/s, deferred %.0f/s: %.1fx   (target: >= 5x)\n", imm.msgs, def.msgs,
 		       def.msgs / imm.msgs);
+		if (qemu)
+			printf("  qemu ivshmem: %.0f/s\n", qrate.msgs);
 		printf("one-way latency (half the round trip), median / p99\n");
 		const char *lnames[4] = { "64 B", "4 KiB", "64 KiB", "2 MiB" };
-		for (int s = 0; s < 4; s++)
-			printf("  %-8s immediate %8.1f / %8.1f us   deferred %8.1f / %8.1f us\n", lnames[s], lat[s][0][0],
-			       lat[s][0][1], lat[s][1][0], lat[s][1][1]);
+		for (int s = 0; s < 4; s++) {
+			printf("  %-8s immediate %8.1f / %8.1f us   deferred %8.1f / %8.1f us", lnames[s], lat[s][0].median,
+			       lat[s][0].p99, lat[s][1].median, lat[s][1].p99);
+			if (qemu)
+				printf("   qemu ivshmem %8.1f / %8.1f us", qlat[s].median, qlat[s].p99);
+			printf("\n");
+		}
 	}
 	for (int m = 0; m < 3; m++) {
 		cJSON_Delete(small[m]);
@@ -283,9 +435,11 @@ int bench_msg(int argc, char **argv)
 	}
 	cJSON_Delete(post[0]);
 	cJSON_Delete(post[1]);
-	char rm[PATH_MAX + 16];
-	snprintf(rm, sizeof(rm), "rm -rf %s", tmpdir);
-	if (system(rm) != 0)
-		fprintf(stderr, "ferry bench msg: could not remove %s\n", tmpdir);
+	cJSON_Delete(qsmall);
+	cJSON_Delete(qlarge);
+	cJSON_Delete(qpost);
+	remove_dir(tmpdir);
+	if (qemu)
+		remove_dir(shmdir);
 	return 0;
 }
