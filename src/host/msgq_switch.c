@@ -1,6 +1,7 @@
 #include "host/msgq_switch.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,20 +25,28 @@ static uint32_t measure_threshold(struct page_pool *pool)
 	if (a != POOL_NONE && b != POOL_NONE && scratch != MAP_FAILED) {
 		memset(pool_page_ptr(pool, a), 1, ps);
 		memset(pool_page_ptr(pool, b), 2, ps);
-		enum { ROUNDS = 16 };
-		uint64_t t0 = clock_ns();
-		for (int i = 0; i < ROUNDS; i++)
-			memcpy(pool_page_ptr(pool, b), pool_page_ptr(pool, a), ps);
-		uint64_t t1 = clock_ns();
-		for (int i = 0; i < ROUNDS; i++) {
-			pool_map(pool, scratch, i % 2 ? a : b, PROT_READ | PROT_WRITE);
-			((volatile uint8_t *)scratch)[0] = 1;
-			pool_map(pool, scratch, i % 2 ? b : a, PROT_READ);
-			(void)((volatile uint8_t *)scratch)[0];
+		/* Each figure is the fastest of a few trials: a preempted trial
+		 * (this host is shared) would otherwise flip the threshold. */
+		enum { TRIALS = 5 };
+		int rounds = ps >= (1u << 20) ? 2 : 16;
+		uint64_t copy_best = UINT64_MAX, remap_best = UINT64_MAX;
+		for (int t = 0; t < TRIALS; t++) {
+			uint64_t t0 = clock_ns();
+			for (int i = 0; i < rounds; i++)
+				memcpy(pool_page_ptr(pool, b), pool_page_ptr(pool, a), ps);
+			uint64_t t1 = clock_ns();
+			for (int i = 0; i < rounds; i++) {
+				pool_map(pool, scratch, i % 2 ? a : b, PROT_READ | PROT_WRITE);
+				((volatile uint8_t *)scratch)[0] = 1;
+				pool_map(pool, scratch, i % 2 ? b : a, PROT_READ);
+				(void)((volatile uint8_t *)scratch)[0];
+			}
+			uint64_t t2 = clock_ns();
+			copy_best = t1 - t0 < copy_best ? t1 - t0 : copy_best;
+			remap_best = t2 - t1 < remap_best ? t2 - t1 : remap_best;
 		}
-		uint64_t t2 = clock_ns();
-		double copy_ns_per_byte = (double)(t1 - t0) / ROUNDS / (double)ps;
-		double remap_ns = (double)(t2 - t1) / ROUNDS;
+		double copy_ns_per_byte = (double)copy_best / rounds / (double)ps;
+		double remap_ns = (double)remap_best / rounds;
 		double crossover = remap_ns / copy_ns_per_byte;
 		if (crossover < (double)ps)
 			threshold = crossover < 256 ? 256 : (uint32_t)crossover;
