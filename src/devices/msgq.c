@@ -27,7 +27,7 @@ struct msgq_dev {
 	struct evl_handler *poll;    /* picks up deferred sends */
 	struct device ro_guard;      /* counts writes to received pages */
 	bool registered;             /* a device of the VM: destroyed with it */
-	bool last_pickup_remapped;   /* the previous deferred pickup moved pages */
+	bool last_pickup_copied;     /* the previous pickup that delivered anything only copied */
 };
 
 static const char *const status_name[MSGQ_E_MAX] = {
@@ -225,8 +225,8 @@ static void msgq_exit_hook(void *arg)
 	pthread_mutex_unlock(m->vd.lock);
 }
 
-/* With this many deferred sends waiting, and pages remapped in the last
- * pickup (copies gain nothing from it), the pickup holds the sender and its
+/* With this many deferred sends waiting, unless the last pickup that
+ * delivered anything only copied (copies gain nothing from it), the pickup holds the sender and its
  * peers outside the guest while it works: every remap must otherwise kick a
  * running vCPU out of the guest and wait for it (KVM's MMU notifier), which
  * on a software-KVM host costs more than the remap itself. */
@@ -240,7 +240,7 @@ static void msgq_poll(void *arg, uint32_t events)
 	unsigned npaused = 0;
 	(void)events;
 	pthread_mutex_lock(m->vd.lock);
-	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]) >= PAUSE_BATCH && m->ep->up && m->last_pickup_remapped) {
+	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]) >= PAUSE_BATCH && m->ep->up && !m->last_pickup_copied) {
 		paused[npaused++] = m->vm;
 		for (unsigned i = 0; i < m->ep->nr_peers; i++) {
 			struct msgq_endpoint *peer = m->ep->sw->ep[m->ep->peers[i]];
@@ -254,9 +254,13 @@ static void msgq_poll(void *arg, uint32_t events)
 		vm_pause(paused[i]);
 	pthread_mutex_lock(m->vd.lock);
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND])) {
-		unsigned long before = atomic_load(&m->ep->ctr.pages_remapped);
+		unsigned long sent = atomic_load(&m->ep->ctr.sent);
+		unsigned long remapped = atomic_load(&m->ep->ctr.pages_remapped);
 		process_sends(m, false);
-		m->last_pickup_remapped = atomic_load(&m->ep->ctr.pages_remapped) != before;
+		/* A pickup that delivered nothing (receiver full) says nothing
+		 * about how the next one will go. */
+		if (atomic_load(&m->ep->ctr.sent) != sent)
+			m->last_pickup_copied = atomic_load(&m->ep->ctr.pages_remapped) == remapped;
 	}
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_RETURN]))
 		process_returns(m);
