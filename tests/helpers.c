@@ -95,18 +95,30 @@ void cmd_result_free(struct cmd_result *r)
 	free(r->err);
 }
 
+/* Reads to the end rather than trusting the size: /proc files say 0. */
 char *read_file(const char *path)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *p = malloc((size_t)n + 1);
-	size_t got = fread(p, 1, (size_t)n, f);
-	p[got] = '\0';
+	size_t cap = 4096, len = 0, got;
+	char *p = malloc(cap);
+	while (p && (got = fread(p + len, 1, cap - len - 1, f)) > 0) {
+		len += got;
+		if (cap - len - 1 == 0) {
+			char *q = realloc(p, cap * 2);
+			if (!q) {
+				free(p);
+				p = NULL;
+				break;
+			}
+			p = q;
+			cap *= 2;
+		}
+	}
 	fclose(f);
+	if (p)
+		p[len] = '\0';
 	return p;
 }
 
