@@ -390,52 +390,51 @@ static void msgq_geometry(const struct msgq_device_config *mc, bool huge, uint32
 		*max = *send;
 }
 
-int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
+/* Pool pages for every VM's windows with this page size, and the longest
+ * receive region (the zero area); false if no VM has a msgq device. */
+static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *pages, uint64_t *longest_recv)
 {
-	uint64_t pages = 0, longest_recv = 0;
-	bool huge = false, any = false;
-	for (unsigned i = 0; i < cfg->nr_vms; i++) {
-		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
-		if (!d)
-			continue;
-		any = true;
-		huge = cfg->vms[i].hugepages; /* the config checked they all agree */
-	}
-	if (!any)
-		return 0;
-	char why[256];
-	if (huge) {
-		/* Count pages as if huge (windows, two spare, the zero area), then
-		 * check the host can give them. */
-		for (unsigned i = 0; i < cfg->nr_vms; i++) {
-			const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
-			uint32_t send, recv, max;
-			if (d) {
-				msgq_geometry(&d->msgq, true, &send, &recv, &max);
-				pages += send + recv;
-				longest_recv = recv > longest_recv ? recv : longest_recv;
-			}
-		}
-		if (!gm_reserve_hugepages(pages + 2 + longest_recv, why, sizeof(why))) {
-			log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
-			huge = false;
-		}
-	}
-	pages = 0;
-	longest_recv = 0;
+	bool any = false;
+	*pages = *longest_recv = 0;
 	for (unsigned i = 0; i < cfg->nr_vms; i++) {
 		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
 		uint32_t send, recv, max;
 		if (!d)
 			continue;
+		any = true;
 		msgq_geometry(&d->msgq, huge, &send, &recv, &max);
-		pages += send + recv; /* a page per send slot, and per message page in flight */
-		if (recv > longest_recv)
-			longest_recv = recv;
+		*pages += send + recv; /* a page per send slot, and per message page in flight */
+		if (recv > *longest_recv)
+			*longest_recv = recv;
 	}
-	vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
-				       cfg->msgq.copy_threshold, err, errlen);
-	return vmm->msgq ? 0 : -1;
+	return any;
+}
+
+int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
+{
+	uint64_t pages, longest_recv;
+	bool huge = false;
+	for (unsigned i = 0; i < cfg->nr_vms; i++)
+		if (config_find_device(&cfg->vms[i], DEV_MSGQ))
+			huge = cfg->vms[i].hugepages; /* the config checked they all agree */
+	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv))
+		return 0;
+	char why[256];
+	/* Two spare pages for measuring the copy threshold. */
+	if (huge && !gm_reserve_hugepages(pages + 2 + longest_recv, why, sizeof(why))) {
+		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
+		huge = false;
+	}
+	for (;;) {
+		msgq_pool_size(cfg, huge, &pages, &longest_recv);
+		vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
+					       cfg->msgq.copy_threshold, err, errlen);
+		if (vmm->msgq || !huge)
+			return vmm->msgq ? 0 : -1;
+		/* The kernel could not allocate the huge pages after all. */
+		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", err);
+		huge = false;
+	}
 }
 
 void msgq_abandon(struct vm *vm)

@@ -54,54 +54,82 @@ static int set_slot(struct guest_memory *gm, const struct gm_region *r, uint64_t
 	return ioctl(gm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr);
 }
 
-/* Huge pages nobody has allocated or reserved. */
-static uint64_t hugepages_free(void)
+struct hugepage_counts {
+	unsigned long long free, rsvd, surplus;
+};
+
+static struct hugepage_counts hugepage_counts(void)
 {
+	struct hugepage_counts c = { 0, 0, 0 };
 	FILE *f = fopen("/proc/meminfo", "r");
 	char line[128];
-	unsigned long long free = 0, rsvd = 0, v;
+	unsigned long long v;
 	while (f && fgets(line, sizeof(line), f)) {
 		if (sscanf(line, "HugePages_Free: %llu", &v) == 1)
-			free = v;
+			c.free = v;
 		else if (sscanf(line, "HugePages_Rsvd: %llu", &v) == 1)
-			rsvd = v;
+			c.rsvd = v;
+		else if (sscanf(line, "HugePages_Surp: %llu", &v) == 1)
+			c.surplus = v;
 	}
 	if (f)
 		fclose(f);
-	return free > rsvd ? free - rsvd : 0;
+	return c;
 }
 
-static pthread_mutex_t hugepages_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t hugepages_added;
+static bool read_sysctl(const char *path, unsigned long long *v)
+{
+	FILE *f = fopen(path, "r");
+	bool ok = f && fscanf(f, "%llu", v) == 1;
+	if (f)
+		fclose(f);
+	return ok;
+}
 
+static bool write_sysctl(const char *path, unsigned long long v)
+{
+	FILE *f = fopen(path, "w");
+	bool ok = f && fprintf(f, "%llu\n", v) > 0;
+	if (f)
+		ok &= fclose(f) == 0;
+	return ok;
+}
+
+#define OVERCOMMIT_SYSCTL "/proc/sys/vm/nr_overcommit_hugepages"
+
+static pthread_mutex_t hugepages_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long long overcommit_added;
+
+/* Huge pages come from the host's persistent pool when it has enough free,
+ * and otherwise as surplus pages: ferry raises vm.nr_overcommit_hugepages
+ * by what is missing, and the kernel allocates them when the memory is
+ * mapped. Surplus pages go back to the kernel as soon as they are freed,
+ * so a ferry that is killed (or a balloon that punches them out) leaves no
+ * memory behind, only the raised limit. The caller's mmap is what proves
+ * the host had the memory. */
 bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&hugepages_lock);
-	uint64_t have = hugepages_free();
+	struct hugepage_counts c = hugepage_counts();
+	unsigned long long have = c.free > c.rsvd ? c.free - c.rsvd : 0, limit = 0;
 	bool ok = have >= count;
-	FILE *f = ok ? NULL : fopen("/proc/sys/vm/nr_hugepages", "r+");
-	unsigned long long total = 0;
-	if (!ok && (!f || fscanf(f, "%llu", &total) != 1)) {
-		snprintf(err, errlen, "%llu huge pages needed, %llu free, and vm.nr_hugepages cannot be raised",
-			 (unsigned long long)count, (unsigned long long)have);
+	if (!ok && !read_sysctl(OVERCOMMIT_SYSCTL, &limit)) {
+		snprintf(err, errlen, "%llu huge pages needed, %llu free, and %s cannot be read",
+			 (unsigned long long)count, have, OVERCOMMIT_SYSCTL);
 	} else if (!ok) {
-		unsigned long long want = total + (count - have);
-		rewind(f);
-		bool wrote = fprintf(f, "%llu\n", want) > 0;
-		wrote &= fflush(f) == 0;
-		uint64_t now_free = hugepages_free();
-		if (wrote && now_free >= count) {
-			hugepages_added += want - total;
-			log_info(NULL, "reserved %llu huge pages (vm.nr_hugepages %llu -> %llu; restored at exit)",
-				 want - total, total, want);
+		unsigned long long headroom = limit > c.surplus ? limit - c.surplus : 0;
+		unsigned long long need = count - have;
+		ok = headroom >= need;
+		if (!ok && write_sysctl(OVERCOMMIT_SYSCTL, limit + (need - headroom))) {
+			overcommit_added += need - headroom;
+			log_info(NULL, "vm.nr_overcommit_hugepages %llu -> %llu for %llu surplus huge pages (restored at exit)",
+				 limit, limit + (need - headroom), need);
 			ok = true;
-		} else {
-			snprintf(err, errlen, "%llu huge pages needed, the host could provide only %llu",
-				 (unsigned long long)count, (unsigned long long)now_free);
+		} else if (!ok) {
+			snprintf(err, errlen, "%llu huge pages needed, %llu free, and %s cannot be raised: %s",
+				 (unsigned long long)count, have, OVERCOMMIT_SYSCTL, strerror(errno));
 		}
 	}
-	if (f)
-		fclose(f);
 	pthread_mutex_unlock(&hugepages_lock);
 	return ok;
 }
@@ -109,44 +137,45 @@ bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen)
 void gm_release_hugepages(void)
 {
 	pthread_mutex_lock(&hugepages_lock);
-	FILE *f = hugepages_added ? fopen("/proc/sys/vm/nr_hugepages", "r+") : NULL;
-	unsigned long long total;
-	if (f && fscanf(f, "%llu", &total) == 1 && total >= hugepages_added) {
-		rewind(f);
-		fprintf(f, "%llu\n", total - hugepages_added);
-		hugepages_added = 0;
+	unsigned long long limit;
+	if (overcommit_added && read_sysctl(OVERCOMMIT_SYSCTL, &limit)) {
+		/* Another ferry may have raised it too: take back only ours. */
+		if (write_sysctl(OVERCOMMIT_SYSCTL, limit > overcommit_added ? limit - overcommit_added : 0))
+			overcommit_added = 0;
 	}
-	if (f)
-		fclose(f);
 	pthread_mutex_unlock(&hugepages_lock);
 }
 
-static int create_memfd(const char *name, uint64_t size, bool *hugepages)
+static int create_memfd(const char *name, uint64_t size, bool huge)
 {
-	if (*hugepages) {
-		char why[160];
-		int fd = -1;
-		if (gm_reserve_hugepages(size >> 21, why, sizeof(why)))
-			fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
-		if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
-			return fd;
-		if (fd >= 0) {
-			snprintf(why, sizeof(why), "%s", strerror(errno));
-			close(fd);
-		}
-		log_warn(NULL, "%s: using 4 KiB pages instead of 2 MiB huge pages: %s", name, why);
-		*hugepages = false;
-	}
-	int fd = memfd_create(name, MFD_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	if (ftruncate(fd, (off_t)size) != 0) {
+	int fd = memfd_create(name, MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+	if (fd >= 0 && ftruncate(fd, (off_t)size) != 0) {
 		int e = errno;
 		close(fd);
 		errno = e;
 		return -1;
 	}
 	return fd;
+}
+
+/* MAP_NORESERVE: guest RAM is allocated on first touch, and given back by
+ * the balloon, so reserving it all up front would defeat overcommit. Huge
+ * pages are the exception: without a reservation, a guest touching RAM the
+ * host has run out of would kill ferry with SIGBUS; with it, the mmap fails
+ * here instead. */
+static int map_ram(struct gm_region *r, const char *name, uint64_t size)
+{
+	r->memfd = create_memfd(name, size, r->hugepages);
+	if (r->memfd >= 0) {
+		r->hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (r->hugepages ? 0 : MAP_NORESERVE),
+			      r->memfd, 0);
+		if (r->hva != MAP_FAILED)
+			return 0;
+		int e = errno;
+		close(r->memfd);
+		errno = e;
+	}
+	return -1;
 }
 
 /* The next free region, cleared and named, if [gpa, gpa + size) overlaps
@@ -186,22 +215,19 @@ int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 	struct gm_region *r = new_region(gm, name, gpa, size, err, errlen);
 	if (!r)
 		return -1;
-	r->hugepages = hugepages;
-	r->memfd = create_memfd(name, size, &r->hugepages);
-	if (r->memfd < 0) {
+	char why[200] = "";
+	r->hugepages = hugepages && gm_reserve_hugepages(size >> 21, why, sizeof(why));
+	bool mapped = r->hugepages && map_ram(r, name, size) == 0;
+	if (r->hugepages && !mapped)
+		snprintf(why, sizeof(why), "the kernel could not allocate %llu MiB of them (%s)",
+			 (unsigned long long)(size >> 20), strerror(errno));
+	if (hugepages && !mapped) {
+		log_warn(NULL, "%s: using 4 KiB pages instead of 2 MiB huge pages: %s", name, why);
+		r->hugepages = false;
+	}
+	if (!mapped && map_ram(r, name, size) < 0) {
 		snprintf(err, errlen, "%s: cannot create %llu MiB of guest memory: %s", name,
 			 (unsigned long long)(size >> 20), strerror(errno));
-		return -1;
-	}
-	/* MAP_NORESERVE: guest RAM is allocated on first touch, and given back
-	 * by the balloon, so reserving it all up front would defeat overcommit.
-	 * Huge pages are the exception: without a reservation, a guest touching
-	 * RAM the host has run out of would kill ferry with SIGBUS. */
-	r->hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (r->hugepages ? 0 : MAP_NORESERVE), r->memfd, 0);
-	if (r->hva == MAP_FAILED) {
-		snprintf(err, errlen, "%s: cannot map %llu MiB of guest memory: %s", name,
-			 (unsigned long long)(size >> 20), strerror(errno));
-		close(r->memfd);
 		return -1;
 	}
 	if (set_slot(gm, r, gpa, size) < 0) {

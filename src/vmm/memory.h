@@ -65,9 +65,11 @@ void *gm_ptr(struct guest_memory *gm, uint64_t gpa, uint64_t len);
 int gm_read(struct guest_memory *gm, uint64_t gpa, void *dst, uint64_t len);
 int gm_write(struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len);
 
-/* Makes sure `count` 2 MiB huge pages are free, raising vm.nr_hugepages if
- * allowed (ferry runs as root); false, with the reason, if the host cannot.
- * Says what it reserved; gm_release_hugepages() gives it back at exit. */
+/* Makes room for `count` more 2 MiB huge pages: free ones in the host's
+ * pool, or else surplus ones, raising vm.nr_overcommit_hugepages (ferry
+ * runs as root); false, with the reason, if it cannot. Whether the kernel
+ * really has the memory shows when the caller maps it (without
+ * MAP_NORESERVE). gm_release_hugepages() restores the limit at exit. */
 bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen);
 void gm_release_hugepages(void);
 

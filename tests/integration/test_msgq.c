@@ -4,9 +4,11 @@
 #include "helpers.h"
 
 #include <cjson/cJSON.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define tmp test_dir
 #define vm test_summary_vm
@@ -168,6 +170,102 @@ static void bad_msgq_configs(void **state)
 	free(path);
 }
 
+/* Free huge pages in the host's persistent pool (which the test cannot
+ * take away from ferry). */
+static long persistent_hugepages_free(void)
+{
+	char *meminfo = read_file("/proc/meminfo");
+	const char *f = meminfo ? strstr(meminfo, "HugePages_Free:") : NULL;
+	const char *r = meminfo ? strstr(meminfo, "HugePages_Rsvd:") : NULL;
+	long n = f && r ? atol(f + 15) - atol(r + 15) : 0;
+	free(meminfo);
+	return n;
+}
+
+/* "hugepages": true on a host that cannot give any (here: a private mount
+ * namespace where vm.nr_overcommit_hugepages reads 0 and cannot be written)
+ * runs on 4 KiB pages, says so, and still delivers by remapping. */
+static void hugepages_fall_back_to_4k(void **state)
+{
+	(void)state;
+	require_kvm();
+	long have = persistent_hugepages_free();
+	if (have > 0) {
+		print_message("the host keeps %ld free persistent huge pages; fallback cannot be forced\n", have);
+		skip();
+	}
+	char *cfg = pair_config("app=msgbulk role=send peer=rx sizes=4K,64K count=40 mode=remap check=full",
+				"app=msgbulk role=recv", "", true);
+	const char *knob = "/proc/sys/vm/nr_overcommit_hugepages";
+	char *zero = xasprintf("%s/zero", tmp);
+	write_file(zero, "0\n");
+	char *script = xasprintf("mount --bind %s %s && mount -o remount,bind,ro %s && "
+				 "exec %s run %s --timeout 60 --summary %s/summary.json --log-dir %s/logs",
+				 zero, knob, knob, ferry_bin(), cfg, tmp, tmp);
+	char *const argv[] = { "unshare", "-m", "sh", "-c", script, NULL };
+	struct cmd_result r = run_cmd(argv, 120);
+	char *log = log_of("rx");
+	if (r.status != 0)
+		fail_msg("fallback run failed (%d):\n%s\n%s", r.status, r.err, log);
+	expect_contains(r.err, "msgq: using 4 KiB pages instead of 2 MiB");
+	expect_contains(r.err, "ferry-tx-ram: using 4 KiB pages instead of 2 MiB huge pages");
+	expect_contains(log, "received run 1: 40 of 40 messages verified");
+	cJSON *t = vm("tx");
+	assert_int_equal(json_num(t, "counters.msgq.page_size"), 4096);
+	assert_true(json_num(t, "counters.msgq.pages_remapped") >= 80);
+	free(log);
+	free(script);
+	free(zero);
+	free(cfg);
+	cmd_result_free(&r);
+}
+
+static long meminfo_value(const char *key)
+{
+	char *meminfo = read_file("/proc/meminfo");
+	const char *at = meminfo ? strstr(meminfo, key) : NULL;
+	long n = at ? atol(at + strlen(key)) : -1;
+	free(meminfo);
+	return n;
+}
+
+/* Huge pages are surplus pages: a ferry killed with SIGKILL (no chance to
+ * clean up) leaves none of them allocated on the host. */
+static void killed_ferry_leaves_no_huge_pages(void **state)
+{
+	(void)state;
+	require_kvm();
+	const char *knob = "/proc/sys/vm/nr_overcommit_hugepages";
+	char *limit_before = read_file(knob);
+	long total_before = meminfo_value("HugePages_Total:");
+	assert_non_null(limit_before);
+	char *cfg = pair_config("app=msgbulk role=send peer=rx sizes=2M count=1000000 mode=remap check=header",
+				"app=msgbulk role=recv", "", true);
+	char *summary = xasprintf("%s/summary.json", tmp), *logs = xasprintf("%s/logs", tmp);
+	char *const argv[] = { (char *)ferry_bin(), "run", cfg, "--summary", summary, "--log-dir", logs, NULL };
+	int pid = spawn_background(argv);
+	long during = total_before;
+	for (int i = 0; i < 500 && during <= total_before; i++) {
+		usleep(20000);
+		during = meminfo_value("HugePages_Total:");
+	}
+	kill(pid, SIGKILL);
+	assert_int_equal(wait_background(pid, 10), 128 + SIGKILL);
+	long after = meminfo_value("HugePages_Total:");
+	for (int i = 0; i < 100 && after != total_before; i++) { /* the kernel frees them as the process goes */
+		usleep(20000);
+		after = meminfo_value("HugePages_Total:");
+	}
+	write_file(knob, limit_before); /* the one thing a killed ferry cannot put back */
+	if (during <= total_before)
+		fail_msg("ferry never allocated huge pages (HugePages_Total stayed %ld)", total_before);
+	assert_int_equal(after, total_before);
+	free(limit_before);
+	free(summary);
+	free(logs);
+	free(cfg);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
 
 int main(void)
@@ -175,6 +273,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(example_remaps_not_copies), T(misuse_is_refused_and_counted), T(bulk_modes_verify),
 		T(deferred_posting_is_recorded), T(ping_pong_round_trips), T(bad_msgq_configs),
+		T(hugepages_fall_back_to_4k), T(killed_ferry_leaves_no_huge_pages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
