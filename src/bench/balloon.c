@@ -231,8 +231,7 @@ int bench_balloon(int argc, char **argv)
 	};
 	uint64_t mem_mib = 2048, size_mib = 1024;
 	bool json = false, qemu = true;
-	char want_kernel[PATH_MAX];
-	config_default_kernel(want_kernel, sizeof(want_kernel));
+	config_default_kernel(kernel, sizeof(kernel));
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -246,7 +245,7 @@ int bench_balloon(int argc, char **argv)
 				return usage_error("bench balloon", "--size: expected a size like 1G, got '%s'", optarg);
 			break;
 		case 'k':
-			snprintf(want_kernel, sizeof(want_kernel), "%s", optarg);
+			snprintf(kernel, sizeof(kernel), "%s", optarg);
 			break;
 		case 'Q':
 			qemu = false;
@@ -265,14 +264,9 @@ int bench_balloon(int argc, char **argv)
 		return usage_error("bench balloon", "unexpected argument '%s'", argv[optind]);
 	if (size_mib * 2 > mem_mib)
 		return usage_error("bench balloon", "--size must be at most half of --mem (the guest first uses 3/4 of it)");
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n <= 0 || !realpath(want_kernel, kernel) || !mkdtemp(tmpdir)) {
-		fprintf(stderr, "ferry bench balloon: cannot find the kernel %s or make a temporary directory\n", want_kernel);
+	if (bench_workspace("balloon", self, sizeof(self), kernel, tmpdir))
 		return 1;
-	}
-	self[n] = '\0';
-	if (qemu && system("command -v qemu-system-x86_64 >/dev/null 2>&1") != 0)
-		qemu = false;
+	qemu = qemu && bench_qemu_installed("balloon");
 
 	struct result f = bench_ferry(mem_mib, size_mib), q = { -1, -1, -1, false };
 	if (qemu)
@@ -307,9 +301,6 @@ int bench_balloon(int argc, char **argv)
 		else if (qemu)
 			printf("  qemu    run failed\n");
 	}
-	char rm[PATH_MAX + 16];
-	snprintf(rm, sizeof(rm), "rm -rf %s", tmpdir);
-	if (system(rm) != 0)
-		fprintf(stderr, "ferry bench balloon: could not remove %s\n", tmpdir);
+	bench_remove_dir("balloon", tmpdir);
 	return f.ok ? 0 : 1;
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#define QEMU_BIN "qemu-system-x86_64"
+
 int bench_boot(int argc, char **argv);
 int bench_msg(int argc, char **argv);
 int bench_balloon(int argc, char **argv);
@@ -35,6 +37,16 @@ struct rss {
 	uint64_t total, anon, file, shmem;
 };
 bool read_rss(pid_t pid, struct rss *out);
+
+/* What every bench starts from: `self`, this ferry binary (VMs run as its
+ * children); `kernel`, resolved in place to an absolute path (it goes into
+ * configs written elsewhere); `dir`, a mkdtemp template made into a fresh
+ * scratch directory. 0, or 1 after saying what failed. */
+int bench_workspace(const char *bench, char *self, size_t self_len, char *kernel, char *dir);
+/* rm -rf a scratch directory made by bench_workspace (or mkdtemp). */
+void bench_remove_dir(const char *bench, const char *dir);
+/* Whether QEMU_BIN is installed; if not, says the QEMU figures are skipped. */
+bool bench_qemu_installed(const char *bench);
 
 /* Order statistics of n values (the array is sorted in place). */
 double stat_median(double *v, size_t n);

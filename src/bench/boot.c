@@ -29,7 +29,6 @@ static const char boot_help[] =
 	"console byte, which ferry also reports for itself (ferry_spawn_ms_*).\n"
 	"Targets on the project's machines: median <= 50 ms, <= 3 MiB per VM.\n";
 
-#define QEMU_BIN "qemu-system-x86_64"
 #define MEM_SAMPLES 5
 #define SHARED_VMS 8
 
@@ -197,11 +196,6 @@ static int parse(int argc, char **argv, struct opts *o)
 	}
 	if (optind < argc)
 		return usage_error("bench boot", "unexpected argument '%s'", argv[optind]);
-	/* Absolute, because it also goes into configs written elsewhere. */
-	char abs[PATH_MAX];
-	if (access(o->kernel, R_OK) != 0 || !realpath(o->kernel, abs))
-		return usage_error("bench boot", "cannot read kernel %s", o->kernel);
-	snprintf(o->kernel, sizeof(o->kernel), "%s", abs);
 	return 0;
 }
 
@@ -211,14 +205,9 @@ int bench_boot(int argc, char **argv)
 	int ret = parse(argc, argv, &o);
 	if (ret)
 		return ret;
-	ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (sl <= 0 || !mkdtemp(tmpdir)) {
-		fprintf(stderr, "ferry bench boot: cannot set up a temporary directory\n");
+	if (bench_workspace("boot", self, sizeof(self), o.kernel, tmpdir))
 		return 1;
-	}
-	self[sl] = '\0';
-	if (o.qemu && system("command -v " QEMU_BIN " >/dev/null 2>&1") != 0)
-		o.qemu = false;
+	o.qemu = o.qemu && bench_qemu_installed("boot");
 
 	char *av[40], cmd[256], summary[PATH_MAX + 32];
 	double *boot = calloc(o.count, sizeof(double)), *spawn = calloc(o.count, sizeof(double));
@@ -319,10 +308,7 @@ int bench_boot(int argc, char **argv)
 		if (nq)
 			printf("  qemu,  one VM per process                 %7.2f MiB\n", qemu_mib);
 	}
-	char rm[PATH_MAX + 16];
-	snprintf(rm, sizeof(rm), "rm -rf %s", tmpdir);
-	if (system(rm) != 0)
-		fprintf(stderr, "ferry bench boot: could not remove %s\n", tmpdir);
+	bench_remove_dir("boot", tmpdir);
 	free(boot);
 	free(spawn);
 	free(qboot);

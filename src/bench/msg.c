@@ -38,7 +38,6 @@ static const char msg_help[] =
 	"project's machines: at 2 MiB remap >= 10x copy; at 4 KiB adaptive within 10%\n"
 	"of the faster of copy and remap; deferred >= 5x immediate for 64 B.\n";
 
-#define QEMU_BIN "qemu-system-x86_64"
 #define QEMU_SHM_MIB 64  /* two rings of 32 MiB: 15 messages of 2 MiB each */
 
 static char self[PATH_MAX], kernel[PATH_MAX];
@@ -222,23 +221,13 @@ static bool qemu_usable(bool want)
 {
 	if (!want)
 		return false;
-	if (system("command -v " QEMU_BIN " >/dev/null 2>&1") != 0) {
-		fprintf(stderr, "ferry bench msg: %s is not installed: no QEMU column\n", QEMU_BIN);
+	if (!bench_qemu_installed("msg"))
 		return false;
-	}
 	if (!mkdtemp(shmdir)) {
 		fprintf(stderr, "ferry bench msg: cannot make a directory in /dev/shm: no QEMU column\n");
 		return false;
 	}
 	return true;
-}
-
-static void remove_dir(const char *dir)
-{
-	char rm[PATH_MAX + 16];
-	snprintf(rm, sizeof(rm), "rm -rf %s", dir);
-	if (system(rm) != 0)
-		fprintf(stderr, "ferry bench msg: could not remove %s\n", dir);
 }
 
 int bench_msg(int argc, char **argv)
@@ -251,8 +240,7 @@ int bench_msg(int argc, char **argv)
 	};
 	uint64_t count = 1000, count_r;
 	bool json = false, want_qemu = true;
-	char want_kernel[PATH_MAX];
-	config_default_kernel(want_kernel, sizeof(want_kernel));
+	config_default_kernel(kernel, sizeof(kernel));
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -262,7 +250,7 @@ int bench_msg(int argc, char **argv)
 				return usage_error("bench msg", "--count: expected 10 to 1000000, got '%s'", optarg);
 			break;
 		case 'k':
-			snprintf(want_kernel, sizeof(want_kernel), "%s", optarg);
+			snprintf(kernel, sizeof(kernel), "%s", optarg);
 			break;
 		case 'r':
 			if (!parse_uint(optarg, 1, 15, &count_r))
@@ -284,12 +272,8 @@ int bench_msg(int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage_error("bench msg", "unexpected argument '%s'", argv[optind]);
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n <= 0 || !realpath(want_kernel, kernel) || !mkdtemp(tmpdir)) {
-		fprintf(stderr, "ferry bench msg: cannot find the kernel %s or make a temporary directory\n", want_kernel);
+	if (bench_workspace("msg", self, sizeof(self), kernel, tmpdir))
 		return 1;
-	}
-	self[n] = '\0';
 	bool qemu = qemu_usable(want_qemu);
 
 	/* The QEMU runs take the copy runs' command lines as they are. */
@@ -438,8 +422,8 @@ int bench_msg(int argc, char **argv)
 	cJSON_Delete(qsmall);
 	cJSON_Delete(qlarge);
 	cJSON_Delete(qpost);
-	remove_dir(tmpdir);
+	bench_remove_dir("msg", tmpdir);
 	if (qemu)
-		remove_dir(shmdir);
+		bench_remove_dir("msg", shmdir);
 	return 0;
 }

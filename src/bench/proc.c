@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -145,4 +146,41 @@ double stat_p95(double *v, size_t n)
 	qsort(v, n, sizeof(*v), cmp_double);
 	size_t idx = (size_t)ceil(0.95 * (double)n) - 1;
 	return v[idx];
+}
+
+int bench_workspace(const char *bench, char *self, size_t self_len, char *kernel, char *dir)
+{
+	char abs[PATH_MAX];
+	if (access(kernel, R_OK) != 0 || !realpath(kernel, abs)) {
+		fprintf(stderr, "ferry bench %s: cannot read kernel %s: %s\n", bench, kernel, strerror(errno));
+		return 1;
+	}
+	snprintf(kernel, PATH_MAX, "%s", abs);
+	ssize_t n = readlink("/proc/self/exe", self, self_len - 1);
+	if (n <= 0) {
+		fprintf(stderr, "ferry bench %s: cannot find the ferry binary: %s\n", bench, strerror(errno));
+		return 1;
+	}
+	self[n] = '\0';
+	if (!mkdtemp(dir)) {
+		fprintf(stderr, "ferry bench %s: cannot make a directory from %s: %s\n", bench, dir, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+void bench_remove_dir(const char *bench, const char *dir)
+{
+	char rm[PATH_MAX + 16];
+	snprintf(rm, sizeof(rm), "rm -rf '%s'", dir);
+	if (system(rm) != 0)
+		fprintf(stderr, "ferry bench %s: could not remove %s\n", bench, dir);
+}
+
+bool bench_qemu_installed(const char *bench)
+{
+	if (system("command -v " QEMU_BIN " >/dev/null 2>&1") == 0)
+		return true;
+	fprintf(stderr, "ferry bench %s: %s is not installed: no QEMU figures\n", bench, QEMU_BIN);
+	return false;
 }
