@@ -470,7 +470,9 @@ static void balloon_work(struct work *w)
 		stuck = step(now);
 	else
 		read_target();
-	if (b.report_on && now >= b.next_report_ns) {
+	/* Paused means nothing takes free pages behind the caller's back:
+	 * reporting borrows them too. */
+	if (b.report_on && !b.paused && now >= b.next_report_ns) {
 		report_free();
 		b.next_report_ns = time_ns() + b.report_period_ns;
 	}
@@ -478,7 +480,7 @@ static void balloon_work(struct work *w)
 
 	if (!b.passive && !b.paused && b.held.pages != b.target)
 		delay = stuck ? IDLE_STEP_NS : STEP_NS;
-	if (b.report_on)
+	if (b.report_on && !b.paused)
 		delay = MIN(delay, b.next_report_ns > now ? b.next_report_ns - now : MS);
 	if (b.poll_ns)   /* no interrupts (QEMU's balloon has no MSI-X): poll */
 		delay = MIN(delay, b.poll_ns);

@@ -53,7 +53,8 @@ void balloon_info(struct balloon_info *bi);
 /* Re-reads num_pages and returns it (0 without a device). */
 uint32_t balloon_read_target(void);
 
-/* For the selftest: stops (true) or restarts the driver's own movements. */
+/* For the selftest: stops (true) or restarts the driver's own movements
+ * and free page reporting, so that nothing takes free pages meanwhile. */
 void balloon_pause(bool paused);
 /* Moves the balloon now, ignoring the rate but not the host's target (no
  * inflating beyond num_pages): returns pages moved. */
