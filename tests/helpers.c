@@ -318,3 +318,12 @@ char *test_console_log(const char *name)
 		fail_msg("no console log for %s", name);
 	return text;
 }
+
+/* FERRY_TEST_FILTER=pattern runs only the tests whose names match (cmocka's
+ * filter: '*' and '?' wildcards), in every test binary. */
+__attribute__((constructor)) static void apply_test_filter(void)
+{
+	const char *f = getenv("FERRY_TEST_FILTER");
+	if (f && *f)
+		cmocka_set_test_filter(f);
+}

@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "devices/cpu_reserve.h"
 #include "host/eventloop.h"
@@ -49,7 +48,7 @@ struct cpu_scheduler {
 	struct vmm *vmm;
 	struct vm **vms;
 	unsigned nr, budget;
-	long host_cpus;
+	unsigned host_cpus;
 	struct evl_handler *timer;
 	pthread_mutex_t lock;
 	uint64_t last_tick_ns;
@@ -117,7 +116,7 @@ static void tick(void *arg, uint32_t events)
 		struct vm *vm = s->vms[i];
 		uint64_t parked = vcpus[i] && coop[i] && st[i].acked ? st[i].parked_mask : 0;
 		for (unsigned k = 0; vcpus[i] && k < vm->nr_vcpus && k < 64; k++) {
-			int want = (parked & (1ull << k)) || (long)active > s->host_cpus ? -1 : next++;
+			int want = (parked & (1ull << k)) || active > s->host_cpus ? -1 : vmm_host_cpu(s->vmm, next++);
 			if (s->pinned[i][k] != want && vcpu_pin(vm->vcpus[k], want) == 0) {
 				s->pinned[i][k] = want;
 				s->pin_changes++;
@@ -138,7 +137,7 @@ struct cpu_scheduler *cpu_scheduler_create(struct vmm *vmm, struct vm **vms, uns
 	s->vms = vms;
 	s->nr = nr;
 	s->budget = budget;
-	s->host_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	s->host_cpus = vmm->nr_host_cpus;
 	pthread_mutex_init(&s->lock, NULL);
 	for (unsigned i = 0; i < MAX_VMS; i++)
 		for (unsigned k = 0; k < 64; k++)

@@ -16,6 +16,7 @@
 #include "vmm/log.h"
 #include "vmm/sandbox.h"
 #include "vmm/vm.h"
+#include "vmm/vmm.h"
 
 #define KICK_SIGNAL SIGUSR1
 
@@ -342,13 +343,10 @@ int vcpu_pin(struct vcpu *vcpu, int cpu)
 {
 	if (!vcpu->started)
 		return -1;
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	if (cpu < 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		for (long i = 0; i < n && i < CPU_SETSIZE; i++)
-			CPU_SET(i, &set);
-	} else {
+	/* Unpinned means every CPU ferry was given, as found at start-up. */
+	cpu_set_t set = vcpu->vm->vmm->host_cpus;
+	if (cpu >= 0) {
+		CPU_ZERO(&set);
 		CPU_SET(cpu, &set);
 	}
 	return pthread_setaffinity_np(vcpu->thread, sizeof(set), &set) == 0 ? 0 : -1;

@@ -42,7 +42,8 @@ void vcpu_kick(struct vcpu *vcpu);
 void vcpu_join(struct vcpu *vcpu);
 /* CPU time the vCPU's thread has used so far (after it ends: in total). */
 uint64_t vcpu_cpu_time_ns(struct vcpu *vcpu);
-/* Pins the vCPU's thread to host CPU `cpu` (-1: any CPU). 0 or -1. */
+/* Pins the vCPU's thread to host CPU `cpu` (-1: any CPU ferry may use).
+ * 0 or -1. Safe in sandboxed threads: it opens no file. */
 int vcpu_pin(struct vcpu *vcpu, int cpu);
 void vcpu_destroy(struct vcpu *vcpu);
 

@@ -1,5 +1,6 @@
 #include "vmm/vmm.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,11 @@ int vmm_init(struct vmm *vmm, char *err, size_t errlen)
 	pthread_cond_init(&vmm->vm_stopped, &attr);
 	pthread_condattr_destroy(&attr);
 	vcpu_signals_init();
+	if (sched_getaffinity(0, sizeof(vmm->host_cpus), &vmm->host_cpus) < 0) {
+		snprintf(err, errlen, "sched_getaffinity: %s", strerror(errno));
+		return -1;
+	}
+	vmm->nr_host_cpus = (unsigned)CPU_COUNT(&vmm->host_cpus);
 	if (kvm_open(&vmm->kvm, err, errlen) < 0)
 		return -1;
 	vmm->evl = evl_create();
@@ -45,4 +51,12 @@ void vmm_notify_stopped(struct vmm *vmm)
 	pthread_mutex_lock(&vmm->lock);
 	pthread_cond_broadcast(&vmm->vm_stopped);
 	pthread_mutex_unlock(&vmm->lock);
+}
+
+int vmm_host_cpu(const struct vmm *vmm, unsigned n)
+{
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &vmm->host_cpus) && n-- == 0)
+			return cpu;
+	return -1;
 }

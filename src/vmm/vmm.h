@@ -4,6 +4,7 @@
 #define FERRY_VMM_H
 
 #include <pthread.h>
+#include <sched.h>
 
 #include "vmm/kvm.h"
 
@@ -18,10 +19,16 @@ struct vmm {
 	struct msgq_switch *msgq;        /* message switch, if any VM has a msgq */
 	pthread_mutex_t lock;
 	pthread_cond_t vm_stopped;  /* signalled whenever a VM stops */
+	/* The host CPUs ferry may run on, read once at start-up: sandboxed
+	 * threads cannot open /sys to ask again (sysconf would). */
+	cpu_set_t host_cpus;
+	unsigned nr_host_cpus;
 };
 
 int vmm_init(struct vmm *vmm, char *err, size_t errlen);
 void vmm_destroy(struct vmm *vmm);
 void vmm_notify_stopped(struct vmm *vmm);
+/* The n-th CPU (from 0) of host_cpus, or -1 if there are not that many. */
+int vmm_host_cpu(const struct vmm *vmm, unsigned n);
 
 #endif

@@ -234,6 +234,33 @@ static void cpu_reserve_parks(void **state)
 			 num_at(x, "counters.cpu-reserve.acknowledged"));
 }
 
+/* A vCPU budget below the VM's vCPUs on a host with CPUs to spare: the
+ * scheduler pins running vCPUs to host CPUs of their own and unpins the one
+ * the guest parks, from the sandboxed event loop (unpinning once opened a
+ * file there, which the seccomp filter answered by stopping ferry). */
+static void vcpu_budget_pins_and_unpins(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *json = xasprintf(
+		"{ \"host\": { \"vcpu_budget\": 1 }, \"vms\": ["
+		" { \"name\": \"batch\", \"memory_mib\": 64, \"vcpus\": 2, \"kernel\": \"%s\","
+		"   \"cmdline\": \"app=cpuburn ms=3000\", \"devices\": [ { \"type\": \"cpu-reserve\" } ] } ] }",
+		kernel);
+	struct cmd_result r = run_config(json);
+	free(json);
+	const char *want[] = { "[batch] cpuburn: cpu 1 (apic 1)", NULL };
+	expect_ok(&r, want);
+	cmd_result_free(&r);
+	char *path = xasprintf("%s/summary.json", tmp);
+	cJSON *doc = load_json(path);
+	free(path);
+	/* Two vCPUs pinned while both run, then the parked one unpinned. */
+	if (!doc || json_num(doc, "cpu.affinity_changes") < 3 || json_num(doc, "cpu.parked_vcpus_that_ran") != 0)
+		fail_msg("expected >= 3 affinity changes and no parked vCPU running");
+	cJSON_Delete(doc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -242,6 +269,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(two_vms_under_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(user_level_balloon, setup, teardown),
 		cmocka_unit_test_setup_teardown(cpu_reserve_parks, setup, teardown),
+		cmocka_unit_test_setup_teardown(vcpu_budget_pins_and_unpins, setup, teardown),
 		cmocka_unit_test_setup_teardown(overcommit_example, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
