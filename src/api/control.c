@@ -18,8 +18,11 @@
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
-#define MAX_CLIENTS 16
+#define MAX_CLIENTS 32
 #define LINE_MAX_LEN 4096
+#define OUT_MAX_LEN (4u << 20)               /* answers queued for a client that does not read */
+#define IDLE_TIMEOUT_NS (30ull * 1000000000) /* a silent client is closed after this */
+#define EVICT_IDLE_NS (1000000000ull)        /* when full, a client idle this long makes room */
 
 struct client {
 	struct control *ctl;
@@ -27,6 +30,11 @@ struct client {
 	struct evl_handler *h;
 	char buf[LINE_MAX_LEN];
 	size_t len;
+	bool discarding;         /* skipping the rest of an over-long request */
+	char *out;               /* answers not yet sent */
+	size_t out_len, out_cap;
+	bool want_out;           /* waiting for EPOLLOUT */
+	uint64_t last_active_ns;
 };
 
 struct control {
@@ -36,8 +44,10 @@ struct control {
 	bool manual_memory, manual_cpu;
 	char path[108];
 	int fd;
-	struct evl_handler *listen;
+	struct evl_handler *listen, *idle_timer;
 	struct client *clients[MAX_CLIENTS];
+	uint64_t idle_timeout_ns;
+	unsigned long timed_out, evicted;
 };
 
 static char *answer_error(const char *fmt, const char *arg)
@@ -178,57 +188,173 @@ static void drop_client(struct client *cl)
 			c->clients[i] = NULL;
 	evl_del(c->vmm->evl, cl->h);
 	close(cl->fd);
+	free(cl->out);
 	free(cl);
+}
+
+/* Sends what is queued. A client that went away is an ordinary error for
+ * that client only: MSG_NOSIGNAL, so no SIGPIPE. false: the client is gone. */
+static bool flush_client(struct client *cl)
+{
+	while (cl->out_len) {
+		ssize_t n = send(cl->fd, cl->out, cl->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n <= 0) {
+			drop_client(cl);
+			return false;
+		}
+		memmove(cl->out, cl->out + n, cl->out_len - (size_t)n);
+		cl->out_len -= (size_t)n;
+	}
+	/* Wait for room only while something is queued. */
+	bool want_out = cl->out_len > 0;
+	if (want_out != cl->want_out) {
+		if (evl_mod(cl->ctl->vmm->evl, cl->h, EPOLLIN | (want_out ? EPOLLOUT : 0)) < 0) {
+			drop_client(cl);
+			return false;
+		}
+		cl->want_out = want_out;
+	}
+	return true;
+}
+
+/* Queues one answer line. false: the client is gone (it does not read its
+ * answers and the queue is full, or it hung up). */
+static bool queue_answer(struct client *cl, const char *ans)
+{
+	size_t len = strlen(ans) + 1;
+	if (cl->out_len + len > OUT_MAX_LEN) {
+		log_warn(NULL, "control: a client that does not read its answers was disconnected");
+		drop_client(cl);
+		return false;
+	}
+	if (cl->out_len + len > cl->out_cap) {
+		size_t cap = cl->out_cap ? cl->out_cap : 4096;
+		while (cap < cl->out_len + len)
+			cap *= 2;
+		char *p = realloc(cl->out, cap);
+		if (!p) {
+			drop_client(cl);
+			return false;
+		}
+		cl->out = p;
+		cl->out_cap = cap;
+	}
+	memcpy(cl->out + cl->out_len, ans, len - 1);
+	cl->out[cl->out_len + len - 1] = '\n';
+	cl->out_len += len;
+	return flush_client(cl);
+}
+
+/* Answers every complete line in the input buffer. false: the client is gone. */
+static bool handle_lines(struct client *cl)
+{
+	char *nl;
+	while ((nl = memchr(cl->buf, '\n', cl->len)) != NULL) {
+		*nl = '\0';
+		size_t used = (size_t)(nl + 1 - cl->buf);
+		bool ok = true;
+		if (cl->discarding) {
+			cl->discarding = false; /* the end of an over-long request */
+		} else {
+			char *ans = control_handle(cl->ctl, cl->buf);
+			ok = ans ? queue_answer(cl, ans) : queue_answer(cl, "{\"ok\": false, \"error\": \"out of memory\"}");
+			free(ans);
+		}
+		if (!ok)
+			return false;
+		memmove(cl->buf, cl->buf + used, cl->len - used);
+		cl->len -= used;
+	}
+	if (cl->len == sizeof(cl->buf)) {
+		/* Over the limit: say so once, drop the rest of that line, and
+		 * keep the connection. */
+		cl->len = 0;
+		if (!cl->discarding) {
+			cl->discarding = true;
+			char msg[96];
+			snprintf(msg, sizeof(msg), "{\"ok\": false, \"error\": \"request longer than %d bytes\"}",
+				 LINE_MAX_LEN - 1);
+			return queue_answer(cl, msg);
+		}
+	}
+	return true;
 }
 
 static void client_ready(void *arg, uint32_t events)
 {
 	struct client *cl = arg;
-	ssize_t n = read(cl->fd, cl->buf + cl->len, sizeof(cl->buf) - 1 - cl->len);
-	if (n <= 0 || (events & (EPOLLHUP | EPOLLERR))) {
-		drop_client(cl);
+	cl->last_active_ns = clock_ns();
+	if ((events & EPOLLOUT) && !flush_client(cl))
 		return;
-	}
-	cl->len += (size_t)n;
-	cl->buf[cl->len] = '\0';
-	char *nl;
-	while ((nl = strchr(cl->buf, '\n')) != NULL) {
-		*nl = '\0';
-		char *ans = control_handle(cl->ctl, cl->buf);
-		bool ok = ans && dprintf(cl->fd, "%s\n", ans) > 0;
-		free(ans);
-		size_t used = (size_t)(nl + 1 - cl->buf);
-		memmove(cl->buf, nl + 1, cl->len - used + 1);
-		cl->len -= used;
-		if (!ok) {
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		return;
+	/* Read what is there, a bounded amount per wake-up, so one chatty
+	 * client cannot hold the loop. */
+	for (int rounds = 0; rounds < 16; rounds++) {
+		ssize_t n = read(cl->fd, cl->buf + cl->len, sizeof(cl->buf) - cl->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
 			drop_client(cl);
 			return;
 		}
-	}
-	if (cl->len == sizeof(cl->buf) - 1) {
-		dprintf(cl->fd, "{\"ok\": false, \"error\": \"request longer than %d bytes\"}\n", LINE_MAX_LEN - 1);
-		drop_client(cl);
+		cl->len += (size_t)n;
+		if (!handle_lines(cl))
+			return;
 	}
 }
 
-static void accept_ready(void *arg, uint32_t events)
+/* The client that has been quiet longest, for eviction when all slots are
+ * taken; NULL if none is idle. */
+static struct client *idlest(struct control *c, uint64_t now)
 {
-	struct control *c = arg;
-	(void)events;
-	int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	if (fd < 0)
-		return;
+	struct client *best = NULL;
+	for (unsigned i = 0; i < MAX_CLIENTS; i++) {
+		struct client *cl = c->clients[i];
+		if (cl && now - cl->last_active_ns >= EVICT_IDLE_NS && !cl->out_len &&
+		    (!best || cl->last_active_ns < best->last_active_ns))
+			best = cl;
+	}
+	return best;
+}
+
+static void accept_one(struct control *c, int fd)
+{
+	uint64_t now = clock_ns();
 	unsigned slot = 0;
 	while (slot < MAX_CLIENTS && c->clients[slot])
 		slot++;
+	if (slot == MAX_CLIENTS) {
+		/* Full: the longest-idle client makes room, so idle
+		 * connections can never lock the others out. */
+		struct client *victim = idlest(c, now);
+		if (victim) {
+			static const char bye[] = "{\"ok\": false, \"error\": \"closed: too many clients and this one was idle\"}\n";
+			if (send(victim->fd, bye, sizeof(bye) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+				log_debug(NULL, "control: evicted client: %s", strerror(errno));
+			drop_client(victim);
+			c->evicted++;
+			for (slot = 0; c->clients[slot]; slot++)
+				;
+		}
+	}
 	struct client *cl = slot < MAX_CLIENTS ? calloc(1, sizeof(*cl)) : NULL;
 	if (!cl) {
-		dprintf(fd, "{\"ok\": false, \"error\": \"too many clients\"}\n");
+		static const char busy[] = "{\"ok\": false, \"error\": \"too many clients\"}\n";
+		if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug(NULL, "control: refused client: %s", strerror(errno));
 		close(fd);
 		return;
 	}
 	cl->ctl = c;
 	cl->fd = fd;
+	cl->last_active_ns = now;
 	cl->h = evl_add(c->vmm->evl, fd, EPOLLIN, client_ready, cl);
 	if (!cl->h) {
 		close(fd);
@@ -236,6 +362,37 @@ static void accept_ready(void *arg, uint32_t events)
 		return;
 	}
 	c->clients[slot] = cl;
+}
+
+static void accept_ready(void *arg, uint32_t events)
+{
+	struct control *c = arg;
+	(void)events;
+	/* A bounded number per wake-up; the rest wait in the backlog. */
+	for (int i = 0; i < 16; i++) {
+		int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+				log_warn(NULL, "control: accept: %s", strerror(errno));
+			return;
+		}
+		accept_one(c, fd);
+	}
+}
+
+/* Once a second: clients silent for the idle timeout are closed. */
+static void idle_tick(void *arg, uint32_t events)
+{
+	struct control *c = arg;
+	(void)events;
+	uint64_t now = clock_ns();
+	for (unsigned i = 0; i < MAX_CLIENTS; i++) {
+		struct client *cl = c->clients[i];
+		if (cl && now - cl->last_active_ns >= c->idle_timeout_ns) {
+			c->timed_out++;
+			drop_client(cl);
+		}
+	}
 }
 
 struct control *control_create(struct vmm *vmm, struct vm **vms, unsigned nr, const char *path,
@@ -281,19 +438,38 @@ struct control *control_create(struct vmm *vmm, struct vm **vms, unsigned nr, co
 		free(c);
 		return NULL;
 	}
+	c->idle_timeout_ns = IDLE_TIMEOUT_NS;
 	c->listen = evl_add(vmm->evl, c->fd, EPOLLIN, accept_ready, c);
+	c->idle_timer = evl_add_timer(vmm->evl, 1000000000ull, idle_tick, c);
+	if (!c->listen || !c->idle_timer) {
+		snprintf(err, errlen, "--control: cannot watch %s", path);
+		control_destroy(c);
+		return NULL;
+	}
 	return c;
+}
+
+/* On the loop's side (evl_run_exclusive): no handler of ours runs while
+ * the listener goes first (no client can be accepted after), then every
+ * client. */
+static void teardown(void *arg)
+{
+	struct control *c = arg;
+	if (c->listen)
+		evl_del(c->vmm->evl, c->listen);
+	if (c->idle_timer)
+		evl_del(c->vmm->evl, c->idle_timer);
+	c->listen = c->idle_timer = NULL;
+	for (unsigned i = 0; i < MAX_CLIENTS; i++)
+		if (c->clients[i])
+			drop_client(c->clients[i]);
 }
 
 void control_destroy(struct control *c)
 {
 	if (!c)
 		return;
-	for (unsigned i = 0; i < MAX_CLIENTS; i++)
-		if (c->clients[i])
-			drop_client(c->clients[i]);
-	if (c->listen)
-		evl_del(c->vmm->evl, c->listen);
+	evl_run_exclusive(c->vmm->evl, teardown, c);
 	if (c->fd >= 0) {
 		close(c->fd);
 		unlink(c->path);

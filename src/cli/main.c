@@ -1,4 +1,5 @@
 /* ferry: a virtual machine monitor for many small VMs on one KVM host. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,9 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+	/* A reader that went away (a control client, a closed terminal pipe)
+	 * is an error for that write, never the end of every VM. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

@@ -318,11 +318,22 @@ int cmd_run(int argc, char **argv)
 	char **errors = calloc(cfg.nr_vms, sizeof(*errors));
 	if (!vms || !errors) {
 		fprintf(stderr, "ferry run: out of memory\n");
+		free(vms);
+		free(errors);
+		vmm_destroy(&vmm);
+		config_free(&cfg);
 		return 1;
 	}
 	sig.vms = vms;
 	sig.nr = cfg.nr_vms;
-	pthread_create(&sig.thread, NULL, signal_thread, &sig);
+	if (pthread_create(&sig.thread, NULL, signal_thread, &sig) != 0) {
+		fprintf(stderr, "ferry run: cannot start the signal thread\n");
+		free(vms);
+		free(errors);
+		vmm_destroy(&vmm);
+		config_free(&cfg);
+		return 1;
+	}
 
 	/* A VM that cannot be built is reported; the others still run. */
 	for (unsigned i = 0; i < cfg.nr_vms; i++) {

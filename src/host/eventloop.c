@@ -135,9 +135,32 @@ void evl_destroy(struct eventloop *evl)
 	free(evl);
 }
 
+/* The loop this thread is running exclusively (evl_run_exclusive), if any:
+ * it holds that loop's lock already. */
+static __thread struct eventloop *exclusive_on;
+
 static bool on_loop_thread(struct eventloop *evl)
 {
-	return evl->running && pthread_equal(pthread_self(), evl->thread);
+	return exclusive_on == evl || (evl->running && pthread_equal(pthread_self(), evl->thread));
+}
+
+void evl_run_exclusive(struct eventloop *evl, void (*fn)(void *arg), void *arg)
+{
+	if (on_loop_thread(evl)) {
+		fn(arg);
+		return;
+	}
+	pthread_mutex_lock(&evl->lock);
+	exclusive_on = evl;
+	fn(arg);
+	exclusive_on = NULL;
+	pthread_mutex_unlock(&evl->lock);
+}
+
+int evl_mod(struct eventloop *evl, struct evl_handler *h, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+	return epoll_ctl(evl->epfd, EPOLL_CTL_MOD, h->fd, &ev);
 }
 
 struct evl_handler *evl_add(struct eventloop *evl, int fd, uint32_t events, evl_fn fn, void *arg)

@@ -21,6 +21,17 @@ struct evl_handler *evl_add(struct eventloop *evl, int fd, uint32_t events, evl_
  * called from fn itself, which may remove its own handler). */
 void evl_del(struct eventloop *evl, struct evl_handler *h);
 
+/* Changes the events a handler waits for (e.g. EPOLLOUT while output is
+ * queued). 0 or -1. */
+int evl_mod(struct eventloop *evl, struct evl_handler *h, uint32_t events);
+
+/* Runs fn(arg) while no handler runs: on the loop thread if called from
+ * there, else under the loop's lock. Handlers fn removes with evl_del are
+ * freed only after any batch that may still name them, so teardown of
+ * objects the loop serves (a socket and its clients) is safe from any
+ * thread when done in here. */
+void evl_run_exclusive(struct eventloop *evl, void (*fn)(void *arg), void *arg);
+
 /* A periodic timer (period_ns > 0) on the loop; returns NULL on failure. */
 struct evl_handler *evl_add_timer(struct eventloop *evl, uint64_t period_ns, evl_fn fn, void *arg);
 

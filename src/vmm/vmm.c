@@ -1,6 +1,7 @@
 #include "vmm/vmm.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +21,11 @@ int vmm_init(struct vmm *vmm, char *err, size_t errlen)
 	pthread_cond_init(&vmm->vm_stopped, &attr);
 	pthread_condattr_destroy(&attr);
 	vcpu_signals_init();
+	/* One malloc arena for every thread: a thread's own arena, when it
+	 * shrinks, makes glibc read /proc/sys/vm/overcommit_memory, which the
+	 * sandboxed threads may not open (seen as an event-loop thread killed
+	 * by its seccomp filter after freeing many control clients). */
+	mallopt(M_ARENA_MAX, 1);
 	if (sched_getaffinity(0, sizeof(vmm->host_cpus), &vmm->host_cpus) < 0) {
 		snprintf(err, errlen, "sched_getaffinity: %s", strerror(errno));
 		return -1;
