@@ -84,7 +84,8 @@ struct msgq_send_hdr {
 #define MSGQ_E_TOO_LONG    6  /* len is 0, exceeds the payload buffer or max_msg_pages */
 #define MSGQ_E_FULL        7  /* receiver has no posted buffer or free slots */
 #define MSGQ_E_BAD_CHAIN   8  /* the descriptor chain is malformed */
-#define MSGQ_E_MAX         9
+#define MSGQ_E_HOST        9  /* the host could not map the pages; nothing was sent */
+#define MSGQ_E_MAX         10
 
 /* How the payload travelled (msgq_send_status.how). */
 #define MSGQ_HOW_NONE     0

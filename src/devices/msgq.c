@@ -27,6 +27,8 @@ struct msgq_dev {
 	struct evl_handler *poll;    /* picks up deferred sends */
 	struct device ro_guard;      /* counts writes to received pages */
 	bool registered;             /* a device of the VM: destroyed with it */
+	struct vq_chain reserved;    /* the receive buffer the next delivery fills */
+	bool have_reserved;
 	bool last_pickup_copied;     /* the previous pickup that delivered anything only copied */
 };
 
@@ -34,6 +36,7 @@ static const char *const status_name[MSGQ_E_MAX] = {
 	[MSGQ_OK] = "ok", [MSGQ_E_DENIED] = "denied", [MSGQ_E_NO_DEST] = "no_dest",
 	[MSGQ_E_DEST_DOWN] = "dest_down", [MSGQ_E_BAD_ADDR] = "bad_addr", [MSGQ_E_UNALIGNED] = "unaligned",
 	[MSGQ_E_TOO_LONG] = "too_long", [MSGQ_E_FULL] = "full", [MSGQ_E_BAD_CHAIN] = "bad_chain",
+	[MSGQ_E_HOST] = "host",
 };
 
 static struct msgq_dev *to_msgq(struct virtio_device *vd)
@@ -158,32 +161,56 @@ static void msgq_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
 }
 
 /* Switch callbacks for this VM as a receiver. Switch lock (= our lock) held. */
-static bool can_deliver(struct msgq_endpoint *ep)
-{
-	struct msgq_dev *m = ep->dev;
-	return vq_pending(&m->vd.vq[MSGQ_QUEUE_RECV]) > 0;
-}
-
-static bool deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr)
+static bool reserve(struct msgq_endpoint *ep)
 {
 	struct msgq_dev *m = ep->dev;
 	struct virtqueue *vq = &m->vd.vq[MSGQ_QUEUE_RECV];
-	struct vq_chain c;
-	int r = vq_pop(vq, &c);
-	if (r != 1) {
-		if (vq->broken)
-			virtio_needs_reset(&m->vd);
-		return false;
+	for (;;) {
+		int r = vq_pop(vq, &m->reserved);
+		if (r != 1) {
+			if (vq->broken)
+				virtio_needs_reset(&m->vd);
+			return false;
+		}
+		if (!m->reserved.nr_out && m->reserved.in_bytes >= sizeof(struct msgq_recv_hdr))
+			break;
+		/* Unusable: given back empty, and the next one tried (a queue
+		 * holds a bounded number). */
+		device_reject(&m->vd.dev, "receive buffer must be one writable area of at least %zu bytes",
+			      sizeof(struct msgq_recv_hdr));
+		vq_push(vq, m->reserved.head, 0);
+		virtio_queue_interrupt(&m->vd, vq);
 	}
-	if (c.nr_out || c.in_bytes < sizeof(*hdr)) {
-		device_reject(&m->vd.dev, "receive buffer must be one writable area of at least %zu bytes", sizeof(*hdr));
-		vq_push(vq, c.head, 0);
-		return false;
-	}
-	vq_chain_write(&c, 0, hdr, sizeof(*hdr));
-	vq_push(vq, c.head, sizeof(*hdr));
-	virtio_queue_interrupt(&m->vd, vq);
+	m->have_reserved = true;
 	return true;
+}
+
+static void unreserve(struct msgq_endpoint *ep)
+{
+	struct msgq_dev *m = ep->dev;
+	if (m->have_reserved)
+		vq_unpop(&m->vd.vq[MSGQ_QUEUE_RECV]);
+	m->have_reserved = false;
+}
+
+static void deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr)
+{
+	struct msgq_dev *m = ep->dev;
+	struct virtqueue *vq = &m->vd.vq[MSGQ_QUEUE_RECV];
+	if (!m->have_reserved)
+		return;
+	m->have_reserved = false;
+	vq_chain_write(&m->reserved, 0, hdr, sizeof(*hdr));
+	vq_push(vq, m->reserved.head, sizeof(*hdr));
+	virtio_queue_interrupt(&m->vd, vq);
+}
+
+static void isolation_lost(struct msgq_endpoint *ep, const char *why)
+{
+	struct msgq_dev *m = ep->dev;
+	char detail[256];
+	snprintf(detail, sizeof(detail), "msgq: %s; stopping the VM so it cannot see another VM's page", why);
+	vm_stop(m->vm, VM_EXIT_VMM_ERROR, 0, detail);
 }
 
 static void reclaim(struct msgq_endpoint *ep)
@@ -192,9 +219,11 @@ static void reclaim(struct msgq_endpoint *ep)
 }
 
 static const struct msgq_endpoint_ops endpoint_ops = {
-	.can_deliver = can_deliver,
+	.reserve = reserve,
+	.unreserve = unreserve,
 	.deliver = deliver,
 	.reclaim = reclaim,
+	.isolation_lost = isolation_lost,
 };
 
 static void msgq_config_read(struct virtio_device *vd, uint32_t off, void *data, uint32_t len)
@@ -211,6 +240,7 @@ static void msgq_reset(struct virtio_device *vd)
 {
 	struct msgq_dev *m = to_msgq(vd);
 	m->ep->up = false;
+	m->have_reserved = false;
 	msgq_endpoint_reset(m->ep); /* received pages go back to the pool */
 }
 
@@ -288,6 +318,7 @@ static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
 		cJSON_AddNumberToObject(by, status_name[i], (double)atomic_load(&c->rejected_by[i]));
 	cJSON_AddNumberToObject(o, "returned_pages", (double)atomic_load(&c->returned_pages));
 	cJSON_AddNumberToObject(o, "pages_zeroed_for_reuse", (double)atomic_load(&c->pages_zeroed_for_reuse));
+	cJSON_AddNumberToObject(o, "map_failures", (double)atomic_load(&c->map_failures));
 	cJSON_AddNumberToObject(o, "writes_to_received_pages", (double)atomic_load(&m->ro_guard.ctr.rejected));
 	cJSON_AddNumberToObject(o, "copy_threshold", m->cfg.copy_threshold);
 	cJSON_AddNumberToObject(o, "page_size", m->cfg.page_size);
@@ -390,23 +421,35 @@ static void msgq_geometry(const struct msgq_device_config *mc, bool huge, uint32
 		*max = *send;
 }
 
+/* Mappings each VM needs besides its message window (RAM, vCPU stacks and
+ * guards, the run structure, devices), and the process's own slack. */
+#define MAPPINGS_PER_VM(vcpus) (16 + 4 * (uint64_t)(vcpus))
+#define MAPPINGS_SLACK 1024
+
 /* Pool pages for every VM's windows with this page size, and the longest
- * receive region (the zero area); false if no VM has a msgq device. */
-static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *pages, uint64_t *longest_recv)
+ * receive region (the zero area); false if no VM has a msgq device. With
+ * `mappings`, also the memory mappings the run may need at most. */
+static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *pages, uint64_t *longest_recv,
+			   uint64_t *mappings)
 {
 	bool any = false;
+	uint64_t maps = MAPPINGS_SLACK;
 	*pages = *longest_recv = 0;
 	for (unsigned i = 0; i < cfg->nr_vms; i++) {
 		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
 		uint32_t send, recv, max;
+		maps += MAPPINGS_PER_VM(cfg->vms[i].vcpus);
 		if (!d)
 			continue;
 		any = true;
 		msgq_geometry(&d->msgq, huge, &send, &recv, &max);
+		maps += msgq_window_mappings(send, recv);
 		*pages += send + recv; /* a page per send slot, and per message page in flight */
 		if (recv > *longest_recv)
 			*longest_recv = recv;
 	}
+	if (mappings)
+		*mappings = maps;
 	return any;
 }
 
@@ -417,8 +460,21 @@ int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_
 	for (unsigned i = 0; i < cfg->nr_vms; i++)
 		if (config_find_device(&cfg->vms[i], DEV_MSGQ))
 			huge = cfg->vms[i].hugepages; /* the config checked they all agree */
-	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv))
+	uint64_t maps, in_use, limit, small_pages, small_recv;
+	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL))
 		return 0;
+	/* Each slot of a window can become a mapping of its own: refuse now
+	 * what could exhaust the process's mappings later, when a remap that
+	 * fails would have to be undone. With the 4 KiB geometry: the most
+	 * slots, should huge pages fall back. */
+	msgq_pool_size(cfg, false, &small_pages, &small_recv, &maps);
+	if (!gm_mappings_fit(maps, &in_use, &limit)) {
+		snprintf(err, errlen,
+			 "msgq: the message windows may need up to %llu memory mappings, and vm.max_map_count "
+			 "allows %llu (%llu in use): use fewer send_slots/recv_slots, or raise vm.max_map_count",
+			 (unsigned long long)maps, (unsigned long long)limit, (unsigned long long)in_use);
+		return -1;
+	}
 	char why[256];
 	/* Two spare pages for measuring the copy threshold. */
 	if (huge && !gm_reserve_hugepages(pages + 2 + longest_recv, why, sizeof(why))) {
@@ -426,7 +482,7 @@ int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_
 		huge = false;
 	}
 	for (;;) {
-		msgq_pool_size(cfg, huge, &pages, &longest_recv);
+		msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL);
 		vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
 					       cfg->msgq.copy_threshold, err, errlen);
 		if (vmm->msgq || !huge)

@@ -147,6 +147,12 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *c)
 	return 1;
 }
 
+void vq_unpop(struct virtqueue *vq)
+{
+	if (vq->enabled && !vq->broken)
+		vq->last_avail--;
+}
+
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 {
 	if (!vq->enabled)

@@ -75,6 +75,10 @@ struct vq_desc_chain {
 /* For devices whose buffers may live outside RAM (e.g. msgq's page window):
  * they translate each address themselves. Same return values as vq_pop. */
 int vq_pop_desc(struct virtqueue *vq, struct vq_desc_chain *chain);
+/* Puts back the chain popped last, unused, so the next pop returns it
+ * again (read afresh: the guest may have changed it, and it is checked
+ * again). Only right after a successful pop. */
+void vq_unpop(struct virtqueue *vq);
 /* Returns a chain to the driver with `written` bytes in its writable part. */
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
 /* After pushing: does the driver want an interrupt? */

@@ -119,12 +119,13 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 	ep->recv_page = malloc(recv_slots * sizeof(*ep->recv_page));
 	ep->recv_tag = calloc(recv_slots, 1);
 	ep->recv_held = calloc(recv_slots, 1);
+	ep->moves = calloc(max_msg_pages ? max_msg_pages : 1, sizeof(*ep->moves));
 
 	/* Reserve the window, aligned to the page size so KVM can map huge
 	 * pages, then put pool pages into it. */
 	uint64_t size = total * ps;
 	uint8_t *raw = mmap(NULL, size + ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (!ep->send_page || !ep->recv_page || !ep->recv_tag || !ep->recv_held || raw == MAP_FAILED) {
+	if (!ep->send_page || !ep->recv_page || !ep->recv_tag || !ep->recv_held || !ep->moves || raw == MAP_FAILED) {
 		snprintf(err, errlen, "msgq %s: cannot reserve a %llu MiB window", name, (unsigned long long)(size >> 20));
 		if (raw != MAP_FAILED)
 			munmap(raw, size + ps);
@@ -181,7 +182,14 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep)
 	free(ep->recv_page);
 	free(ep->recv_tag);
 	free(ep->recv_held);
+	free(ep->moves);
 	free(ep);
+}
+
+uint64_t msgq_window_mappings(uint32_t send_slots, uint32_t recv_slots)
+{
+	/* Every slot mapped on its own (neighbours merge only by chance). */
+	return (uint64_t)send_slots + recv_slots;
 }
 
 /* Lock held. The guest is done with slots [slot, slot + n): they keep their
@@ -198,20 +206,23 @@ void msgq_endpoint_reset(struct msgq_endpoint *ep)
 	ep->recv_cursor = 0;
 }
 
-/* Lock held. n consecutive free receive slots, or POOL_NONE. */
+/* Lock held. n consecutive free receive slots, or POOL_NONE: the first run
+ * at or after the cursor, else the first from the start. One pass over the
+ * slots at most (a message's slots never wrap around the region), whatever
+ * pattern of held slots the receiver keeps. */
 static uint32_t find_recv_slots(struct msgq_endpoint *ep, uint32_t n)
 {
-	uint32_t R = ep->recv_slots;
-	for (uint32_t tried = 0; tried < R; tried++) {
-		uint32_t start = (ep->recv_cursor + tried) % R;
-		if (start + n > R)
-			continue;
-		uint32_t k = 0;
-		while (k < n && !ep->recv_held[start + k])
-			k++;
-		if (k == n) {
-			ep->recv_cursor = (start + n) % R;
-			return start;
+	uint32_t R = ep->recv_slots, start = ep->recv_cursor < R ? ep->recv_cursor : 0;
+	if (n == 0 || n > R)
+		return POOL_NONE;
+	for (int pass = 0; pass < 2; pass++) {
+		uint32_t lo = pass ? 0 : start, hi = pass ? (start + n - 1 < R ? start + n - 1 : R) : R, run = 0;
+		for (uint32_t s = lo; s < hi; s++) {
+			run = ep->recv_held[s] ? 0 : run + 1;
+			if (run == n) {
+				ep->recv_cursor = (s + 1) % R;
+				return s + 1 - n;
+			}
 		}
 	}
 	return POOL_NONE;
@@ -244,61 +255,138 @@ static uint32_t pages_needed(const struct msgq_endpoint *from, const struct msgq
 	return need;
 }
 
+/* Maps the page a receive slot should show: `page`, or the never-written
+ * zero area if it has none. */
+static int map_recv(struct page_pool *pool, struct msgq_endpoint *to, uint32_t r, uint32_t page)
+{
+	return page == POOL_NONE ? pool_map_zero(pool, recv_addr(to, r), r, 1)
+				 : pool_map(pool, recv_addr(to, r), page, PROT_READ);
+}
+
+static uint8_t *send_addr(struct msgq_endpoint *ep, uint32_t s)
+{
+	return ep->hva + (uint64_t)s * ep->page_size;
+}
+
+/* A mapping failed: the send fails with nothing moved. Counted, and the
+ * reason logged (rate-limited) since it is the host's failing. */
+static int map_failed(struct msgq_endpoint *from, const char *what)
+{
+	static struct log_limit limit;
+	atomic_fetch_add(&from->ctr.map_failures, 1);
+	if (log_limit_ok(&limit))
+		log_warn(from->name, "msgq: %s: %s; the send failed and nothing moved", what, strerror(errno));
+	return MSGQ_E_HOST;
+}
+
 /* Copies len bytes from the sender's slots into the receiver's slots
- * [r, r + n): into the page each slot already holds (made on first use). */
-static void deliver_by_copy(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
-			    uint32_t n, uint32_t len)
+ * [r, r + n): into the page each slot already holds (made on first use).
+ * Every mapping is made before any byte is copied, so a failed one leaves
+ * the message undelivered and both windows as they were (a new page in a
+ * slot the receiver does not hold reads as zeroes, as before). */
+static int deliver_by_copy(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
+			   uint32_t n, uint32_t len)
 {
 	struct page_pool *pool = from->sw->pool;
 	uint64_t ps = from->page_size;
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t *page = &to->recv_page[r + i];
-		uint8_t *tag = &to->recv_tag[r + i];
-		if (*page == POOL_NONE) {
-			*page = pool_alloc_clean(pool);
-			*tag = POOL_CLEAN;
-			pool_map(pool, recv_addr(to, r + i), *page, PROT_READ);
+		if (to->recv_page[r + i] != POOL_NONE)
+			continue;
+		uint32_t page = pool_alloc_clean(pool);
+		if (pool_map(pool, recv_addr(to, r + i), page, PROT_READ) < 0) {
+			pool_free(pool, page, POOL_CLEAN);
+			return map_failed(from, "cannot map a receive page");
 		}
+		to->recv_page[r + i] = page;
+		to->recv_tag[r + i] = POOL_CLEAN;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t page = to->recv_page[r + i];
+		uint8_t *tag = &to->recv_tag[r + i];
 		uint64_t chunk = len - i * ps < ps ? len - i * ps : ps;
-		memcpy(pool_page_ptr(pool, *page), from->hva + (first + i) * ps, chunk);
+		memcpy(pool_page_ptr(pool, page), send_addr(from, first + i), chunk);
 		/* The rest of the page is zeroes, or this sender's old data, or
 		 * data the receiver has seen from others. */
 		*tag = *tag == POOL_CLEAN || *tag == from->id ? (uint8_t)from->id : POOL_MIXED;
 		to->recv_held[r + i] = 1;
 	}
 	atomic_fetch_add(&from->ctr.bytes_copied, len);
+	return MSGQ_OK;
+}
+
+/* Puts pages [0, done) of a remap back: the sender's slots show the message
+ * again and the receiver's slots what they showed before. If a mapping
+ * cannot be restored, the receiver may see a page the sender can still
+ * write: it is stopped. */
+static void undo_remap(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
+		       uint32_t done)
+{
+	struct page_pool *pool = from->sw->pool;
+	bool lost = false;
+	for (uint32_t i = done; i-- > 0;) {
+		struct msgq_move *mv = &from->moves[i];
+		/* The receiver first: a fresh page that was the receiver's old
+		 * one must leave the sender only after the receiver has it back
+		 * read-only, which is how it was. */
+		lost |= map_recv(pool, to, r + i, mv->old) < 0;
+		lost |= pool_map(pool, send_addr(from, first + i), mv->msg, PROT_READ | PROT_WRITE) < 0;
+	}
+	if (lost) {
+		to->broken = true;
+		to->ops->isolation_lost(to, "a failed page remap could not be undone");
+	}
 }
 
 /* Moves the sender's pages into the receiver's slots; the sender's slots get
  * the pages those receive slots held if they hold only its own data, else
  * pages from the pool. The receiver loses its old page before the sender can
  * write to it, and the sender loses the message before the receiver is told
- * of it. */
-static void deliver_by_remap(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
-			     uint32_t n)
+ * of it. A mapping that fails undoes the pages moved so far: the send fails
+ * with ownership unchanged. */
+static int deliver_by_remap(struct msgq_endpoint *from, uint32_t first, struct msgq_endpoint *to, uint32_t r,
+			    uint32_t n)
 {
 	struct page_pool *pool = from->sw->pool;
-	uint64_t ps = from->page_size, zeroed_before = pool->zeroed;
+	uint64_t zeroed_before = pool->zeroed;
+	/* Choose every page first: the pool was checked to have them. */
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t msg = from->send_page[first + i], old = to->recv_page[r + i];
+		struct msgq_move *mv = &from->moves[i];
 		uint8_t tag = to->recv_tag[r + i];
-		uint32_t fresh;
-		if (old != POOL_NONE && (tag == from->id || tag == POOL_CLEAN)) {
-			fresh = old; /* a swap: no zeroing, no pool */
-		} else {
-			fresh = pool_alloc(pool, (uint8_t)from->id);
-			if (old != POOL_NONE)
-				pool_free(pool, old, tag);
+		mv->msg = from->send_page[first + i];
+		mv->old = to->recv_page[r + i];
+		bool swap = mv->old != POOL_NONE && (tag == from->id || tag == POOL_CLEAN);
+		mv->fresh = swap ? mv->old : pool_alloc(pool, (uint8_t)from->id); /* a swap: no zeroing, no pool */
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct msgq_move *mv = &from->moves[i];
+		if (pool_map(pool, recv_addr(to, r + i), mv->msg, PROT_READ) < 0) {
+			undo_remap(from, first, to, r, i);
+			goto failed;
 		}
-		pool_map(pool, recv_addr(to, r + i), msg, PROT_READ);
-		pool_map(pool, from->hva + (first + i) * ps, fresh, PROT_READ | PROT_WRITE);
-		from->send_page[first + i] = fresh;
-		to->recv_page[r + i] = msg;
+		if (pool_map(pool, send_addr(from, first + i), mv->fresh, PROT_READ | PROT_WRITE) < 0) {
+			undo_remap(from, first, to, r, i + 1);
+			goto failed;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct msgq_move *mv = &from->moves[i];
+		if (mv->old != POOL_NONE && mv->fresh != mv->old)
+			pool_free(pool, mv->old, to->recv_tag[r + i]);
+		from->send_page[first + i] = mv->fresh;
+		to->recv_page[r + i] = mv->msg;
 		to->recv_tag[r + i] = (uint8_t)from->id;
 		to->recv_held[r + i] = 1;
 	}
 	atomic_fetch_add(&from->ctr.pages_remapped, n);
 	atomic_fetch_add(&from->ctr.pages_zeroed_for_reuse, pool->zeroed - zeroed_before);
+	return MSGQ_OK;
+failed:
+	/* Fresh pages from the pool go back; the sender may have written to
+	 * them while they were mapped. */
+	for (uint32_t i = 0; i < n; i++)
+		if (from->moves[i].fresh != from->moves[i].old)
+			pool_free(pool, from->moves[i].fresh, (uint8_t)from->id);
+	return map_failed(from, "cannot remap a message page");
 }
 
 int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, uint32_t first_slot,
@@ -315,39 +403,38 @@ int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, u
 		return MSGQ_E_NO_DEST;
 	if (!allowed(from, dest))
 		return MSGQ_E_DENIED;
-	if (!to->up || atomic_load(to->vm_stopping))
+	if (!to->up || to->broken || atomic_load(to->vm_stopping))
 		return MSGQ_E_DEST_DOWN;
-	uint32_t r = POOL_NONE;
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if (to->ops->can_deliver(to) && n <= to->recv_slots && (r = find_recv_slots(to, n)) != POOL_NONE)
-			break;
-		if (attempt == 0 && to->ops->reclaim)
-			to->ops->reclaim(to); /* slots the receiver gave back quietly */
-	}
-	if (r == POOL_NONE)
+	/* The receiver's header buffer first: once pages move, the receiver
+	 * is told, always. */
+	if (!to->ops->reserve(to))
 		return MSGQ_E_FULL;
+	uint32_t r = n <= to->recv_slots ? find_recv_slots(to, n) : POOL_NONE;
+	if (r == POOL_NONE && to->ops->reclaim) {
+		to->ops->reclaim(to); /* slots the receiver gave back quietly */
+		r = n <= to->recv_slots ? find_recv_slots(to, n) : POOL_NONE;
+	}
+	if (r == POOL_NONE) {
+		to->ops->unreserve(to);
+		return MSGQ_E_FULL;
+	}
 
 	mode &= MSGQ_SEND_MODE_MASK; /* other flag bits are the device's business */
 	bool copy = mode == MSGQ_SEND_COPY || (mode == MSGQ_SEND_ADAPTIVE && len < sw->copy_threshold);
 	/* Check the pool up front, so a message never moves halfway. */
-	if (sw->pool->nr_free < pages_needed(from, to, r, n, copy)) {
+	int st = sw->pool->nr_free < pages_needed(from, to, r, n, copy) ? MSGQ_E_FULL
+		 : copy ? deliver_by_copy(from, first_slot, to, r, n, len)
+			: deliver_by_remap(from, first_slot, to, r, n);
+	if (st != MSGQ_OK) {
 		to->recv_cursor = r; /* the slots stay free */
-		return MSGQ_E_FULL;
+		to->ops->unreserve(to);
+		return st;
 	}
-	if (copy)
-		deliver_by_copy(from, first_slot, to, r, n, len);
-	else
-		deliver_by_remap(from, first_slot, to, r, n);
-
 	struct msgq_recv_hdr h = {
 		.src = from->id, .flags = copy ? 0 : MSGQ_RECV_REMAPPED, .len = len,
 		.slot = r, .nr_pages = n, .cookie = cookie,
 	};
-	if (!to->ops->deliver(to, &h)) {
-		/* can_deliver said yes, so only a broken queue gets here. */
-		release_recv(to, r, n);
-		return MSGQ_E_DEST_DOWN;
-	}
+	to->ops->deliver(to, &h);
 	*how = copy ? MSGQ_HOW_COPIED : MSGQ_HOW_REMAPPED;
 	atomic_fetch_add(&from->ctr.sent, 1);
 	atomic_fetch_add(&to->ctr.received, 1);

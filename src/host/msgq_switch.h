@@ -24,19 +24,28 @@ struct msgq_counters {
 	atomic_ulong sent, received, pages_remapped, bytes_copied, immediate, deferred, rejected;
 	atomic_ulong rejected_by[MSGQ_E_MAX];
 	atomic_ulong returned_pages, pages_zeroed_for_reuse;
+	atomic_ulong map_failures;  /* host mappings that failed (the send failed, nothing moved) */
 };
 
 /* What the switch needs from the receiving device. Called with the switch
- * lock held. */
+ * lock held. A delivery first reserves the receiver's buffer, so that once
+ * pages have moved nothing can fail: the receiver is always told. */
 struct msgq_endpoint_ops {
-	/* Has the driver posted a buffer for a receive header? */
-	bool (*can_deliver)(struct msgq_endpoint *ep);
-	/* Hands the header to the driver (and interrupts it). */
-	bool (*deliver)(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr);
+	/* Takes the next receive buffer the driver posted (checked to hold a
+	 * header) for the next deliver(); false if there is none. */
+	bool (*reserve)(struct msgq_endpoint *ep);
+	/* Gives the reserved buffer back untouched (the send failed). */
+	void (*unreserve)(struct msgq_endpoint *ep);
+	/* Hands the header to the driver in the reserved buffer (and
+	 * interrupts it). Cannot fail. */
+	void (*deliver)(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr);
 	/* Takes in the slots the driver has posted back without ringing: a
 	 * receiver gives slots back with plain stores, and the switch collects
 	 * them when it needs room. */
 	void (*reclaim)(struct msgq_endpoint *ep);
+	/* A failed remap could not be undone: a page the sender still maps
+	 * writable may be visible to this VM. The device must stop the VM. */
+	void (*isolation_lost)(struct msgq_endpoint *ep, const char *why);
 };
 
 struct msgq_endpoint {
@@ -63,6 +72,9 @@ struct msgq_endpoint {
 	uint8_t *recv_tag;          /* whose data recv_page holds (POOL_CLEAN, a VM id, POOL_MIXED) */
 	uint8_t *recv_held;         /* the guest holds a message in this slot */
 	uint32_t recv_cursor;       /* next-fit start for receive slot allocation */
+	bool broken;                /* a remap could not be undone: receives nothing more */
+	/* Per page of a message being remapped, for undoing it (max_msg_pages). */
+	struct msgq_move { uint32_t msg, old, fresh; } *moves;
 
 	uint32_t peers[MSGQ_MAX_PEERS];  /* ids this endpoint may send to */
 	unsigned nr_peers;
@@ -94,8 +106,14 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep);
 /* Takes back every page the endpoint holds in its receive slots. Lock held. */
 void msgq_endpoint_reset(struct msgq_endpoint *ep);
 
+/* Memory mappings the windows of these geometries can need at most (each
+ * slot can become a mapping of its own), to check against the process's
+ * vm.max_map_count before anything runs. */
+uint64_t msgq_window_mappings(uint32_t send_slots, uint32_t recv_slots);
+
 /* Sends pages [first_slot, ...) of from's send region, len bytes, to VM
- * dest. Lock held. Returns MSGQ_OK or MSGQ_E_*, and how it travelled. */
+ * dest. Lock held. Returns MSGQ_OK or MSGQ_E_*, and how it travelled. On
+ * any error nothing moved: both windows map what they mapped before. */
 int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, uint32_t first_slot,
 		     uint32_t len, uint32_t cookie, uint8_t *how);
 /* The driver gives back receive slots [slot, slot + n). Lock held. */

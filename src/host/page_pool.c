@@ -164,8 +164,20 @@ void pool_free_mixed(struct page_pool *p, uint32_t page)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* Fault injection for tests: does the next mapping fail? */
+static bool injected_failure(struct page_pool *p)
+{
+	bool fail = p->fail_maps & 1;
+	p->fail_maps >>= 1;
+	if (fail)
+		errno = ENOMEM;
+	return fail;
+}
+
 int pool_map(struct page_pool *p, void *at, uint32_t page, int prot)
 {
+	if (injected_failure(p))
+		return -1;
 	/* MAP_POPULATE: the host page tables are filled here, so the guest's
 	 * first touch costs KVM a shadow fault only (about twice the throughput
 	 * of remapped 2 MiB messages, measured). */
@@ -176,7 +188,7 @@ int pool_map(struct page_pool *p, void *at, uint32_t page, int prot)
 
 int pool_map_zero(struct page_pool *p, void *at, uint32_t z, uint32_t n)
 {
-	if ((uint64_t)z + n > p->zero_pages)
+	if ((uint64_t)z + n > p->zero_pages || injected_failure(p))
 		return -1;
 	off_t off = (off_t)(((uint64_t)p->nr_pages + z) * p->page_size);
 	void *r = mmap(at, (uint64_t)n * p->page_size, PROT_READ, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, p->fd, off);

@@ -33,6 +33,8 @@ struct page_pool {
 	uint32_t dirty[POOL_MAX_OWNERS]; /* free pages holding one VM's data */
 	uint32_t nr_free;
 	uint64_t zeroed;          /* pages punched so a different VM could use them */
+	/* Tests: bit i set makes the i-th next pool_map/pool_map_zero fail. */
+	uint64_t fail_maps;
 };
 
 /* page_size is 4096 or 2 MiB (hugetlb). On failure, a reason in err. */

@@ -315,6 +315,21 @@ int gm_write(struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t le
 	return 0;
 }
 
+bool gm_mappings_fit(uint64_t more, uint64_t *in_use, uint64_t *limit)
+{
+	unsigned long long max = 65530; /* the kernel's default, if it cannot be read */
+	read_sysctl("/proc/sys/vm/max_map_count", &max);
+	*limit = max;
+	*in_use = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+	int c;
+	while (f && (c = getc(f)) != EOF)
+		*in_use += c == '\n';
+	if (f)
+		fclose(f);
+	return *in_use + more <= max;
+}
+
 uint64_t gm_total_size(const struct guest_memory *gm)
 {
 	uint64_t total = 0;

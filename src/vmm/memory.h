@@ -73,6 +73,12 @@ int gm_write(struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t le
 bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen);
 void gm_release_hugepages(void);
 
+/* Whether `more` memory mappings fit under the kernel's per-process limit
+ * (vm.max_map_count) beside those in use now; fills in both figures.
+ * Devices that remap guest pages one by one check this at start-up, so a
+ * mapping can never fail at run time for want of room. */
+bool gm_mappings_fit(uint64_t more, uint64_t *in_use, uint64_t *limit);
+
 /* Sum of region sizes, i.e. the guest's RAM. */
 uint64_t gm_total_size(const struct guest_memory *gm);
 

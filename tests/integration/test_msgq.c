@@ -167,6 +167,17 @@ static void bad_msgq_configs(void **state)
 	assert_int_equal(r.status, 2);
 	expect_contains(r.err, "\"poll_us\" must be between 10 and");
 	cmd_result_free(&r);
+	/* Windows whose slots could exhaust the process's memory mappings are
+	 * refused before anything runs (a remap must never fail for want of
+	 * one). */
+	write_file(path, "{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"devices\":"
+			 " [{\"type\": \"msgq\", \"peers\": [\"b\"], \"send_slots\": 65536, \"recv_slots\": 65536}]},"
+			 " {\"name\": \"b\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"devices\":"
+			 " [{\"type\": \"msgq\", \"send_slots\": 65536, \"recv_slots\": 65536}]}]}");
+	r = ferry_run_in(tmp, args, 30);
+	assert_int_equal(r.status, 1);
+	expect_contains(r.err, "memory mappings, and vm.max_map_count allows");
+	cmd_result_free(&r);
 	free(path);
 }
 

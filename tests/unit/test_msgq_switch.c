@@ -18,20 +18,42 @@ static struct msgq_recv_hdr got[8];
 static unsigned nr_got;
 static bool b_has_buffers;
 
-static bool can_deliver(struct msgq_endpoint *ep)
+static bool b_reserved;      /* a receive buffer is taken and not yet used */
+static unsigned isolation_lost_calls;
+
+static bool reserve(struct msgq_endpoint *ep)
 {
 	(void)ep;
+	assert_false(b_reserved);
+	b_reserved = b_has_buffers;
 	return b_has_buffers;
 }
 
-static bool deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *h)
+static void unreserve(struct msgq_endpoint *ep)
 {
 	(void)ep;
-	got[nr_got++ % 8] = *h;
-	return true;
+	assert_true(b_reserved);
+	b_reserved = false;
 }
 
-static const struct msgq_endpoint_ops ops = { .can_deliver = can_deliver, .deliver = deliver };
+static void deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *h)
+{
+	(void)ep;
+	assert_true(b_reserved);
+	b_reserved = false;
+	got[nr_got++ % 8] = *h;
+}
+
+static void isolation_lost(struct msgq_endpoint *ep, const char *why)
+{
+	(void)ep;
+	(void)why;
+	isolation_lost_calls++;
+}
+
+static const struct msgq_endpoint_ops ops = {
+	.reserve = reserve, .unreserve = unreserve, .deliver = deliver, .isolation_lost = isolation_lost,
+};
 static atomic_bool running;
 
 static struct msgq_endpoint *endpoint(uint32_t id, const char *name)
@@ -62,6 +84,8 @@ static int setup(void **state)
 	c->peers[c->nr_peers++] = 2;
 	nr_got = 0;
 	b_has_buffers = true;
+	b_reserved = false;
+	isolation_lost_calls = 0;
 	return 0;
 }
 
@@ -233,6 +257,119 @@ static void pages_change_hands_zeroed(void **state)
 	assert_int_equal(b->recv_tag[got[(nr_got - 1) % 8].slot], 3);
 }
 
+/* No pool page is ever in a's send slots and b's receive slots at once:
+ * the bookkeeping, and what ferry's own view of the windows shows. */
+static void expect_exclusive(void)
+{
+	for (uint32_t s = 0; s < a->send_slots; s++)
+		for (uint32_t r = 0; r < b->recv_slots; r++)
+			if (a->send_page[s] == b->recv_page[r])
+				fail_msg("page %u is in a's send slot %u and b's receive slot %u", a->send_page[s], s, r);
+	assert_false(b_reserved); /* every reserved buffer was used or given back */
+}
+
+/* A mapping that fails fails the send, with everything as it was: the
+ * sender still has its message, the receiver sees nothing new, and a later
+ * send goes through. bit: which mapping of the remap fails. */
+static void remap_fails_at(unsigned bit, uint32_t pages)
+{
+	uint8_t how;
+	memset(send_slot(a, 0), 'M', pages * PS);
+	sw->pool->fail_maps = 1ull << bit;
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, pages * PS, &how), MSGQ_E_HOST);
+	assert_int_equal(how, MSGQ_HOW_NONE);
+	assert_int_equal(nr_got, 0);
+	assert_int_equal(atomic_load(&a->ctr.map_failures), 1);
+	assert_int_equal(atomic_load(&a->ctr.pages_remapped), 0);
+	for (uint32_t p = 0; p < pages; p++) {
+		assert_int_equal(send_slot(a, p)[0], 'M');
+		assert_int_equal(send_slot(a, p)[PS - 1], 'M');
+	}
+	for (uint32_t r = 0; r < b->recv_slots; r++) {
+		assert_int_equal(recv_slot(b, r)[0], 0);
+		assert_false(b->recv_held[r]);
+	}
+	expect_exclusive();
+	/* The sender still owns its slots: writes land in its window only. */
+	send_slot(a, 0)[0] = 'N';
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, pages * PS, &how), MSGQ_OK);
+	assert_int_equal(recv_slot(b, got[0].slot)[0], 'N');
+	expect_exclusive();
+	assert_int_equal(isolation_lost_calls, 0);
+}
+
+static void remap_fails_mapping_the_receiver(void **state)
+{
+	(void)state;
+	remap_fails_at(0, 1);
+}
+
+static void remap_fails_mapping_the_sender(void **state)
+{
+	(void)state;
+	remap_fails_at(1, 1);
+}
+
+static void remap_fails_on_a_later_page(void **state)
+{
+	(void)state;
+	remap_fails_at(2, 2); /* page 1's receive mapping: page 0 is undone */
+	sw->pool->fail_maps = 0;
+}
+
+/* When even undoing fails, the receiver could see a page the sender can
+ * still write: it is stopped and receives nothing more. */
+static void failed_undo_stops_the_receiver(void **state)
+{
+	(void)state;
+	uint8_t how;
+	memset(send_slot(a, 0), 'M', PS);
+	sw->pool->fail_maps = 1ull << 1 | 1ull << 2; /* the sender's mapping, then the receiver's undo */
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, PS, &how), MSGQ_E_HOST);
+	assert_int_equal(isolation_lost_calls, 1);
+	assert_true(b->broken);
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, PS, &how), MSGQ_E_DEST_DOWN);
+	assert_int_equal(nr_got, 0);
+}
+
+static void copy_fails_mapping_the_receiver(void **state)
+{
+	(void)state;
+	uint8_t how;
+	strcpy((char *)send_slot(a, 0), "copy");
+	uint32_t free_before = sw->pool->nr_free;
+	sw->pool->fail_maps = 1;
+	assert_int_equal(send(a, 2, MSGQ_SEND_COPY, 0, 5, &how), MSGQ_E_HOST);
+	assert_int_equal(nr_got, 0);
+	assert_int_equal(sw->pool->nr_free, free_before); /* the page went back */
+	assert_int_equal(atomic_load(&a->ctr.bytes_copied), 0);
+	assert_int_equal(send(a, 2, MSGQ_SEND_COPY, 0, 5, &how), MSGQ_OK);
+	assert_string_equal((const char *)recv_slot(b, got[0].slot), "copy");
+	expect_exclusive();
+}
+
+/* A receiver holding every other slot: one-page messages still fit, two-page
+ * ones do not, and the search stays a single pass. */
+static void gaps_in_the_receive_region(void **state)
+{
+	(void)state;
+	uint8_t how;
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(send(a, 2, MSGQ_SEND_COPY, 0, 10, &how), MSGQ_OK);
+	pthread_mutex_lock(&sw->lock);
+	for (unsigned i = 0; i < 8; i++)
+		if (got[i].slot % 2)
+			assert_int_equal(msgq_switch_return(b, got[i].slot, 1), 0);
+	pthread_mutex_unlock(&sw->lock);
+	assert_int_equal(send(a, 2, MSGQ_SEND_COPY, 0, 2 * PS, &how), MSGQ_E_FULL);
+	expect_exclusive();
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(send(a, 2, MSGQ_SEND_COPY, 0, 10, &how), MSGQ_OK);
+		assert_int_equal(got[(nr_got - 1) % 8].slot % 2, 1);
+	}
+	assert_int_equal(send(a, 2, MSGQ_SEND_COPY, 0, 10, &how), MSGQ_E_FULL);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -240,6 +377,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(remap_moves_the_page), T(small_messages_are_copied), T(refusals_deliver_nothing),
 		T(receive_region_fills_up), T(stream_swaps_pages_without_zeroing), T(pages_change_hands_zeroed),
+		T(remap_fails_mapping_the_receiver), T(remap_fails_mapping_the_sender), T(remap_fails_on_a_later_page),
+		T(failed_undo_stops_the_receiver), T(copy_fails_mapping_the_receiver), T(gaps_in_the_receive_region),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
