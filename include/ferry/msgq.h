@@ -34,6 +34,9 @@
 #define MSGQ_WINDOW_BAR 2
 
 #define MSGQ_MAX_PEERS 16
+/* VM ids run from 1 to this: the page pool tags pages with a byte per
+ * writer, and 0 and 255 mean "nobody" and "several". */
+#define MSGQ_MAX_VM_ID 254
 #define MSGQ_NAME_LEN  32
 
 struct msgq_peer {

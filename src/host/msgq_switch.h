@@ -15,7 +15,7 @@
 #include "ferry/msgq.h"
 #include "host/page_pool.h"
 
-#define MSGQ_MAX_VMS 254  /* ids 1..254; 0 is "nobody" (page tags: 255 is "mixed") */
+#define MSGQ_MAX_VMS MSGQ_MAX_VM_ID
 
 struct msgq_switch;
 struct msgq_endpoint;

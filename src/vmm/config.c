@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ferry/msgq.h"
+
 /* Parsing state: where we are, for messages. */
 struct ctx {
 	const char *origin;
@@ -332,8 +334,8 @@ static int check_msgq_links(struct ctx *c, const struct ferry_config *cfg)
 			continue;
 		char path[64];
 		snprintf(path, sizeof(path), "vms[%u].devices (msgq)", i);
-		if (config_vm_id(i) > 255)
-			return fail(c, path, "only the first 255 VMs can have a msgq device");
+		if (config_vm_id(i) > MSGQ_MAX_VM_ID)
+			return fail(c, path, "only the first %d VMs can have a msgq device", MSGQ_MAX_VM_ID);
 		if (first < 0)
 			first = (int)i;
 		else if (cfg->vms[i].hugepages != cfg->vms[first].hugepages)

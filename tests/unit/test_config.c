@@ -2,6 +2,8 @@
  * with the JSON path of the offending value in the message. */
 #include "helpers.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vmm/config.h"
@@ -116,9 +118,36 @@ static void names(void **state)
 	assert_false(config_name_valid("0123456789012345678901234567890123")); /* too long */
 }
 
+/* VM ids are positions from 1; the message switch has ids 1..254 only, so
+ * a msgq device on the 255th VM is refused here, not at start-up. */
+static void msgq_vm_id_limit(void **state)
+{
+	(void)state;
+	for (unsigned n = 254; n <= 255; n++) {
+		size_t cap = 256 * 128, len = 0;
+		char *text = malloc(cap);
+		len += (size_t)snprintf(text + len, cap - len, "{\"vms\": [");
+		for (unsigned i = 0; i < n; i++)
+			len += (size_t)snprintf(text + len, cap - len,
+						"%s{\"name\": \"v%u\", \"memory_mib\": 64, \"kernel\": \"/dev/null\"%s}",
+						i ? ", " : "", i, i == n - 1 ? ", \"devices\": [{\"type\": \"msgq\"}]" : "");
+		snprintf(text + len, cap - len, "]}");
+		struct ferry_config cfg;
+		if (n == 254) {
+			if (parse(text, &cfg))
+				fail_msg("254 VMs: %s", err);
+			config_free(&cfg);
+		} else {
+			expect_error(text, "only the first 254 VMs can have a msgq device");
+		}
+		free(text);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(msgq_vm_id_limit),
 		cmocka_unit_test(valid_config),   cmocka_unit_test(syntax_error_has_position),
 		cmocka_unit_test(top_level_mistakes), cmocka_unit_test(vm_mistakes),
 		cmocka_unit_test(device_mistakes), cmocka_unit_test(names),
