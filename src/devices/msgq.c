@@ -363,23 +363,39 @@ static int msgq_pci_setup(struct virtio_device *vd, struct pci_device *pdev, cha
 	return 0;
 }
 
-/* The guest moved or unmapped the window BAR: move the memory slots. */
+/* The guest moved or unmapped the window BAR: move the memory slots, both
+ * or neither, under the switch lock (sends read window_gpa). */
 static void msgq_bar_mapped(struct virtio_device *vd, unsigned bar, uint64_t addr, bool mapped)
 {
 	struct msgq_dev *m = to_msgq(vd);
-	if (bar != MSGQ_WINDOW_BAR || (mapped && addr == m->window_gpa && m->vm->mem.region[m->region[0]].present))
+	struct guest_memory *mem = &m->vm->mem;
+	if (bar != MSGQ_WINDOW_BAR)
 		return;
-	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
-	bus_unregister(&m->vm->mmio, m->window_gpa + send, m);
-	if (gm_move_foreign(&m->vm->mem, (unsigned)m->region[0], addr, mapped) < 0 ||
-	    gm_move_foreign(&m->vm->mem, (unsigned)m->region[1], addr + send, mapped) < 0) {
-		device_reject(&m->vd.dev, "cannot move the page window to 0x%llx", (unsigned long long)addr);
+	pthread_mutex_lock(m->vd.lock);
+	uint64_t old = m->window_gpa, send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
+	bool was = mem->region[m->region[0]].present;
+	if (mapped == was && (!mapped || addr == old)) {
+		pthread_mutex_unlock(m->vd.lock);
 		return;
 	}
-	if (mapped) {
-		m->window_gpa = addr;
-		bus_register(&m->vm->mmio, addr + send, recv, ro_guard_io, m, &m->ro_guard);
+	if (was)
+		bus_unregister(&m->vm->mmio, old + send, m);
+	bool ok = gm_move_foreign(mem, (unsigned)m->region[0], addr, mapped) == 0 &&
+		  gm_move_foreign(mem, (unsigned)m->region[1], addr + send, mapped) == 0;
+	if (!ok) {
+		/* Both regions back where they were: never half a window. */
+		if (gm_move_foreign(mem, (unsigned)m->region[0], old, was) < 0 ||
+		    gm_move_foreign(mem, (unsigned)m->region[1], old + send, was) < 0)
+			log_error(m->vm->name, "msgq: the page window could not be put back and is unmapped");
+		device_reject(&m->vd.dev, "cannot move the page window to 0x%llx; it stays at 0x%llx",
+			      (unsigned long long)addr, (unsigned long long)old);
+		addr = old;
+		mapped = was && mem->region[m->region[0]].present;
 	}
+	m->window_gpa = addr;
+	if (mapped && bus_register(&m->vm->mmio, addr + send, recv, ro_guard_io, m, &m->ro_guard) < 0)
+		device_reject(&m->vd.dev, "receive region at 0x%llx overlaps another device", (unsigned long long)addr);
+	pthread_mutex_unlock(m->vd.lock);
 }
 
 static void msgq_destroy(struct virtio_device *vd)
