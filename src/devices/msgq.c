@@ -16,6 +16,13 @@
 #include "vmm/vmm.h"
 
 #define MSGQ_QUEUE_SIZE 4096  /* deferred sends pile up between pickups */
+/* Work bounds, under the switch lock every msgq VM shares: a return chain
+ * holds at most RETURN_CHAIN_ENTRIES entries (drivers batch 64); one pass
+ * takes at most PASS_CHAINS chains of either queue, and returns that name
+ * more than two windows' worth of slots; the rest waits for the next pickup
+ * (the poll timer, or the VM's next exit). */
+#define RETURN_CHAIN_ENTRIES 256
+#define PASS_CHAINS 256
 
 struct msgq_dev {
 	struct virtio_device vd;
@@ -29,7 +36,13 @@ struct msgq_dev {
 	bool registered;             /* a device of the VM: destroyed with it */
 	struct vq_chain reserved;    /* the receive buffer the next delivery fills */
 	bool have_reserved;
-	bool last_pickup_copied;     /* the previous pickup that delivered anything only copied */
+	/* Whether pausing the VMs for a pickup pays: the last pickup that
+	 * delivered anything remapped pages. A pickup that delivered nothing
+	 * because receivers were full says nothing; one whose sends were all
+	 * refused turns pausing off, so a guest posting bad sends cannot make
+	 * every pickup stop its peers. */
+	bool pause_pays;
+	unsigned long paused_pickups;
 };
 
 static const char *const status_name[MSGQ_E_MAX] = {
@@ -100,7 +113,7 @@ static void process_sends(struct msgq_dev *m, bool immediate)
 	bool pushed = false;
 	if (!m->ep->up)
 		return;
-	while (vq_pop_desc(vq, &c) == 1) {
+	for (unsigned chains = 0; chains < PASS_CHAINS && vq_pop_desc(vq, &c) == 1; chains++) {
 		struct msgq_send_status st = { 0 };
 		st.status = handle_send(m, &c, immediate, &st);
 		if (st.status != MSGQ_OK) {
@@ -128,16 +141,22 @@ static void process_returns(struct msgq_dev *m)
 	struct virtqueue *vq = &m->vd.vq[MSGQ_QUEUE_RETURN];
 	struct vq_chain c;
 	bool pushed = false;
-	while (vq_pop(vq, &c) == 1) {
+	uint64_t budget = 2ull * m->cfg.recv_slots; /* slots named, valid or not */
+	for (unsigned chains = 0; chains < PASS_CHAINS && budget && vq_pop(vq, &c) == 1; chains++) {
 		struct msgq_return r;
-		size_t off = 0;
-		while (off + sizeof(r) <= c.out_bytes && vq_chain_read(&c, off, &r, sizeof(r)) == sizeof(r)) {
+		size_t off = 0, end = c.out_bytes < RETURN_CHAIN_ENTRIES * sizeof(r) ? c.out_bytes
+							: RETURN_CHAIN_ENTRIES * sizeof(r);
+		if (c.out_bytes > end)
+			device_reject(&m->vd.dev, "return chain of %llu bytes; only the first %d entries are taken",
+				      (unsigned long long)c.out_bytes, RETURN_CHAIN_ENTRIES);
+		while (off + sizeof(r) <= end && vq_chain_read(&c, off, &r, sizeof(r)) == sizeof(r)) {
+			budget -= r.nr_pages < budget ? r.nr_pages : budget;
 			if (msgq_switch_return(m->ep, r.slot, r.nr_pages) < 0)
 				device_reject(&m->vd.dev, "return of receive slots %u+%u, which hold no message", r.slot,
 					      r.nr_pages);
 			off += sizeof(r);
 		}
-		if (off != c.out_bytes)
+		if (c.out_bytes % sizeof(r))
 			device_reject(&m->vd.dev, "return buffer of %llu bytes is not a whole number of entries",
 				      (unsigned long long)c.out_bytes);
 		vq_push(vq, c.head, 0);
@@ -255,12 +274,17 @@ static void msgq_exit_hook(void *arg)
 	pthread_mutex_unlock(m->vd.lock);
 }
 
-/* With this many deferred sends waiting, unless the last pickup that
- * delivered anything only copied (copies gain nothing from it), the pickup holds the sender and its
- * peers outside the guest while it works: every remap must otherwise kick a
- * running vCPU out of the guest and wait for it (KVM's MMU notifier), which
- * on a software-KVM host costs more than the remap itself. */
+/* With this many deferred sends waiting, and if pausing paid last time, the
+ * pickup holds the sender and its peers outside the guest while it works:
+ * every remap must otherwise kick a running vCPU out of the guest and wait
+ * for it (KVM's MMU notifier), which on a software-KVM host costs more than
+ * the remap itself. Copies gain nothing from it. */
 #define PAUSE_BATCH 2
+
+static unsigned long refused_not_full(struct msgq_counters *c)
+{
+	return atomic_load(&c->rejected) - atomic_load(&c->rejected_by[MSGQ_E_FULL]);
+}
 
 /* Every poll_us: deferred sends, and slots given back without a doorbell. */
 static void msgq_poll(void *arg, uint32_t events)
@@ -270,13 +294,14 @@ static void msgq_poll(void *arg, uint32_t events)
 	unsigned npaused = 0;
 	(void)events;
 	pthread_mutex_lock(m->vd.lock);
-	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]) >= PAUSE_BATCH && m->ep->up && !m->last_pickup_copied) {
+	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]) >= PAUSE_BATCH && m->ep->up && m->pause_pays) {
 		paused[npaused++] = m->vm;
 		for (unsigned i = 0; i < m->ep->nr_peers; i++) {
 			struct msgq_endpoint *peer = m->ep->sw->ep[m->ep->peers[i]];
 			if (peer && peer->up)
 				paused[npaused++] = ((struct msgq_dev *)peer->dev)->vm;
 		}
+		m->paused_pickups++;
 	}
 	pthread_mutex_unlock(m->vd.lock);
 	/* Not under the lock: a vCPU may need it to finish the exit it is in. */
@@ -284,13 +309,14 @@ static void msgq_poll(void *arg, uint32_t events)
 		vm_pause(paused[i]);
 	pthread_mutex_lock(m->vd.lock);
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND])) {
-		unsigned long sent = atomic_load(&m->ep->ctr.sent);
-		unsigned long remapped = atomic_load(&m->ep->ctr.pages_remapped);
+		struct msgq_counters *c = &m->ep->ctr;
+		unsigned long sent = atomic_load(&c->sent), remapped = atomic_load(&c->pages_remapped);
+		unsigned long refused = refused_not_full(c);
 		process_sends(m, false);
-		/* A pickup that delivered nothing (receiver full) says nothing
-		 * about how the next one will go. */
-		if (atomic_load(&m->ep->ctr.sent) != sent)
-			m->last_pickup_copied = atomic_load(&m->ep->ctr.pages_remapped) == remapped;
+		if (atomic_load(&c->sent) != sent)
+			m->pause_pays = atomic_load(&c->pages_remapped) != remapped;
+		else if (refused_not_full(c) != refused)
+			m->pause_pays = false;
 	}
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_RETURN]))
 		process_returns(m);
@@ -319,6 +345,7 @@ static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
 	cJSON_AddNumberToObject(o, "returned_pages", (double)atomic_load(&c->returned_pages));
 	cJSON_AddNumberToObject(o, "pages_zeroed_for_reuse", (double)atomic_load(&c->pages_zeroed_for_reuse));
 	cJSON_AddNumberToObject(o, "map_failures", (double)atomic_load(&c->map_failures));
+	cJSON_AddNumberToObject(o, "paused_pickups", (double)m->paused_pickups);
 	cJSON_AddNumberToObject(o, "writes_to_received_pages", (double)atomic_load(&m->ro_guard.ctr.rejected));
 	cJSON_AddNumberToObject(o, "copy_threshold", m->cfg.copy_threshold);
 	cJSON_AddNumberToObject(o, "page_size", m->cfg.page_size);
@@ -530,6 +557,7 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 		return -1;
 	}
 	m->vm = vm;
+	m->pause_pays = true;
 	bool huge = sw->page_size > 4096;
 	struct msgq_config *cfg = &m->cfg;
 	cfg->vm_id = config_vm_id(vm->id);

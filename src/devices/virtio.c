@@ -63,6 +63,11 @@ void virtio_queue_interrupt(struct virtio_device *vd, struct virtqueue *vq)
 		virtio_pci_signal_queue(vd->transport, vq);
 }
 
+void virtio_queue_more(struct virtio_device *vd, struct virtqueue *vq)
+{
+	virtio_pci_requeue(vd->transport, vq);
+}
+
 void virtio_config_changed(struct virtio_device *vd)
 {
 	vd->config_generation++;

@@ -73,6 +73,10 @@ int virtio_device_init(struct virtio_device *vd, struct vm *vm, const char *name
 
 /* After pushing buffers to vq: interrupts the driver if it wants it. */
 void virtio_queue_interrupt(struct virtio_device *vd, struct virtqueue *vq);
+/* The device stopped early on a kicked queue (it bounds the work of one
+ * pass so that no guest holds the event loop): run the queue again after
+ * the loop has served everything else that is ready. */
+void virtio_queue_more(struct virtio_device *vd, struct virtqueue *vq);
 /* The device changed its config space: bump the generation, interrupt. */
 void virtio_config_changed(struct virtio_device *vd);
 /* Marks the device as needing a reset (after a malformed ring). */
@@ -88,5 +92,6 @@ int virtio_pci_create(struct virtio_device *vd, char *err, size_t errlen);
 void virtio_pci_destroy(struct virtio_pci *vp);
 void virtio_pci_signal_queue(struct virtio_pci *vp, struct virtqueue *vq);
 void virtio_pci_signal_config(struct virtio_pci *vp);
+void virtio_pci_requeue(struct virtio_pci *vp, struct virtqueue *vq);
 
 #endif

@@ -23,6 +23,13 @@
 #define Q_STATS 2
 #define Q_REPORTING 3
 #define AUDIT_EVERY 4  /* stats periods between audits of ballooned pages */
+/* Bounds on the work of one guest request and of one pass over a queue:
+ * drivers send 256 frames a buffer (Linux and ferry-guest); a chain may
+ * name up to CHAIN_FRAMES, and a pass takes PASS_CHAINS chains before the
+ * event loop serves the other VMs. */
+#define CHAIN_FRAMES 4096
+#define PASS_CHAINS 64
+#define MAX_STATS 64
 
 struct balloon {
 	struct virtio_device vd;
@@ -120,9 +127,12 @@ static void balloon_frames(struct balloon *b, struct vq_chain *c, bool give)
 {
 	struct punch p = { 0 };
 	uint32_t pfns[256];
-	uint64_t done = 0;
-	while (done < c->out_bytes) {
-		size_t want = c->out_bytes - done < sizeof(pfns) ? c->out_bytes - done : sizeof(pfns);
+	uint64_t done = 0, limit = c->out_bytes < CHAIN_FRAMES * 4ull ? c->out_bytes : CHAIN_FRAMES * 4ull;
+	if (c->out_bytes > limit)
+		device_reject(&b->vd.dev, "frame list of %llu bytes; only the first %d frames are taken",
+			      (unsigned long long)c->out_bytes, CHAIN_FRAMES);
+	while (done < limit) {
+		size_t want = limit - done < sizeof(pfns) ? limit - done : sizeof(pfns);
 		size_t got = vq_chain_read(c, done, pfns, want);
 		done += got;
 		for (size_t i = 0; i < got / 4; i++) {
@@ -156,7 +166,7 @@ static void balloon_frames(struct balloon *b, struct vq_chain *c, bool give)
 		if (got < want)
 			break;
 	}
-	if (done % 4)
+	if (c->out_bytes % 4)
 		device_reject(&b->vd.dev, "frame list of %llu bytes is not whole frames", (unsigned long long)c->out_bytes);
 	punch_flush(b, &p);
 	b->last_change_ns = clock_ns();
@@ -184,8 +194,9 @@ static void balloon_stats(struct balloon *b, struct virtqueue *vq, struct vq_cha
 {
 	if (b->holding_stats) /* a second buffer: give the first back */
 		vq_push(vq, b->stats_head, 0);
-	for (uint64_t off = 0; off + sizeof(struct virtio_balloon_stat) <= c->out_bytes;
-	     off += sizeof(struct virtio_balloon_stat)) {
+	uint64_t end = c->out_bytes < MAX_STATS * sizeof(struct virtio_balloon_stat) ? c->out_bytes
+			: MAX_STATS * sizeof(struct virtio_balloon_stat);
+	for (uint64_t off = 0; off + sizeof(struct virtio_balloon_stat) <= end; off += sizeof(struct virtio_balloon_stat)) {
 		struct virtio_balloon_stat st;
 		vq_chain_read(c, off, &st, sizeof(st));
 		if (st.tag < VIRTIO_BALLOON_S_NR)
@@ -204,7 +215,8 @@ static void balloon_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
 	struct balloon *b = to_balloon(vd);
 	struct vq_chain c;
 	bool pushed = false;
-	while (vq_pop(vq, &c) == 1) {
+	unsigned chains = 0;
+	while (chains++ < PASS_CHAINS && vq_pop(vq, &c) == 1) {
 		switch (vq->index) {
 		case Q_INFLATE:
 		case Q_DEFLATE:
@@ -222,6 +234,8 @@ static void balloon_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
 	}
 	if (pushed)
 		virtio_queue_interrupt(vd, vq);
+	if (chains > PASS_CHAINS && vq_pending(vq))
+		virtio_queue_more(vd, vq);
 }
 
 /* A guest that writes to pages it gave away takes host memory back behind

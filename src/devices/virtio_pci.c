@@ -81,6 +81,17 @@ void virtio_pci_signal_config(struct virtio_pci *vp)
 	signal_vector(vp, vp->config_vector, VIRTIO_ISR_CONFIG);
 }
 
+void virtio_pci_requeue(struct virtio_pci *vp, struct virtqueue *vq)
+{
+	/* The doorbell's eventfd is watched by the event loop whether or not
+	 * KVM signals it: ringing it ourselves puts the queue at the back of
+	 * the loop's ready list. */
+	uint64_t one = 1;
+	int fd = vq->index < VIRTIO_MAX_QUEUES ? vp->q[vq->index].efd : -1;
+	if (fd >= 0 && write(fd, &one, sizeof(one)) != sizeof(one))
+		device_reject(&vp->vd->dev, "queue %u: cannot schedule the rest of its work", vq->index);
+}
+
 /* Runs the device on a kicked queue. vd->lock held. */
 static void queue_kicked(struct virtio_pci *vp, struct virtqueue *vq)
 {

@@ -13,31 +13,42 @@ struct virtio_rng {
 	struct virtio_device vd;
 };
 
+/* The work one pass may do, whatever the guest posts: a chain gets at most
+ * RNG_CHAIN_BYTES (the device may fill less than offered), and a pass takes
+ * at most RNG_PASS_CHAINS chains before the loop serves others. */
+#define RNG_CHAIN_BYTES (64u << 10)
+#define RNG_PASS_CHAINS 16
+
 static void rng_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
 {
 	struct vq_chain chain;
 	bool pushed = false;
-	while (vq_pop(vq, &chain) == 1) {
+	unsigned chains = 0;
+	while (chains < RNG_PASS_CHAINS && vq_pop(vq, &chain) == 1) {
 		uint32_t written = 0;
-		for (unsigned s = chain.nr_out; s < chain.nr_out + chain.nr_in; s++) {
+		for (unsigned s = chain.nr_out; s < chain.nr_out + chain.nr_in && written < RNG_CHAIN_BYTES; s++) {
 			struct vq_seg *seg = &chain.seg[s];
+			uint32_t want = seg->len < RNG_CHAIN_BYTES - written ? seg->len : RNG_CHAIN_BYTES - written;
 			uint32_t done = 0;
-			while (done < seg->len) {
-				ssize_t n = getrandom(seg->ptr + done, seg->len - done, 0);
+			while (done < want) {
+				ssize_t n = getrandom(seg->ptr + done, want - done, 0);
 				if (n <= 0)
 					break;
 				done += (uint32_t)n;
 			}
 			written += done;
-			if (done < seg->len)
+			if (done < want)
 				break;
 		}
 		atomic_fetch_add(&vd->dev.ctr.bytes, written);
 		vq_push(vq, chain.head, written);
 		pushed = true;
+		chains++;
 	}
 	if (pushed)
 		virtio_queue_interrupt(vd, vq);
+	if (chains == RNG_PASS_CHAINS && vq_pending(vq))
+		virtio_queue_more(vd, vq);
 }
 
 static void rng_destroy(struct virtio_device *vd)

@@ -445,9 +445,8 @@ int msgq_switch_return(struct msgq_endpoint *ep, uint32_t slot, uint32_t n)
 {
 	if (n == 0 || slot >= ep->recv_slots || n > ep->recv_slots - slot)
 		return -1;
-	for (uint32_t i = 0; i < n; i++)
-		if (!ep->recv_held[slot + i])
-			return -1; /* not holding a message: a double return */
+	if (memchr(ep->recv_held + slot, 0, n))
+		return -1; /* not holding a message: a double return */
 	release_recv(ep, slot, n);
 	return 0;
 }
