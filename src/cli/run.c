@@ -102,9 +102,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->log_dir = "ferry-logs";
 	struct vm_config *v = &o->single;
-	snprintf(v->name, sizeof(v->name), "vm0");
-	v->memory_mib = 64;
-	v->vcpus = 1;
+	config_vm_defaults(v);
 	bool vm_opts = false;
 	uint64_t n;
 	int c;
@@ -174,10 +172,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 						   optarg);
 			if (config_find_device(v, t))
 				return usage_error("run", "--device %s given twice", optarg);
-			struct device_config *d = &v->devices[v->nr_devices++];
-			memset(d, 0, sizeof(*d));
-			d->type = t;
-			d->balloon.stats_ms = 250;
+			config_device_defaults(&v->devices[v->nr_devices++], t);
 			vm_opts = true;
 			break;
 		}
@@ -284,8 +279,7 @@ int cmd_run(int argc, char **argv)
 		if (!cfg.vms)
 			return 1;
 		cfg.vms[0] = o.single;
-		cfg.vms[0].memory = (struct memory_policy){ 0, o.single.memory_mib, 1000 };
-		cfg.vms[0].cpu_shares = 1000;
+		config_memory_defaults(&cfg.vms[0]);
 		cfg.nr_vms = 1;
 	}
 	if (make_dir(o.log_dir) < 0) {

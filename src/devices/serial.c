@@ -1,5 +1,6 @@
 #include "devices/serial.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -42,15 +43,38 @@ struct serial {
 	bool to_terminal;
 	char line[LINE_MAX_BYTES];
 	size_t line_len;
+	/* A guest can print forever: the log (and its terminal copy) stop at
+	 * log_max bytes, and what follows is only counted. */
+	uint64_t log_max, logged, dropped;
+	bool log_failed;
 };
 
 static void flush_line(struct serial *s)
 {
 	if (s->line_len == 0)
 		return;
-	if (s->log) {
-		fwrite(s->line, 1, s->line_len, s->log);
-		fflush(s->log);
+	if (s->logged + s->line_len > s->log_max) {
+		if (s->logged <= s->log_max) {
+			char note[128];
+			int n = snprintf(note, sizeof(note), "[ferry: console output past %llu KiB is dropped]\n",
+					 (unsigned long long)(s->log_max >> 10));
+			if (s->log && fwrite(note, 1, (size_t)n, s->log) == (size_t)n)
+				fflush(s->log);
+			if (s->to_terminal)
+				fprintf(stdout, "[%s] %s", s->dev.vm->name, note);
+			log_warn(s->dev.vm->name, "console output reached %llu KiB; the rest is dropped (counted)",
+				 (unsigned long long)(s->log_max >> 10));
+			s->logged = s->log_max + 1;
+		}
+		s->dropped += s->line_len;
+		s->line_len = 0;
+		return;
+	}
+	s->logged += s->line_len;
+	if (s->log && !s->log_failed &&
+	    (fwrite(s->line, 1, s->line_len, s->log) != s->line_len || fflush(s->log) != 0)) {
+		s->log_failed = true; /* e.g. the disk is full: say so once, keep the VM running */
+		log_error(s->dev.vm->name, "cannot write its console log: %s", strerror(errno));
 	}
 	if (s->to_terminal) {
 		/* One write per line, so lines of different VMs do not mix. */
@@ -185,7 +209,17 @@ static void serial_destroy(struct device *dev)
 	free(s);
 }
 
+static void serial_counters_json(struct device *dev, cJSON *o)
+{
+	struct serial *s = (struct serial *)dev;
+	pthread_mutex_lock(&s->lock);
+	cJSON_AddNumberToObject(o, "logged_bytes", (double)(s->logged > s->log_max ? s->log_max : s->logged));
+	cJSON_AddNumberToObject(o, "dropped_bytes", (double)s->dropped);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static const struct device_ops serial_ops = {
+	.counters_json = serial_counters_json,
 	.destroy = serial_destroy,
 };
 
@@ -201,6 +235,7 @@ struct serial *serial_create(struct vm *vm, const char *log_path, bool to_termin
 	s->dev.vm = vm;
 	pthread_mutex_init(&s->lock, NULL);
 	s->to_terminal = to_terminal;
+	s->log_max = vm->cfg->console_log_max_kib << 10;
 	if (log_path && *log_path) {
 		s->log = fopen(log_path, "w");
 		if (!s->log) {

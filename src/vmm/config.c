@@ -156,6 +156,31 @@ const char *device_type_name(enum device_type type)
 	return device_type_names[type];
 }
 
+void config_vm_defaults(struct vm_config *vm)
+{
+	memset(vm, 0, sizeof(*vm));
+	snprintf(vm->name, sizeof(vm->name), "vm0");
+	vm->memory_mib = 64;
+	vm->vcpus = 1;
+	vm->cpu_shares = 1000;
+	vm->console_log_max_kib = CFG_CONSOLE_LOG_MAX_KIB;
+	config_memory_defaults(vm);
+}
+
+void config_memory_defaults(struct vm_config *vm)
+{
+	vm->memory.min_mib = vm->memory_mib < 32 ? vm->memory_mib : 32;
+	vm->memory.max_mib = vm->memory_mib;
+	vm->memory.shares = 1000;
+}
+
+void config_device_defaults(struct device_config *d, enum device_type type)
+{
+	memset(d, 0, sizeof(*d));
+	d->type = type;
+	d->balloon.stats_ms = 250;
+}
+
 static int parse_msgq(struct ctx *c, const cJSON *j, const char *path, struct msgq_device_config *m)
 {
 	static const char *const keys[] = { "type", "peers", "send_slots", "recv_slots", "max_msg_pages",
@@ -196,20 +221,19 @@ static int parse_device(struct ctx *c, const cJSON *j, const char *path, struct 
 	char type[32];
 	if (get_string(c, j, "type", path, true, type, sizeof(type)) < 0)
 		return -1;
-	memset(d, 0, sizeof(*d));
 	if (!strcmp(type, "virtio-rng")) {
-		d->type = DEV_VIRTIO_RNG;
+		config_device_defaults(d, DEV_VIRTIO_RNG);
 		static const char *const keys[] = { "type", NULL };
 		return check_keys(c, j, path, keys);
 	}
 	if (!strcmp(type, "msgq")) {
-		d->type = DEV_MSGQ;
+		config_device_defaults(d, DEV_MSGQ);
 		return parse_msgq(c, j, path, &d->msgq);
 	}
 	if (!strcmp(type, "virtio-balloon")) {
 		static const char *const keys[] = { "type", "stats_ms", NULL };
-		uint64_t ms = 250;
-		d->type = DEV_BALLOON;
+		config_device_defaults(d, DEV_BALLOON);
+		uint64_t ms = d->balloon.stats_ms;
 		if (check_keys(c, j, path, keys) < 0 || get_uint(c, j, "stats_ms", path, 10, 60000, false, &ms) < 0)
 			return -1;
 		d->balloon.stats_ms = (uint32_t)ms;
@@ -217,7 +241,7 @@ static int parse_device(struct ctx *c, const cJSON *j, const char *path, struct 
 	}
 	if (!strcmp(type, "cpu-reserve")) {
 		static const char *const keys[] = { "type", NULL };
-		d->type = DEV_CPU_RESERVE;
+		config_device_defaults(d, DEV_CPU_RESERVE);
 		return check_keys(c, j, path, keys);
 	}
 	return fail(c, path, "unknown device type \"%s\" (known: virtio-rng, msgq, virtio-balloon, cpu-reserve)", type);
@@ -226,9 +250,7 @@ static int parse_device(struct ctx *c, const cJSON *j, const char *path, struct 
 static int parse_memory_policy(struct ctx *c, const cJSON *vmj, const char *vmpath, struct vm_config *vm)
 {
 	struct memory_policy *m = &vm->memory;
-	m->min_mib = vm->memory_mib < 32 ? vm->memory_mib : 32;
-	m->max_mib = vm->memory_mib;
-	m->shares = 1000;
+	config_memory_defaults(vm);
 	const cJSON *j = cJSON_GetObjectItemCaseSensitive(vmj, "memory");
 	if (!j)
 		return 0;
@@ -250,26 +272,25 @@ static int parse_memory_policy(struct ctx *c, const cJSON *vmj, const char *vmpa
 
 static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_config *vm)
 {
-	static const char *const keys[] = { "name", "memory_mib", "vcpus", "kernel", "cmdline",
-					    "hugepages", "console_log", "devices", "memory", "cpu_shares", NULL };
+	static const char *const keys[] = { "name", "memory_mib", "vcpus", "kernel", "cmdline", "hugepages",
+					    "console_log", "console_log_max_kib", "devices", "memory", "cpu_shares", NULL };
 	if (!cJSON_IsObject(j))
 		return fail(c, path, "must be an object, not %s", json_type_name(j));
 	if (check_keys(c, j, path, keys) < 0)
 		return -1;
 
-	memset(vm, 0, sizeof(*vm));
-	vm->vcpus = 1;
-	uint64_t vcpus = 1;
+	config_vm_defaults(vm);
+	uint64_t vcpus = vm->vcpus;
 	if (get_string(c, j, "name", path, true, vm->name, sizeof(vm->name)) < 0 ||
 	    get_uint(c, j, "memory_mib", path, CFG_MIN_MEMORY_MIB, CFG_MAX_MEMORY_MIB, true, &vm->memory_mib) < 0 ||
 	    get_uint(c, j, "vcpus", path, 1, CFG_MAX_VCPUS, false, &vcpus) < 0 ||
 	    get_string(c, j, "kernel", path, false, vm->kernel, sizeof(vm->kernel)) < 0 ||
 	    get_string(c, j, "cmdline", path, false, vm->cmdline, sizeof(vm->cmdline)) < 0 ||
 	    get_bool(c, j, "hugepages", path, &vm->hugepages) < 0 ||
-	    get_string(c, j, "console_log", path, false, vm->console_log, sizeof(vm->console_log)) < 0)
+	    get_string(c, j, "console_log", path, false, vm->console_log, sizeof(vm->console_log)) < 0 ||
+	    get_uint(c, j, "console_log_max_kib", path, 1, 1ull << 30, false, &vm->console_log_max_kib) < 0)
 		return -1;
 	vm->vcpus = (unsigned)vcpus;
-	vm->cpu_shares = 1000;
 	if (get_uint(c, j, "cpu_shares", path, 1, 1000000, false, &vm->cpu_shares) < 0)
 		return -1;
 	if (!config_name_valid(vm->name))

@@ -58,6 +58,7 @@ struct vm_config {
 	char cmdline[CFG_CMDLINE_MAX];
 	bool hugepages;
 	char console_log[PATH_MAX];   /* empty: <log dir>/<name>.log */
+	uint64_t console_log_max_kib; /* the log stops growing here (a guest can print forever) */
 	struct memory_policy memory;
 	uint64_t cpu_shares;          /* weight when the host's vCPU budget is divided */
 	struct device_config devices[CFG_MAX_DEVICES];
@@ -75,6 +76,15 @@ struct ferry_config {
 		uint64_t vcpu_budget;        /* vCPUs that may run at once; 0: no CPU scheduler */
 	} host;
 };
+
+#define CFG_CONSOLE_LOG_MAX_KIB 16384
+
+/* Defaults, the same for a config file and for `ferry run --kernel`: a VM
+ * ("vm0", 64 MiB, 1 vCPU, ...), the memory policy for its memory_mib, a
+ * device of a type. */
+void config_vm_defaults(struct vm_config *vm);
+void config_memory_defaults(struct vm_config *vm);
+void config_device_defaults(struct device_config *d, enum device_type type);
 
 /* The VM's id as other VMs see it (message sources and destinations). */
 static inline uint32_t config_vm_id(unsigned index)

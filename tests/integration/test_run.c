@@ -3,6 +3,8 @@
  * when the guest, the kernel image, the config or the host is at fault. */
 #include "helpers.h"
 
+#include <limits.h>
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +63,36 @@ static void hello_two_vms(void **state)
 		free(want);
 		free(log);
 	}
+	cmd_result_free(&r);
+}
+
+/* A guest that prints without end cannot fill the disk: the log stops at
+ * console_log_max_kib, says so, and the rest is counted. */
+static void console_log_is_capped(void **state)
+{
+	(void)state;
+	require_kvm();
+	char kernel[PATH_MAX];
+	if (!realpath(guest_image(), kernel))
+		fail_msg("no guest image");
+	char *cfg = xasprintf("%s/capped.json", tmp);
+	char *json = xasprintf("{\"vms\": [{\"name\": \"chatty\", \"memory_mib\": 64, \"kernel\": \"%s\","
+			       " \"cmdline\": \"app=chatter lines=200\", \"console_log_max_kib\": 1}]}", kernel);
+	write_file(cfg, json);
+	const char *args[] = { cfg, NULL };
+	struct cmd_result r = ferry_run(args, 60);
+	if (r.status != 0)
+		fail_msg("ferry exited %d:\n%s", r.status, r.err);
+	expect_contains(r.err, "console output reached 1 KiB");
+	cJSON *vm = summary_vm("chatty");
+	assert_true(num(vm, "counters.serial.dropped_bytes") > 0);
+	assert_true(num(vm, "counters.serial.logged_bytes") <= 1024);
+	char *log = console_log("chatty");
+	assert_true(strlen(log) <= 1024 + 64);
+	expect_contains(log, "console output past 1 KiB is dropped");
+	free(log);
+	free(json);
+	free(cfg);
 	cmd_result_free(&r);
 }
 
@@ -366,7 +398,7 @@ int main(void)
 		T(hello_two_vms),     T(selftest_with_virtio_rng), T(console_lines_prefixed),
 		T(guest_status_is_exit_code), T(timeout_stops_only_the_hung_vm), T(guest_crashes_are_reported),
 		T(bad_kernel_images), T(memory_the_host_cannot_give), T(bad_configs), T(bad_cli), T(missing_kvm),
-		T(control_socket), T(threads_are_sandboxed),
+		T(control_socket), T(threads_are_sandboxed), T(console_log_is_capped),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
