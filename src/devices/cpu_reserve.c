@@ -12,7 +12,6 @@
 
 struct cpu_reserve {
 	struct virtio_device vd;
-	struct vm *vm;
 	struct cpu_reserve_config cfg;
 	uint64_t requested_ns;      /* when the latest request went out */
 	uint64_t ack_ns;            /* how long its acknowledgement took */
@@ -22,11 +21,6 @@ struct cpu_reserve {
 static struct cpu_reserve *to_cr(struct virtio_device *vd)
 {
 	return (struct cpu_reserve *)vd;
-}
-
-static void cr_config_read(struct virtio_device *vd, uint32_t off, void *data, uint32_t len)
-{
-	memcpy(data, (const uint8_t *)&to_cr(vd)->cfg + off, len);
 }
 
 /* The driver reports what it parked: parked, the mask, and last the
@@ -110,7 +104,6 @@ static const struct virtio_device_ops cr_ops = {
 	.type = VIRTIO_ID_VCPU_RESERVE,
 	.num_queues = 0,
 	.config_size = sizeof(struct cpu_reserve_config),
-	.config_read = cr_config_read,
 	.config_write = cr_config_write,
 	.reset = cr_reset,
 	.counters_json = cr_counters_json,
@@ -124,9 +117,8 @@ int cpu_reserve_create(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	c->vm = vm;
 	c->cfg.nr_vcpus = vm->nr_vcpus ? vm->nr_vcpus : vm->cfg->vcpus;
-	if (virtio_device_init(&c->vd, vm, "cpu-reserve", &cr_ops, NULL, err, errlen) < 0) {
+	if (virtio_device_init(&c->vd, vm, "cpu-reserve", &cr_ops, &c->cfg, NULL, err, errlen) < 0) {
 		free(c);
 		return -1;
 	}

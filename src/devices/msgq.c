@@ -26,7 +26,6 @@
 
 struct msgq_dev {
 	struct virtio_device vd;
-	struct vm *vm;
 	struct msgq_endpoint *ep;
 	struct msgq_config cfg;      /* the device config space image */
 	uint64_t window_gpa;
@@ -69,7 +68,7 @@ static uint8_t handle_send(struct msgq_dev *m, const struct vq_desc_chain *c, bo
 {
 	struct msgq_send_hdr h;
 	if (c->n != 3 || c->desc[0].writable || c->desc[1].writable || !c->desc[2].writable ||
-	    c->desc[0].len != sizeof(h) || gm_read(&m->vm->mem, c->desc[0].addr, &h, sizeof(h)) < 0) {
+	    c->desc[0].len != sizeof(h) || gm_read(&m->vd.dev.vm->mem, c->desc[0].addr, &h, sizeof(h)) < 0) {
 		device_reject(&m->vd.dev, "send: chain is not [header][payload][status]");
 		return MSGQ_E_BAD_CHAIN;
 	}
@@ -93,7 +92,7 @@ static uint8_t handle_send(struct msgq_dev *m, const struct vq_desc_chain *c, bo
 	}
 	int r = msgq_switch_send(m->ep, h.dest, h.flags, (uint32_t)(off / ps), h.len, h.cookie, &st->how);
 	if (r == MSGQ_E_FULL) /* backpressure, not misbehaviour: counted by the caller, not logged */
-		log_debug(m->vm->name, "msgq: send to %u of %u bytes: receiver full", h.dest, h.len);
+		log_debug(m->vd.dev.vm->name, "msgq: send to %u of %u bytes: receiver full", h.dest, h.len);
 	else if (r != MSGQ_OK)
 		device_reject(&m->vd.dev, "send to %u of %u bytes refused: %s", h.dest, h.len, status_name[r]);
 	else if (immediate && (h.flags & MSGQ_SEND_DOORBELL))
@@ -124,7 +123,7 @@ static void process_sends(struct msgq_dev *m, bool immediate)
 		uint32_t written = 0;
 		const struct vq_desc *last = c.n ? &c.desc[c.n - 1] : NULL;
 		if (last && last->writable && last->len >= sizeof(st) &&
-		    gm_write(&m->vm->mem, last->addr, &st, sizeof(st)) == 0)
+		    gm_write(&m->vd.dev.vm->mem, last->addr, &st, sizeof(st)) == 0)
 			written = sizeof(st);
 		vq_push(vq, c.head, written);
 		pushed = true;
@@ -229,7 +228,7 @@ static void isolation_lost(struct msgq_endpoint *ep, const char *why)
 	struct msgq_dev *m = ep->dev;
 	char detail[256];
 	snprintf(detail, sizeof(detail), "msgq: %s; stopping the VM so it cannot see another VM's page", why);
-	vm_stop(m->vm, VM_EXIT_VMM_ERROR, 0, detail);
+	vm_stop(m->vd.dev.vm, VM_EXIT_VMM_ERROR, 0, detail);
 }
 
 static void reclaim(struct msgq_endpoint *ep)
@@ -244,11 +243,6 @@ static const struct msgq_endpoint_ops endpoint_ops = {
 	.reclaim = reclaim,
 	.isolation_lost = isolation_lost,
 };
-
-static void msgq_config_read(struct virtio_device *vd, uint32_t off, void *data, uint32_t len)
-{
-	memcpy(data, (const uint8_t *)&to_msgq(vd)->cfg + off, len);
-}
 
 static void msgq_activate(struct virtio_device *vd)
 {
@@ -295,11 +289,11 @@ static void msgq_poll(void *arg, uint32_t events)
 	(void)events;
 	pthread_mutex_lock(m->vd.lock);
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]) >= PAUSE_BATCH && m->ep->up && m->pause_pays) {
-		paused[npaused++] = m->vm;
+		paused[npaused++] = m->vd.dev.vm;
 		for (unsigned i = 0; i < m->ep->nr_peers; i++) {
 			struct msgq_endpoint *peer = m->ep->sw->ep[m->ep->peers[i]];
 			if (peer && peer->up)
-				paused[npaused++] = ((struct msgq_dev *)peer->dev)->vm;
+				paused[npaused++] = ((struct msgq_dev *)peer->dev)->vd.dev.vm;
 		}
 		m->paused_pickups++;
 	}
@@ -395,7 +389,7 @@ static int msgq_pci_setup(struct virtio_device *vd, struct pci_device *pdev, cha
 static void msgq_bar_mapped(struct virtio_device *vd, unsigned bar, uint64_t addr, bool mapped)
 {
 	struct msgq_dev *m = to_msgq(vd);
-	struct guest_memory *mem = &m->vm->mem;
+	struct guest_memory *mem = &m->vd.dev.vm->mem;
 	if (bar != MSGQ_WINDOW_BAR)
 		return;
 	pthread_mutex_lock(m->vd.lock);
@@ -406,21 +400,21 @@ static void msgq_bar_mapped(struct virtio_device *vd, unsigned bar, uint64_t add
 		return;
 	}
 	if (was)
-		bus_unregister(&m->vm->mmio, old + send, m);
+		bus_unregister(&m->vd.dev.vm->mmio, old + send, m);
 	bool ok = gm_move_foreign(mem, (unsigned)m->region[0], addr, mapped) == 0 &&
 		  gm_move_foreign(mem, (unsigned)m->region[1], addr + send, mapped) == 0;
 	if (!ok) {
 		/* Both regions back where they were: never half a window. */
 		if (gm_move_foreign(mem, (unsigned)m->region[0], old, was) < 0 ||
 		    gm_move_foreign(mem, (unsigned)m->region[1], old + send, was) < 0)
-			log_error(m->vm->name, "msgq: the page window could not be put back and is unmapped");
+			log_error(m->vd.dev.vm->name, "msgq: the page window could not be put back and is unmapped");
 		device_reject(&m->vd.dev, "cannot move the page window to 0x%llx; it stays at 0x%llx",
 			      (unsigned long long)addr, (unsigned long long)old);
 		addr = old;
 		mapped = was && mem->region[m->region[0]].present;
 	}
 	m->window_gpa = addr;
-	if (mapped && bus_register(&m->vm->mmio, addr + send, recv, ro_guard_io, m, &m->ro_guard) < 0)
+	if (mapped && bus_register(&m->vd.dev.vm->mmio, addr + send, recv, ro_guard_io, m, &m->ro_guard) < 0)
 		device_reject(&m->vd.dev, "receive region at 0x%llx overlaps another device", (unsigned long long)addr);
 	pthread_mutex_unlock(m->vd.lock);
 }
@@ -428,9 +422,9 @@ static void msgq_bar_mapped(struct virtio_device *vd, unsigned bar, uint64_t add
 static void msgq_destroy(struct virtio_device *vd)
 {
 	struct msgq_dev *m = to_msgq(vd);
-	m->vm->msgq = NULL; /* so msgq_abandon() finds nothing to free */
+	m->vd.dev.vm->msgq = NULL; /* so msgq_abandon() finds nothing to free */
 	if (m->poll)
-		evl_del(m->vm->evl, m->poll);
+		evl_del(m->vd.dev.vm->evl, m->poll);
 	msgq_endpoint_destroy(m->ep);
 	free(m);
 }
@@ -440,7 +434,6 @@ static const struct virtio_device_ops msgq_ops = {
 	.num_queues = MSGQ_NUM_QUEUES,
 	.queue_size = MSGQ_QUEUE_SIZE,
 	.config_size = sizeof(struct msgq_config),
-	.config_read = msgq_config_read,
 	.queue_notify = msgq_queue_notify,
 	.activate = msgq_activate,
 	.reset = msgq_reset,
@@ -556,7 +549,7 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 		free(m);
 		return -1;
 	}
-	m->vm = vm;
+	m->vd.dev.vm = vm; /* before the device exists: the window comes first */
 	m->pause_pays = true;
 	bool huge = sw->page_size > 4096;
 	struct msgq_config *cfg = &m->cfg;
@@ -606,7 +599,7 @@ int msgq_create(struct vm *vm, const struct device_config *dc, char *err, size_t
 	}
 	snprintf(m->ro_guard.name, sizeof(m->ro_guard.name), "msgq-received-pages");
 	m->ro_guard.vm = vm;
-	if (virtio_device_init(&m->vd, vm, "msgq", &msgq_ops, &sw->lock, err, errlen) < 0)
+	if (virtio_device_init(&m->vd, vm, "msgq", &msgq_ops, &m->cfg, &sw->lock, err, errlen) < 0)
 		return -1;
 	m->registered = true;
 	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;

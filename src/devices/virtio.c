@@ -33,18 +33,19 @@ static const struct device_ops virtio_device_ops_table = {
 };
 
 int virtio_device_init(struct virtio_device *vd, struct vm *vm, const char *name,
-		       const struct virtio_device_ops *vops, pthread_mutex_t *shared_lock,
+		       const struct virtio_device_ops *vops, void *config, pthread_mutex_t *shared_lock,
 		       char *err, size_t errlen)
 {
-	if (vops->num_queues > VIRTIO_MAX_QUEUES) {
-		snprintf(err, errlen, "%s: %u queues, at most %d", name, vops->num_queues, VIRTIO_MAX_QUEUES);
+	if (vops->num_queues > VIRTIO_MAX_QUEUES || (vops->config_size && !config)) {
+		snprintf(err, errlen, "%s: %u queues (at most %d), config space %s", name, vops->num_queues,
+			 VIRTIO_MAX_QUEUES, config ? "given" : "missing");
 		return -1;
 	}
 	snprintf(vd->dev.name, sizeof(vd->dev.name), "%s", name);
 	vd->dev.ops = &virtio_device_ops_table;
 	vd->dev.vm = vm;
 	vd->vops = vops;
-	vd->vm = vm;
+	vd->config = config;
 	pthread_mutex_init(&vd->own_lock, NULL);
 	vd->lock = shared_lock ? shared_lock : &vd->own_lock;
 	for (uint16_t q = 0; q < vops->num_queues; q++)
@@ -79,5 +80,6 @@ void virtio_needs_reset(struct virtio_device *vd)
 	if (vd->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET)
 		return;
 	vd->status |= VIRTIO_STATUS_DEVICE_NEEDS_RESET;
-	virtio_pci_signal_config(vd->transport);
+	if (vd->transport) /* none in tests of the core alone */
+		virtio_pci_signal_config(vd->transport);
 }

@@ -27,8 +27,8 @@ struct virtio_device_ops {
 	uint64_t features;        /* device-specific bits; the core adds VERSION_1 */
 	uint32_t config_size;
 	/* All callbacks run with vd->lock held. Config accesses arrive with
-	 * off + len already checked against config_size. */
-	void (*config_read)(struct virtio_device *vd, uint32_t off, void *data, uint32_t len);
+	 * off + len already checked against config_size. Reads come from the
+	 * device's config image (vd->config); writes need this callback. */
 	void (*config_write)(struct virtio_device *vd, uint32_t off, const void *data, uint32_t len);
 	/* The driver kicked vq. Runs on the event loop thread. */
 	void (*queue_notify)(struct virtio_device *vd, struct virtqueue *vq);
@@ -52,7 +52,7 @@ struct virtio_device_ops {
 struct virtio_device {
 	struct device dev;        /* first: a virtio_device is a device */
 	const struct virtio_device_ops *vops;
-	struct vm *vm;
+	void *config;             /* the device config space image, vops->config_size bytes */
 	/* Guards the device; devices that talk to each other share one. */
 	pthread_mutex_t *lock;
 	pthread_mutex_t own_lock;
@@ -65,10 +65,11 @@ struct virtio_device {
 };
 
 /* Sets up the core and a virtio-pci transport, and registers the device
- * with the VM. `name` is the summary's key for its counters. shared_lock:
- * a lock to use instead of the device's own (NULL for its own). */
+ * with the VM. `name` is the summary's key for its counters. config: the
+ * device's config image (NULL if config_size is 0). shared_lock: a lock to
+ * use instead of the device's own (NULL for its own). */
 int virtio_device_init(struct virtio_device *vd, struct vm *vm, const char *name,
-		       const struct virtio_device_ops *vops, pthread_mutex_t *shared_lock,
+		       const struct virtio_device_ops *vops, void *config, pthread_mutex_t *shared_lock,
 		       char *err, size_t errlen);
 
 /* After pushing buffers to vq: interrupts the driver if it wants it. */

@@ -33,7 +33,6 @@
 
 struct balloon {
 	struct virtio_device vd;
-	struct vm *vm;
 	struct virtio_balloon_config cfg;
 	/* The guest's RAM as its memory map describes it: only these pages may
 	 * be ballooned or reported. */
@@ -108,7 +107,7 @@ static void punch_flush(struct balloon *b, struct punch *p)
 
 static void punch_add(struct balloon *b, struct punch *p, uint64_t gpa, uint64_t len)
 {
-	const struct gm_region *r = gm_region_of(&b->vm->mem, gpa, len);
+	const struct gm_region *r = gm_region_of(&b->vd.dev.vm->mem, gpa, len);
 	if (!r)
 		return;
 	uint64_t off = gpa - r->gpa;
@@ -252,7 +251,7 @@ static void balloon_audit(struct balloon *b)
 		while (end < b->nr_frames && test_bit(b->in_balloon, end))
 			end++;
 		uint64_t gpa = pfn << 12, len = (end - pfn) << 12;
-		const struct gm_region *r = gm_region_of(&b->vm->mem, gpa, len);
+		const struct gm_region *r = gm_region_of(&b->vd.dev.vm->mem, gpa, len);
 		if (r && !r->hugepages) {
 			off_t from = (off_t)(gpa - r->gpa), to = from + (off_t)len;
 			off_t data = lseek(r->memfd, from, SEEK_DATA);
@@ -286,11 +285,6 @@ static void balloon_tick(void *arg, uint32_t events)
 	if (++b->ticks % AUDIT_EVERY == 0)
 		balloon_audit(b);
 	pthread_mutex_unlock(b->vd.lock);
-}
-
-static void balloon_config_read(struct virtio_device *vd, uint32_t off, void *data, uint32_t len)
-{
-	memcpy(data, (const uint8_t *)&to_balloon(vd)->cfg + off, len);
 }
 
 static void balloon_config_write(struct virtio_device *vd, uint32_t off, const void *data, uint32_t len)
@@ -341,7 +335,7 @@ static void balloon_destroy(struct virtio_device *vd)
 {
 	struct balloon *b = to_balloon(vd);
 	if (b->timer)
-		evl_del(b->vm->evl, b->timer);
+		evl_del(b->vd.dev.vm->evl, b->timer);
 	free(b->in_balloon);
 	free(b);
 }
@@ -353,7 +347,6 @@ static const struct virtio_device_ops balloon_ops = {
 	.features = (1ull << VIRTIO_BALLOON_F_STATS_VQ) | (1ull << VIRTIO_BALLOON_F_DEFLATE_ON_OOM) |
 		    (1ull << VIRTIO_BALLOON_F_REPORTING),
 	.config_size = sizeof(struct virtio_balloon_config),
-	.config_read = balloon_config_read,
 	.config_write = balloon_config_write,
 	.queue_notify = balloon_queue_notify,
 	.reset = balloon_reset,
@@ -368,7 +361,6 @@ int virtio_balloon_create(struct vm *vm, const struct device_config *dc, char *e
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	b->vm = vm;
 	uint64_t top = 0;
 	b->nr_ram = 0;
 	struct hvm_memmap_table_entry map[PVH_MAX_MEMMAP];
@@ -387,7 +379,7 @@ int virtio_balloon_create(struct vm *vm, const struct device_config *dc, char *e
 		free(b);
 		return -1;
 	}
-	if (virtio_device_init(&b->vd, vm, "balloon", &balloon_ops, NULL, err, errlen) < 0) {
+	if (virtio_device_init(&b->vd, vm, "balloon", &balloon_ops, &b->cfg, NULL, err, errlen) < 0) {
 		free(b->in_balloon);
 		free(b);
 		return -1;

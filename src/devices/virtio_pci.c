@@ -18,6 +18,7 @@
 #include "devices/pci.h"
 #include "devices/pci_msix.h"
 #include "devices/virtio.h"
+#include "devices/virtio_pci_common.h"
 #include "ferry/virtio.h"
 #include "host/eventloop.h"
 #include "vmm/vm.h"
@@ -50,23 +51,15 @@ struct virtio_pci {
 	struct pci_device pci;
 	struct msix msix;
 	uint8_t pci_cfg_cap;     /* offset of the VIRTIO_PCI_CAP_PCI_CFG window */
-	uint32_t dfselect, gfselect;
-	uint16_t queue_select;
-	uint16_t config_vector;
-	uint8_t isr;
+	struct virtio_pci_common common;
 	uint64_t bar_addr;
 	bool bar_mapped;
 	struct virtio_pci_queue q[VIRTIO_MAX_QUEUES];
 };
 
-static uint64_t offered_features(const struct virtio_device *vd)
-{
-	return vd->vops->features | (1ull << VIRTIO_F_VERSION_1);
-}
-
 static void signal_vector(struct virtio_pci *vp, uint16_t vector, uint8_t isr_bit)
 {
-	vp->isr |= isr_bit;
+	vp->common.isr |= isr_bit;
 	if (vector != VIRTIO_MSI_NO_VECTOR)
 		msix_notify(&vp->msix, vector);
 }
@@ -78,7 +71,7 @@ void virtio_pci_signal_queue(struct virtio_pci *vp, struct virtqueue *vq)
 
 void virtio_pci_signal_config(struct virtio_pci *vp)
 {
-	signal_vector(vp, vp->config_vector, VIRTIO_ISR_CONFIG);
+	signal_vector(vp, vp->common.config_vector, VIRTIO_ISR_CONFIG);
 }
 
 void virtio_pci_requeue(struct virtio_pci *vp, struct virtqueue *vq)
@@ -116,179 +109,6 @@ static void ioeventfd_ready(void *arg, uint32_t events)
 	pthread_mutex_unlock(q->vp->vd->lock);
 }
 
-static void reset_device(struct virtio_pci *vp)
-{
-	struct virtio_device *vd = vp->vd;
-	if (vd->vops->reset)
-		vd->vops->reset(vd);
-	for (unsigned i = 0; i < vd->vops->num_queues; i++)
-		vq_reset(&vd->vq[i]);
-	vd->status = 0;
-	vd->driver_features = 0;
-	vp->dfselect = vp->gfselect = 0;
-	vp->queue_select = 0;
-	vp->config_vector = VIRTIO_MSI_NO_VECTOR;
-	vp->isr = 0;
-}
-
-static void write_status(struct virtio_pci *vp, uint8_t status)
-{
-	struct virtio_device *vd = vp->vd;
-	if (status == 0) {
-		reset_device(vp);
-		return;
-	}
-	if ((status & VIRTIO_STATUS_FEATURES_OK) && !(vd->status & VIRTIO_STATUS_FEATURES_OK)) {
-		/* Refusing FEATURES_OK is how a device says no; the driver reads it back. */
-		if ((vd->driver_features & ~offered_features(vd)) ||
-		    !(vd->driver_features & (1ull << VIRTIO_F_VERSION_1))) {
-			device_reject(&vd->dev, "driver accepted features 0x%llx, not a subset of 0x%llx with VERSION_1",
-				      (unsigned long long)vd->driver_features, (unsigned long long)offered_features(vd));
-			status &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK;
-		}
-	}
-	bool driver_ok = (status & VIRTIO_STATUS_DRIVER_OK) && !(vd->status & VIRTIO_STATUS_DRIVER_OK);
-	vd->status = (uint8_t)(status | (vd->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET));
-	if (driver_ok && vd->vops->activate)
-		vd->vops->activate(vd);
-}
-
-static struct virtqueue *selected(struct virtio_pci *vp)
-{
-	return vp->queue_select < vp->vd->vops->num_queues ? &vp->vd->vq[vp->queue_select] : NULL;
-}
-
-static uint16_t checked_vector(struct virtio_pci *vp, uint16_t v)
-{
-	/* A vector the device does not have reads back as NO_VECTOR, which is
-	 * how the spec tells the driver the assignment failed. */
-	return v < vp->msix.nr ? v : VIRTIO_MSI_NO_VECTOR;
-}
-
-static void common_write(struct virtio_pci *vp, uint64_t off, uint64_t val, uint32_t len)
-{
-	struct virtio_device *vd = vp->vd;
-	struct virtqueue *vq = selected(vp);
-	bool queue_live = vq && vq->enabled;
-	switch (off | (uint64_t)len << 32) {
-	case VIRTIO_PCI_COMMON_DFSELECT | 4ull << 32:
-		vp->dfselect = (uint32_t)val;
-		return;
-	case VIRTIO_PCI_COMMON_GFSELECT | 4ull << 32:
-		vp->gfselect = (uint32_t)val;
-		return;
-	case VIRTIO_PCI_COMMON_GF | 4ull << 32:
-		if (vd->status & VIRTIO_STATUS_FEATURES_OK)
-			break; /* frozen after FEATURES_OK */
-		if (vp->gfselect < 2) {
-			unsigned shift = 32 * vp->gfselect;
-			vd->driver_features = (vd->driver_features & ~(0xffffffffull << shift)) | (val << shift);
-		}
-		return;
-	case VIRTIO_PCI_COMMON_MSIX | 2ull << 32:
-		vp->config_vector = checked_vector(vp, (uint16_t)val);
-		return;
-	case VIRTIO_PCI_COMMON_STATUS | 1ull << 32:
-		write_status(vp, (uint8_t)val);
-		return;
-	case VIRTIO_PCI_COMMON_Q_SELECT | 2ull << 32:
-		vp->queue_select = (uint16_t)val;
-		return;
-	case VIRTIO_PCI_COMMON_Q_SIZE | 2ull << 32:
-		if (vq && !queue_live)
-			vq->size = (uint16_t)val; /* checked at enable */
-		return;
-	case VIRTIO_PCI_COMMON_Q_MSIX | 2ull << 32:
-		if (vq)
-			vq->msix_vector = checked_vector(vp, (uint16_t)val);
-		return;
-	case VIRTIO_PCI_COMMON_Q_ENABLE | 2ull << 32:
-		if (vq && val == 1 && !queue_live && vq_enable(vq) < 0)
-			virtio_needs_reset(vd);
-		return;
-	case VIRTIO_PCI_COMMON_Q_DESCLO | 4ull << 32:
-	case VIRTIO_PCI_COMMON_Q_DESCHI | 4ull << 32:
-	case VIRTIO_PCI_COMMON_Q_AVAILLO | 4ull << 32:
-	case VIRTIO_PCI_COMMON_Q_AVAILHI | 4ull << 32:
-	case VIRTIO_PCI_COMMON_Q_USEDLO | 4ull << 32:
-	case VIRTIO_PCI_COMMON_Q_USEDHI | 4ull << 32:
-	case VIRTIO_PCI_COMMON_Q_DESCLO | 8ull << 32:
-	case VIRTIO_PCI_COMMON_Q_AVAILLO | 8ull << 32:
-	case VIRTIO_PCI_COMMON_Q_USEDLO | 8ull << 32: {
-		if (!vq || queue_live)
-			return; /* addresses of a running queue are fixed */
-		uint64_t base = off & ~7ull;
-		uint64_t *field = base == VIRTIO_PCI_COMMON_Q_DESCLO ? &vq->desc_gpa :
-				  base == VIRTIO_PCI_COMMON_Q_AVAILLO ? &vq->avail_gpa : &vq->used_gpa;
-		if (len == 8)
-			*field = val;
-		else if (off & 4)
-			*field = (*field & 0xffffffffull) | val << 32;
-		else
-			*field = (*field & ~0xffffffffull) | val;
-		return;
-	}
-	default:
-		break;
-	}
-	device_reject(&vd->dev, "write of %u bytes to common config offset 0x%llx", len, (unsigned long long)off);
-}
-
-static uint64_t common_read(struct virtio_pci *vp, uint64_t off, uint32_t len)
-{
-	struct virtio_device *vd = vp->vd;
-	struct virtqueue *vq = selected(vp);
-	switch (off | (uint64_t)len << 32) {
-	case VIRTIO_PCI_COMMON_DFSELECT | 4ull << 32:
-		return vp->dfselect;
-	case VIRTIO_PCI_COMMON_DF | 4ull << 32:
-		return vp->dfselect < 2 ? (uint32_t)(offered_features(vd) >> (32 * vp->dfselect)) : 0;
-	case VIRTIO_PCI_COMMON_GFSELECT | 4ull << 32:
-		return vp->gfselect;
-	case VIRTIO_PCI_COMMON_GF | 4ull << 32:
-		return vp->gfselect < 2 ? (uint32_t)(vd->driver_features >> (32 * vp->gfselect)) : 0;
-	case VIRTIO_PCI_COMMON_MSIX | 2ull << 32:
-		return vp->config_vector;
-	case VIRTIO_PCI_COMMON_NUMQ | 2ull << 32:
-		return vd->vops->num_queues;
-	case VIRTIO_PCI_COMMON_STATUS | 1ull << 32:
-		return vd->status;
-	case VIRTIO_PCI_COMMON_CFGGENERATION | 1ull << 32:
-		return vd->config_generation;
-	case VIRTIO_PCI_COMMON_Q_SELECT | 2ull << 32:
-		return vp->queue_select;
-	case VIRTIO_PCI_COMMON_Q_SIZE | 2ull << 32:
-		return vq ? vq->size : 0; /* 0: no such queue */
-	case VIRTIO_PCI_COMMON_Q_MSIX | 2ull << 32:
-		return vq ? vq->msix_vector : VIRTIO_MSI_NO_VECTOR;
-	case VIRTIO_PCI_COMMON_Q_ENABLE | 2ull << 32:
-		return vq ? vq->enabled : 0;
-	case VIRTIO_PCI_COMMON_Q_NOFF | 2ull << 32:
-		return vp->queue_select;
-	case VIRTIO_PCI_COMMON_Q_DESCLO | 4ull << 32:
-		return vq ? (uint32_t)vq->desc_gpa : 0;
-	case VIRTIO_PCI_COMMON_Q_DESCHI | 4ull << 32:
-		return vq ? vq->desc_gpa >> 32 : 0;
-	case VIRTIO_PCI_COMMON_Q_AVAILLO | 4ull << 32:
-		return vq ? (uint32_t)vq->avail_gpa : 0;
-	case VIRTIO_PCI_COMMON_Q_AVAILHI | 4ull << 32:
-		return vq ? vq->avail_gpa >> 32 : 0;
-	case VIRTIO_PCI_COMMON_Q_USEDLO | 4ull << 32:
-		return vq ? (uint32_t)vq->used_gpa : 0;
-	case VIRTIO_PCI_COMMON_Q_USEDHI | 4ull << 32:
-		return vq ? vq->used_gpa >> 32 : 0;
-	case VIRTIO_PCI_COMMON_Q_DESCLO | 8ull << 32:
-		return vq ? vq->desc_gpa : 0;
-	case VIRTIO_PCI_COMMON_Q_AVAILLO | 8ull << 32:
-		return vq ? vq->avail_gpa : 0;
-	case VIRTIO_PCI_COMMON_Q_USEDLO | 8ull << 32:
-		return vq ? vq->used_gpa : 0;
-	default:
-		device_reject(&vd->dev, "read of %u bytes at common config offset 0x%llx", len, (unsigned long long)off);
-		return 0;
-	}
-}
-
 static void bar_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
 {
 	struct virtio_pci *vp = opaque;
@@ -311,14 +131,14 @@ static void bar_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool
 	switch (region) {
 	case VPCI_COMMON:
 		if (is_write)
-			common_write(vp, roff, val, len);
+			vpci_common_write(&vp->common, roff, val, len);
 		else
-			val = common_read(vp, roff, len);
+			val = vpci_common_read(&vp->common, roff, len);
 		break;
 	case VPCI_ISR:
 		if (!is_write && roff == 0) {
-			val = vp->isr;
-			vp->isr = 0; /* reading acknowledges */
+			val = vp->common.isr;
+			vp->common.isr = 0; /* reading acknowledges */
 		}
 		break;
 	case VPCI_DEVICE:
@@ -328,8 +148,8 @@ static void bar_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool
 		} else if (is_write) {
 			if (vd->vops->config_write)
 				vd->vops->config_write(vd, (uint32_t)roff, data, len);
-		} else if (vd->vops->config_read) {
-			vd->vops->config_read(vd, (uint32_t)roff, &val, len);
+		} else {
+			memcpy(&val, (const uint8_t *)vd->config + roff, len);
 		}
 		break;
 	case VPCI_NOTIFY:
@@ -360,7 +180,7 @@ static int set_ioeventfd(struct virtio_pci *vp, unsigned q, uint64_t addr, bool 
 		.fd = vp->q[q].efd,
 		.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN,
 	};
-	return ioctl(vp->vd->vm->fd, KVM_IOEVENTFD, &io);
+	return ioctl(vp->vd->dev.vm->fd, KVM_IOEVENTFD, &io);
 }
 
 static void bar_mapped(struct pci_device *pdev, unsigned bar, uint64_t addr, bool mapped)
@@ -446,7 +266,7 @@ static uint8_t add_virtio_cap(struct pci_device *pdev, uint8_t type, uint32_t of
 
 int virtio_pci_create(struct virtio_device *vd, char *err, size_t errlen)
 {
-	struct vm *vm = vd->vm;
+	struct vm *vm = vd->dev.vm;
 	const struct virtio_device_ops *ops = vd->vops;
 	struct virtio_pci *vp = calloc(1, sizeof(*vp));
 	if (!vp) {
@@ -455,7 +275,8 @@ int virtio_pci_create(struct virtio_device *vd, char *err, size_t errlen)
 	}
 	vp->vd = vd;
 	vd->transport = vp;
-	vp->config_vector = VIRTIO_MSI_NO_VECTOR;
+	unsigned nvec = ops->num_queues + 1u;
+	vpci_common_init(&vp->common, vd, (uint16_t)nvec);
 	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
 		vp->q[q].efd = -1;
 
@@ -486,7 +307,6 @@ int virtio_pci_create(struct virtio_device *vd, char *err, size_t errlen)
 	memset(pdev->wmask + vp->pci_cfg_cap + offsetof(struct virtio_pci_cap, offset), 0xff, 8);
 	memset(pdev->wmask + vp->pci_cfg_cap + offsetof(struct virtio_pci_cfg_cap, data), 0xff, 4);
 
-	unsigned nvec = ops->num_queues + 1u;
 	if (msix_init(&vp->msix, pdev, nvec, 0, VPCI_MSIX_TABLE, VPCI_MSIX_PBA, err, errlen) < 0)
 		goto fail;
 	if (ops->pci_setup && ops->pci_setup(vd, pdev, err, errlen) < 0)
@@ -518,7 +338,7 @@ fail:
 
 void virtio_pci_destroy(struct virtio_pci *vp)
 {
-	struct vm *vm = vp->vd->vm;
+	struct vm *vm = vp->vd->dev.vm;
 	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
 		struct virtio_pci_queue *pq = &vp->q[q];
 		if (pq->handler)

@@ -71,7 +71,7 @@ int virtio_rng_create(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (virtio_device_init(&rng->vd, vm, "virtio-rng", &rng_ops, NULL, err, errlen) < 0) {
+	if (virtio_device_init(&rng->vd, vm, "virtio-rng", &rng_ops, NULL, NULL, err, errlen) < 0) {
 		free(rng);
 		return -1;
 	}

@@ -29,9 +29,30 @@ struct qemu {
 	pid_t pid;
 	int qmp;
 	char *console;   /* path of the guest's serial output */
+	char *stderr_path; /* QEMU's own messages */
 	char buf[65536];
 	size_t len;
 };
+
+/* What went wrong with QEMU, for a failure message: how it ended (if it
+ * has), what it said, and the guest's console. */
+static char *qemu_diagnosis(struct qemu *q)
+{
+	int st = 0;
+	char how[64] = "still running";
+	if (q->pid > 0 && waitpid(q->pid, &st, WNOHANG) == q->pid) {
+		q->pid = 0;
+		if (WIFEXITED(st))
+			snprintf(how, sizeof(how), "exited with %d", WEXITSTATUS(st));
+		else
+			snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(st));
+	}
+	char *err = q->stderr_path ? read_file(q->stderr_path) : NULL, *con = q->console ? read_file(q->console) : NULL;
+	char *d = xasprintf("QEMU %s; its stderr:\n%s\nconsole:\n%s", how, err ? err : "", con ? con : "");
+	free(err);
+	free(con);
+	return d;
+}
 
 static double now_s(void)
 {
@@ -93,11 +114,11 @@ static cJSON *qmp(struct qemu *q, const char *cmd, cJSON **root)
 {
 	size_t len = strlen(cmd);
 	if (send(q->qmp, cmd, len, MSG_NOSIGNAL) != (ssize_t)len || send(q->qmp, "\n", 1, MSG_NOSIGNAL) != 1)
-		fail_msg("QMP send failed: %s", strerror(errno));
+		fail_msg("QMP send of %s failed: %s\n%s", cmd, strerror(errno), qemu_diagnosis(q));
 	for (;;) {
 		cJSON *j = qmp_read(q, 20);
 		if (!j)
-			fail_msg("no QMP reply to %s", cmd);
+			fail_msg("no QMP reply to %s\n%s", cmd, qemu_diagnosis(q));
 		cJSON *ret = cJSON_GetObjectItem(j, "return");
 		if (ret) {
 			*root = j;
@@ -123,6 +144,7 @@ static void qemu_start(struct qemu *q, const char *append)
 {
 	char *sock = xasprintf("%s/qmp.sock", tmp);
 	q->console = xasprintf("%s/console.log", tmp);
+	q->stderr_path = xasprintf("%s/qemu.err", tmp);
 	char *serial = xasprintf("file:%s", q->console);
 	char *qmparg = xasprintf("unix:%s,server=on,wait=off", sock);
 	char *argv[] = {
@@ -138,10 +160,10 @@ static void qemu_start(struct qemu *q, const char *append)
 	q->len = 0;
 	q->pid = fork();
 	if (q->pid == 0) {
-		int null = open("/dev/null", O_RDWR);
+		int null = open("/dev/null", O_RDWR), err = open(q->stderr_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		dup2(null, 0);
 		dup2(null, 1);
-		dup2(null, 2);
+		dup2(err >= 0 ? err : null, 2);
 		execvp(argv[0], argv);
 		_exit(127);
 	}
