@@ -112,9 +112,13 @@ static cJSON *qmp_read(struct qemu *q, double timeout_s)
  * root, returned in *root); fails the test on an error reply. */
 static cJSON *qmp(struct qemu *q, const char *cmd, cJSON **root)
 {
-	size_t len = strlen(cmd);
-	if (send(q->qmp, cmd, len, MSG_NOSIGNAL) != (ssize_t)len || send(q->qmp, "\n", 1, MSG_NOSIGNAL) != 1)
+	/* One send with the newline: QEMU acts on a complete object at once,
+	 * so after "quit" a second send could find the socket closed. */
+	char *line = xasprintf("%s\n", cmd);
+	size_t len = strlen(line);
+	if (send(q->qmp, line, len, MSG_NOSIGNAL) != (ssize_t)len)
 		fail_msg("QMP send of %s failed: %s\n%s", cmd, strerror(errno), qemu_diagnosis(q));
+	free(line);
 	for (;;) {
 		cJSON *j = qmp_read(q, 20);
 		if (!j)
@@ -298,7 +302,9 @@ static void inflate_deflate_stats(void **state)
 	free(wait_console(&q, "deflated 144 MiB", 10));
 	balloon_to(&q, RAM_MIB);
 
-	qmp_do(&q, "{\"execute\":\"quit\"}");
+	/* QEMU may close the socket before its reply to "quit" arrives. */
+	if (send(q.qmp, "{\"execute\":\"quit\"}\n", 19, MSG_NOSIGNAL) != 19)
+		fail_msg("QMP quit: %s", strerror(errno));
 	waitpid(q.pid, NULL, 0);
 	q.pid = 0;
 	qemu_stop(&q);
