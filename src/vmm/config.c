@@ -270,10 +270,269 @@ static int parse_memory_policy(struct ctx *c, const cJSON *vmj, const char *vmpa
 	return 0;
 }
 
+static bool is_hex(char ch)
+{
+	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+bool config_parse_mac(const char *text, uint8_t mac[6])
+{
+	if (strlen(text) != 17)
+		return false;
+	for (int i = 0; i < 6; i++) {
+		const char *p = text + 3 * i;
+		if (!is_hex(p[0]) || !is_hex(p[1]) || (i < 5 && p[2] != ':'))
+			return false;
+		unsigned v;
+		if (sscanf(p, "%2x", &v) != 1)
+			return false;
+		mac[i] = (uint8_t)v;
+	}
+	return true;
+}
+
+void config_default_mac(const char *vm_name, unsigned nic, uint8_t mac[6])
+{
+	/* FNV-1a of the name and the NIC's index: stable across runs. */
+	uint32_t h = 2166136261u;
+	for (const char *p = vm_name; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	h = (h ^ nic) * 16777619u;
+	mac[0] = 0x02; /* locally administered, unicast */
+	mac[1] = 0xfe;
+	for (int i = 0; i < 4; i++)
+		mac[2 + i] = (uint8_t)(h >> (8 * i));
+}
+
+static int parse_nics(struct ctx *c, const cJSON *vmj, const char *vmpath, struct vm_config *vm)
+{
+	const cJSON *nics = cJSON_GetObjectItemCaseSensitive(vmj, "nics");
+	char path[128];
+	if (!nics)
+		return 0;
+	snprintf(path, sizeof(path), "%s.nics", vmpath);
+	if (!cJSON_IsArray(nics))
+		return fail(c, path, "must be an array like [{\"network\": \"lan0\"}], not %s", json_type_name(nics));
+	int n = cJSON_GetArraySize(nics);
+	if (n > CFG_MAX_NICS)
+		return fail(c, path, "too many NICs (%d, max %d)", n, CFG_MAX_NICS);
+	for (int i = 0; i < n; i++) {
+		static const char *const keys[] = { "network", "mac", NULL };
+		const cJSON *j = cJSON_GetArrayItem(nics, i);
+		struct nic_config *nic = &vm->nics[i];
+		char mac[32] = "";
+		snprintf(path, sizeof(path), "%s.nics[%d]", vmpath, i);
+		if (!cJSON_IsObject(j))
+			return fail(c, path, "must be an object like {\"network\": \"lan0\"}, not %s", json_type_name(j));
+		if (check_keys(c, j, path, keys) < 0 ||
+		    get_string(c, j, "network", path, true, nic->network, sizeof(nic->network)) < 0 ||
+		    get_string(c, j, "mac", path, false, mac, sizeof(mac)) < 0)
+			return -1;
+		if (!mac[0])
+			config_default_mac(vm->name, (unsigned)i, nic->mac);
+		else if (!config_parse_mac(mac, nic->mac))
+			return fail(c, path, "\"mac\": \"%s\" is not a MAC address like 02:00:00:00:00:01", mac);
+		else if (nic->mac[0] & 1)
+			return fail(c, path, "\"mac\": %s is a multicast address; a NIC needs a unicast one", mac);
+		vm->nr_nics++;
+	}
+	return 0;
+}
+
+/* "10.0.0.1/24" */
+static bool parse_cidr(const char *text, uint32_t *addr, unsigned *prefix)
+{
+	unsigned a, b, c, d, p;
+	char tail;
+	if (sscanf(text, "%u.%u.%u.%u/%u%c", &a, &b, &c, &d, &p, &tail) != 5 || a > 255 || b > 255 || c > 255 ||
+	    d > 255 || p < 1 || p > 30)
+		return false;
+	*addr = a << 24 | b << 16 | c << 8 | d;
+	*prefix = p;
+	return true;
+}
+
+static bool ifname_valid(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n >= CFG_IFNAME_MAX)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+		      *p == '_' || *p == '.'))
+			return false;
+	return true;
+}
+
+static int parse_networks(struct ctx *c, const cJSON *root, struct ferry_config *cfg)
+{
+	const cJSON *nets = cJSON_GetObjectItemCaseSensitive(root, "networks");
+	if (!nets)
+		return 0;
+	if (!cJSON_IsObject(nets))
+		return fail(c, "networks", "must be an object like {\"lan0\": {}}, not %s", json_type_name(nets));
+	const cJSON *j;
+	cJSON_ArrayForEach(j, nets) {
+		static const char *const keys[] = { "tap", "address", "mtu", "zero_copy", "shm", NULL };
+		char path[64], addr[32] = "";
+		snprintf(path, sizeof(path), "networks.%.40s", j->string);
+		if (cfg->nr_networks == CFG_MAX_NETWORKS)
+			return fail(c, "networks", "too many networks (max %d)", CFG_MAX_NETWORKS);
+		struct net_config *n = &cfg->networks[cfg->nr_networks];
+		memset(n, 0, sizeof(*n));
+		if (!config_name_valid(j->string))
+			return fail(c, path, "a network's name must be 1-%d characters from A-Z a-z 0-9 . _ -",
+				    CFG_NAME_MAX - 1);
+		snprintf(n->name, sizeof(n->name), "%s", j->string);
+		if (!cJSON_IsObject(j))
+			return fail(c, path, "must be an object like {\"tap\": \"ferry0\"}, not %s", json_type_name(j));
+		uint64_t mtu = 1500;
+		n->zero_copy = true;
+		if (check_keys(c, j, path, keys) < 0 || get_string(c, j, "tap", path, false, n->tap, sizeof(n->tap)) < 0 ||
+		    get_string(c, j, "address", path, false, addr, sizeof(addr)) < 0 ||
+		    get_uint(c, j, "mtu", path, 68, 65535, false, &mtu) < 0 ||
+		    get_bool(c, j, "zero_copy", path, &n->zero_copy) < 0 || get_bool(c, j, "shm", path, &n->shm) < 0)
+			return -1;
+		n->mtu = (uint32_t)mtu;
+		if (n->tap[0] && !ifname_valid(n->tap))
+			return fail(c, path, "\"tap\": \"%s\" is not an interface name (1-%d of A-Z a-z 0-9 - _ .)", n->tap,
+				    CFG_IFNAME_MAX - 1);
+		if (addr[0] && !parse_cidr(addr, &n->address, &n->prefix_len))
+			return fail(c, path, "\"address\": \"%s\" is not an IPv4 address with a prefix, like 10.0.0.1/24",
+				    addr);
+		if (addr[0] && !n->tap[0])
+			return fail(c, path, "\"address\" is the host's side of a TAP port: it needs \"tap\"");
+		for (unsigned k = 0; k < cfg->nr_networks; k++)
+			if (n->tap[0] && !strcmp(cfg->networks[k].tap, n->tap))
+				return fail(c, path, "\"tap\": %s is already networks.%s's", n->tap, cfg->networks[k].name);
+		cfg->nr_networks++;
+	}
+	return 0;
+}
+
+/* Every NIC names a network of the file, and no two NICs share a MAC. */
+static int check_nics(struct ctx *c, struct ferry_config *cfg)
+{
+	for (unsigned i = 0; i < cfg->nr_vms; i++) {
+		struct vm_config *vm = &cfg->vms[i];
+		for (unsigned k = 0; k < vm->nr_nics; k++) {
+			struct nic_config *nic = &vm->nics[k];
+			char path[96];
+			snprintf(path, sizeof(path), "vms[%u].nics[%u]", i, k);
+			unsigned n = 0;
+			while (n < cfg->nr_networks && strcmp(cfg->networks[n].name, nic->network))
+				n++;
+			if (n == cfg->nr_networks)
+				return fail(c, path, "network \"%s\" is not in \"networks\"", nic->network);
+			nic->net = n;
+			for (unsigned j = 0; j <= i; j++)
+				for (unsigned m = 0; m < cfg->vms[j].nr_nics && (j < i || m < k); m++)
+					if (!memcmp(cfg->vms[j].nics[m].mac, nic->mac, 6))
+						return fail(c, path, "MAC %02x:%02x:%02x:%02x:%02x:%02x is already vms[%u].nics[%u]'s",
+							    nic->mac[0], nic->mac[1], nic->mac[2], nic->mac[3], nic->mac[4],
+							    nic->mac[5], j, m);
+		}
+	}
+	return 0;
+}
+
+static int vm_index(const struct ferry_config *cfg, const char *name)
+{
+	for (unsigned i = 0; i < cfg->nr_vms; i++)
+		if (!strcmp(cfg->vms[i].name, name))
+			return (int)i;
+	return -1;
+}
+
+static bool link_size_valid(uint64_t mib)
+{
+	return mib >= 2 && mib <= 1024 && !(mib & (mib - 1));
+}
+
+/* Explicit links, then one per network with "shm": true (its VMs, in
+ * order). A VM is in a link at most once. */
+static int parse_links(struct ctx *c, const cJSON *root, struct ferry_config *cfg)
+{
+	const cJSON *links = cJSON_GetObjectItemCaseSensitive(root, "links");
+	if (links && !cJSON_IsArray(links))
+		return fail(c, "links", "must be an array like [{\"vms\": [\"a\", \"b\"], \"size_mib\": 16}], not %s",
+			    json_type_name(links));
+	const cJSON *j;
+	int i = 0;
+	cJSON_ArrayForEach(j, links) {
+		static const char *const keys[] = { "vms", "size_mib", NULL };
+		char path[32];
+		snprintf(path, sizeof(path), "links[%d]", i++);
+		if (cfg->nr_links == CFG_MAX_LINKS)
+			return fail(c, "links", "too many links (max %d)", CFG_MAX_LINKS);
+		struct link_config *l = &cfg->links[cfg->nr_links];
+		memset(l, 0, sizeof(*l));
+		l->network = -1;
+		l->size_mib = 16;
+		if (!cJSON_IsObject(j))
+			return fail(c, path, "must be an object, not %s", json_type_name(j));
+		if (check_keys(c, j, path, keys) < 0 || get_uint(c, j, "size_mib", path, 2, 1024, false, &l->size_mib) < 0)
+			return -1;
+		if (!link_size_valid(l->size_mib))
+			return fail(c, path, "\"size_mib\" must be a power of two (a PCI BAR), got %llu",
+				    (unsigned long long)l->size_mib);
+		const cJSON *vms = cJSON_GetObjectItemCaseSensitive(j, "vms"), *v;
+		if (!cJSON_IsArray(vms) || cJSON_GetArraySize(vms) != 2)
+			return fail(c, path, "\"vms\" must name the two VMs it couples, like [\"a\", \"b\"]");
+		cJSON_ArrayForEach(v, vms) {
+			int k = cJSON_IsString(v) ? vm_index(cfg, v->valuestring) : -1;
+			if (k < 0)
+				return fail(c, path, "\"vms\": %s is not a VM in this file",
+					    cJSON_IsString(v) ? v->valuestring : "(not a string)");
+			if (l->nr_vms && l->vm[0] == (unsigned)k)
+				return fail(c, path, "\"vms\": a VM cannot be coupled to itself");
+			l->vm[l->nr_vms++] = (unsigned)k;
+		}
+		cfg->nr_links++;
+	}
+	for (unsigned n = 0; n < cfg->nr_networks; n++) {
+		if (!cfg->networks[n].shm)
+			continue;
+		char path[64];
+		snprintf(path, sizeof(path), "networks.%s.shm", cfg->networks[n].name);
+		if (cfg->nr_links == CFG_MAX_LINKS)
+			return fail(c, path, "too many links (max %d)", CFG_MAX_LINKS);
+		struct link_config *l = &cfg->links[cfg->nr_links];
+		memset(l, 0, sizeof(*l));
+		l->network = (int)n;
+		l->size_mib = 16;
+		for (unsigned v = 0; v < cfg->nr_vms; v++) {
+			bool on = false;
+			for (unsigned k = 0; k < cfg->vms[v].nr_nics; k++)
+				on |= cfg->vms[v].nics[k].net == n;
+			if (!on)
+				continue;
+			if (l->nr_vms == CFG_MAX_LINK_VMS)
+				return fail(c, path, "more than %d VMs would share the network's memory", CFG_MAX_LINK_VMS);
+			l->vm[l->nr_vms++] = v;
+		}
+		if (l->nr_vms >= 2)
+			cfg->nr_links++;
+	}
+	/* One ivshmem device per VM: a VM in two links would need two. */
+	for (unsigned a = 0; a < cfg->nr_links; a++)
+		for (unsigned b = 0; b < a; b++)
+			for (unsigned x = 0; x < cfg->links[a].nr_vms; x++)
+				for (unsigned y = 0; y < cfg->links[b].nr_vms; y++)
+					if (cfg->links[a].vm[x] == cfg->links[b].vm[y]) {
+						char path[32];
+						snprintf(path, sizeof(path), "links[%u]", a);
+						return fail(c, path, "VM \"%s\" is already coupled by links[%u] (one link per VM)",
+							    cfg->vms[cfg->links[a].vm[x]].name, b);
+					}
+	return 0;
+}
+
 static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_config *vm)
 {
 	static const char *const keys[] = { "name", "memory_mib", "vcpus", "kernel", "cmdline", "hugepages",
-					    "console_log", "console_log_max_kib", "devices", "memory", "cpu_shares", NULL };
+					    "console_log", "console_log_max_kib", "devices", "nics", "memory",
+					    "cpu_shares", NULL };
 	if (!cJSON_IsObject(j))
 		return fail(c, path, "must be an object, not %s", json_type_name(j));
 	if (check_keys(c, j, path, keys) < 0)
@@ -333,7 +592,7 @@ static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_c
 			vm->nr_devices++;
 		}
 	}
-	return 0;
+	return parse_nics(c, j, path, vm);
 }
 
 const struct device_config *config_find_device(const struct vm_config *vm, enum device_type type)
@@ -432,7 +691,7 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 		return -1;
 	}
 	int ret = -1;
-	static const char *const keys[] = { "vms", "msgq", "host", NULL };
+	static const char *const keys[] = { "vms", "msgq", "host", "networks", "links", NULL };
 	if (!cJSON_IsObject(root)) {
 		fail(&c, "(top level)", "must be an object, not %s", json_type_name(root));
 		goto out;
@@ -484,7 +743,8 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 			goto out;
 		out->msgq.copy_threshold = (uint32_t)t;
 	}
-	if (check_msgq_links(&c, out) < 0 || parse_host(&c, root, out) < 0)
+	if (check_msgq_links(&c, out) < 0 || parse_host(&c, root, out) < 0 || parse_networks(&c, root, out) < 0 ||
+	    check_nics(&c, out) < 0 || parse_links(&c, root, out) < 0)
 		goto out;
 	ret = 0;
 out:

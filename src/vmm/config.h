@@ -37,6 +37,39 @@ struct balloon_device_config {
 	uint32_t stats_ms;      /* how often ferry asks the guest for statistics */
 };
 
+/* A VM's network card: a virtio-net device on one of the run's networks. */
+#define CFG_MAX_NICS 4
+struct nic_config {
+	char network[CFG_NAME_MAX];
+	unsigned net;                 /* index into ferry_config.networks */
+	uint8_t mac[6];               /* given, or made from the VM's name */
+};
+
+/* A network: ferry's switch for the VMs on it, and optionally a TAP device
+ * to the host's network stack. */
+#define CFG_MAX_NETWORKS 16
+#define CFG_IFNAME_MAX 16             /* IFNAMSIZ */
+struct net_config {
+	char name[CFG_NAME_MAX];
+	char tap[CFG_IFNAME_MAX];     /* empty: no external port */
+	uint32_t address;             /* the TAP's IPv4 address (host order), 0: none */
+	unsigned prefix_len;
+	uint32_t mtu;
+	bool zero_copy;               /* offer ferry's zero-copy feature to drivers */
+	bool shm;                     /* every VM on it also shares memory with the others (a link) */
+};
+
+/* Memory shared by VMs from start-up, seen by each as an ivshmem device:
+ * explicit ("links") or one per network with "shm": true. */
+#define CFG_MAX_LINKS 32
+#define CFG_MAX_LINK_VMS 16
+struct link_config {
+	unsigned vm[CFG_MAX_LINK_VMS];  /* indices into vms; a VM's position is its peer id */
+	unsigned nr_vms;
+	uint64_t size_mib;
+	int network;                    /* the network that implies it, or -1 */
+};
+
 struct device_config {
 	enum device_type type;
 	struct msgq_device_config msgq;
@@ -63,11 +96,17 @@ struct vm_config {
 	uint64_t cpu_shares;          /* weight when the host's vCPU budget is divided */
 	struct device_config devices[CFG_MAX_DEVICES];
 	unsigned nr_devices;
+	struct nic_config nics[CFG_MAX_NICS];
+	unsigned nr_nics;
 };
 
 struct ferry_config {
 	struct vm_config *vms;
 	unsigned nr_vms;
+	struct net_config networks[CFG_MAX_NETWORKS];
+	unsigned nr_networks;
+	struct link_config links[CFG_MAX_LINKS];
+	unsigned nr_links;
 	struct {
 		uint32_t copy_threshold;  /* bytes; 0: measure at start-up */
 	} msgq;
@@ -105,6 +144,12 @@ void config_free(struct ferry_config *cfg);
 /* The ferry-guest image built next to this ferry binary, used when a VM names
  * no kernel. */
 void config_default_kernel(char *out, size_t len);
+
+/* The MAC a NIC gets when the config names none: locally administered,
+ * unicast, and the same for the same VM name and NIC index every run. */
+void config_default_mac(const char *vm_name, unsigned nic, uint8_t mac[6]);
+/* Parses "aa:bb:cc:dd:ee:ff"; false if malformed. */
+bool config_parse_mac(const char *text, uint8_t mac[6]);
 
 /* Checks a VM name: 1-31 characters from [A-Za-z0-9._-]. */
 bool config_name_valid(const char *name);

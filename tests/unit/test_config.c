@@ -144,9 +144,92 @@ static void msgq_vm_id_limit(void **state)
 	}
 }
 
+#define NET_VM(name, nics) "{\"name\": \"" name "\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"nics\": " nics "}"
+
+static void networks_and_nics(void **state)
+{
+	(void)state;
+	struct ferry_config cfg;
+	int r = parse("{\"networks\": {\"lan0\": {\"tap\": \"ferry0\", \"address\": \"10.77.0.1/24\"},"
+		      " \"lan1\": {\"zero_copy\": false, \"mtu\": 9000}},"
+		      " \"vms\": [" NET_VM("a", "[{\"network\": \"lan0\", \"mac\": \"02:00:00:00:00:0A\"}, {\"network\": \"lan1\"}]") ","
+		      NET_VM("b", "[{\"network\": \"lan0\"}]") "]}", &cfg);
+	if (r)
+		fail_msg("%s", err);
+	assert_int_equal(cfg.nr_networks, 2);
+	assert_string_equal(cfg.networks[0].tap, "ferry0");
+	assert_int_equal(cfg.networks[0].address, 0x0a4d0001);
+	assert_int_equal(cfg.networks[0].prefix_len, 24);
+	assert_true(cfg.networks[0].zero_copy);
+	assert_false(cfg.networks[1].zero_copy);
+	assert_int_equal(cfg.networks[1].mtu, 9000);
+	assert_int_equal(cfg.vms[0].nr_nics, 2);
+	assert_int_equal(cfg.vms[0].nics[0].mac[5], 0x0a);
+	assert_int_equal(cfg.vms[0].nics[1].net, 1);
+	/* Generated: locally administered unicast, stable per VM name. */
+	uint8_t mac[6];
+	config_default_mac("b", 0, mac);
+	assert_memory_equal(cfg.vms[1].nics[0].mac, mac, 6);
+	assert_int_equal(mac[0] & 3, 2);
+	config_default_mac("c", 0, mac);
+	assert_memory_not_equal(cfg.vms[1].nics[0].mac, mac, 6);
+	assert_int_equal(cfg.nr_links, 0);
+	config_free(&cfg);
+}
+
+static void network_mistakes(void **state)
+{
+	(void)state;
+	expect_error("{\"vms\": [" NET_VM("a", "[{\"network\": \"nope\"}]") "]}",
+		     "vms[0].nics[0]: network \"nope\" is not in \"networks\"");
+	expect_error("{\"networks\": {\"n\": {}}, \"vms\": [" NET_VM("a", "[{\"network\": \"n\", \"mac\": \"02:00:00:00:00\"}]") "]}",
+		     "vms[0].nics[0]: \"mac\": \"02:00:00:00:00\" is not a MAC address");
+	expect_error("{\"networks\": {\"n\": {}}, \"vms\": [" NET_VM("a", "[{\"network\": \"n\", \"mac\": \"01:00:5e:00:00:01\"}]") "]}",
+		     "is a multicast address");
+	expect_error("{\"networks\": {\"n\": {}}, \"vms\": [" NET_VM("a", "[{\"network\": \"n\", \"mac\": \"02:00:00:00:00:01\"}]") ","
+		     NET_VM("b", "[{\"network\": \"n\", \"mac\": \"02:00:00:00:00:01\"}]") "]}",
+		     "vms[1].nics[0]: MAC 02:00:00:00:00:01 is already vms[0].nics[0]'s");
+	expect_error("{\"networks\": {\"n\": {\"tap\": \"a/b\"}}, \"vms\": [" NET_VM("a", "[]") "]}",
+		     "networks.n: \"tap\": \"a/b\" is not an interface name");
+	expect_error("{\"networks\": {\"n\": {\"tap\": \"t0\", \"address\": \"10.0.0.300/24\"}}, \"vms\": [" NET_VM("a", "[]") "]}",
+		     "networks.n: \"address\": \"10.0.0.300/24\" is not an IPv4 address");
+	expect_error("{\"networks\": {\"n\": {\"address\": \"10.0.0.1/24\"}}, \"vms\": [" NET_VM("a", "[]") "]}",
+		     "it needs \"tap\"");
+	expect_error("{\"networks\": {\"n\": {\"mtu\": 10}}, \"vms\": [" NET_VM("a", "[]") "]}", "networks.n");
+	expect_error("{\"networks\": [], \"vms\": [" NET_VM("a", "[]") "]}", "networks: must be an object");
+	expect_error("{\"networks\": {\"n\": {\"bogus\": 1}}, \"vms\": [" NET_VM("a", "[]") "]}", "bogus");
+}
+
+static void links(void **state)
+{
+	(void)state;
+	struct ferry_config cfg;
+	int r = parse("{\"networks\": {\"s\": {\"shm\": true}}, \"links\": [{\"vms\": [\"a\", \"b\"], \"size_mib\": 4}],"
+		      " \"vms\": [" NET_VM("a", "[]") "," NET_VM("b", "[]") "," NET_VM("c", "[{\"network\": \"s\"}]") ","
+		      NET_VM("d", "[{\"network\": \"s\"}]") "]}", &cfg);
+	if (r)
+		fail_msg("%s", err);
+	assert_int_equal(cfg.nr_links, 2);
+	assert_int_equal(cfg.links[0].nr_vms, 2);
+	assert_int_equal(cfg.links[0].vm[1], 1);
+	assert_int_equal(cfg.links[0].size_mib, 4);
+	assert_int_equal(cfg.links[1].network, 0);
+	assert_int_equal(cfg.links[1].vm[0], 2);
+	assert_int_equal(cfg.links[1].vm[1], 3);
+	config_free(&cfg);
+	expect_error("{\"links\": [{\"vms\": [\"a\"]}], \"vms\": [" NET_VM("a", "[]") "]}", "must name the two VMs");
+	expect_error("{\"links\": [{\"vms\": [\"a\", \"x\"]}], \"vms\": [" NET_VM("a", "[]") "]}", "x is not a VM");
+	expect_error("{\"links\": [{\"vms\": [\"a\", \"a\"]}], \"vms\": [" NET_VM("a", "[]") "]}", "coupled to itself");
+	expect_error("{\"links\": [{\"vms\": [\"a\", \"b\"], \"size_mib\": 6}], \"vms\": [" NET_VM("a", "[]") ","
+		     NET_VM("b", "[]") "]}", "power of two");
+	expect_error("{\"links\": [{\"vms\": [\"a\", \"b\"]}, {\"vms\": [\"b\", \"c\"]}], \"vms\": [" NET_VM("a", "[]") ","
+		     NET_VM("b", "[]") "," NET_VM("c", "[]") "]}", "links[1]: VM \"b\" is already coupled by links[0]");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(networks_and_nics), cmocka_unit_test(network_mistakes), cmocka_unit_test(links),
 		cmocka_unit_test(msgq_vm_id_limit),
 		cmocka_unit_test(valid_config),   cmocka_unit_test(syntax_error_has_position),
 		cmocka_unit_test(top_level_mistakes), cmocka_unit_test(vm_mistakes),
