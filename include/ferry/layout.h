@@ -22,9 +22,9 @@
 #define FERRY_PCI_MMIO32_SIZE  0x3c000000ull  /* up to 0xfc000000 */
 /* 64-bit window for large BARs (shared-memory windows), above any RAM. */
 #define FERRY_PCI_MMIO64_GPA   0x8000000000ull /* 512 GiB */
-/* The message-queue page window (BAR 2 of the msgq device) starts here;
- * ferry registers it with KVM before the PCI bus exists. */
-#define FERRY_MSGQ_WINDOW_GPA  FERRY_PCI_MMIO64_GPA
+/* Device memory windows (the msgq page window, NIC zero-copy areas, shared
+ * memory links) are placed from the start of the 64-bit window, each aligned
+ * to its size; ferry registers them with KVM before the PCI bus exists. */
 
 #define FERRY_IOAPIC_GPA       0xfec00000ull
 #define FERRY_LAPIC_GPA        0xfee00000ull

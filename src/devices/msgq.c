@@ -357,14 +357,20 @@ static void ro_guard_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len,
 		memset(data, 0xff, len);
 }
 
+/* The window BAR: both regions, rounded up to a power of two. */
+static uint64_t window_bar_size(const struct msgq_dev *m)
+{
+	uint64_t need = send_region_size(m) + (uint64_t)m->cfg.recv_slots * m->cfg.page_size, size = 1;
+	while (size < need)
+		size <<= 1;
+	return size;
+}
+
 static int msgq_pci_setup(struct virtio_device *vd, struct pci_device *pdev, char *err, size_t errlen)
 {
 	struct msgq_dev *m = to_msgq(vd);
 	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
-	uint64_t size = 1;
-	while (size < send + recv)
-		size <<= 1;
-	pci_set_bar(pdev, MSGQ_WINDOW_BAR, size, true, true, NULL, NULL);
+	pci_set_bar(pdev, MSGQ_WINDOW_BAR, window_bar_size(m), true, true, NULL, NULL);
 	pci_place_bar(pdev, MSGQ_WINDOW_BAR, m->window_gpa);
 	/* The two regions as virtio shared memory regions 0 and 1. */
 	for (int id = 0; id < 2; id++) {
@@ -568,7 +574,7 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 	m->ep->dev = m;
 	m->ep->vm_stopping = &vm->stopping;
 
-	m->window_gpa = FERRY_MSGQ_WINDOW_GPA;
+	m->window_gpa = vm_window_gpa(vm, window_bar_size(m));
 	uint64_t send = send_region_size(m), recv = (uint64_t)cfg->recv_slots * cfg->page_size;
 	m->region[0] = gm_add_foreign(&vm->mem, "msgq-send", m->window_gpa, send, m->ep->hva, false, err, errlen);
 	m->region[1] = m->region[0] < 0 ? -1 :

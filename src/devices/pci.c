@@ -299,7 +299,7 @@ struct pci_bus *pci_bus_create(struct vm *vm, char *err, size_t errlen)
 	bus->vm = vm;
 	pthread_mutex_init(&bus->lock, NULL);
 	bus->next_mmio32 = FERRY_PCI_MMIO32_GPA;
-	bus->next_mmio64 = FERRY_PCI_MMIO64_GPA;
+	bus->next_mmio64 = vm->next_window_gpa; /* above the device windows */
 
 	/* 00:00.0 host bridge (the ID Firecracker also uses). */
 	pci_device_init(&bus->host_bridge, &bus->dev, PCI_VENDOR_ID_INTEL, 0x0d57, 0x060000, 0, 0, 0);

@@ -81,6 +81,13 @@ static int add_ram(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+uint64_t vm_window_gpa(struct vm *vm, uint64_t size)
+{
+	uint64_t gpa = (vm->next_window_gpa + size - 1) & ~(size - 1);
+	vm->next_window_gpa = gpa + size;
+	return gpa;
+}
+
 int vm_add_exit_hook(struct vm *vm, void (*fn)(void *arg), void *arg)
 {
 	if (vm->nr_exit_hooks == VM_MAX_EXIT_HOOKS)
@@ -166,6 +173,7 @@ struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
 	vm->kvm = &vmm->kvm;
 	vm->evl = vmm->evl;
 	vm->fd = -1;
+	vm->next_window_gpa = FERRY_PCI_MMIO64_GPA;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	bus_init(&vm->pio, "pio");

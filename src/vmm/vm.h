@@ -93,6 +93,11 @@ struct vm {
 	unsigned paused_vcpus;
 	unsigned running_vcpus;       /* threads started and not yet ended */
 
+	/* Device memory windows (BARs backed by memory, registered with KVM
+	 * before the PCI bus exists) are placed from here up, in the 64-bit
+	 * PCI window; the bus assigns other 64-bit BARs above them. */
+	uint64_t next_window_gpa;
+
 	uint64_t t_create_ns;
 	atomic_ullong t_first_output_ns;  /* first console byte */
 	uint64_t t_stop_ns;
@@ -121,6 +126,9 @@ void vm_resume(struct vm *vm);
 /* For vCPU threads: waits while the VM is paused. */
 void vm_pause_point(struct vm *vm);
 
+/* A guest-physical address for a device memory window of `size` bytes (a
+ * power of two, as a BAR's size is), aligned to its size. */
+uint64_t vm_window_gpa(struct vm *vm, uint64_t size);
 /* Adds a hook run after every exit; only before vm_start. */
 int vm_add_exit_hook(struct vm *vm, void (*fn)(void *arg), void *arg);
 void vm_add_device(struct vm *vm, struct device *dev);
