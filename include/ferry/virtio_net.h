@@ -125,4 +125,78 @@ struct virtio_net_ctrl_hdr {
 #define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN 1
 #define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX 0x8000
 
+/* ---- ferry's zero-copy feature (docs/devices/net.md) ---------------------
+ * A driver that accepts VIRTIO_NET_F_FERRY_ZC gets, besides queue pair 0
+ * (which works as in any virtio-net device), FERRY_ZC_CHANNELS channels:
+ * channel c is queue pair c + 1, reserved for one co-resident peer at a
+ * time. BAR 2 holds the channels' buffers, as two virtio shared memory
+ * regions: id 0 the transmit areas, id 1 the receive areas (read-only to
+ * the guest). Each area is FERRY_ZC_SLOTS slots of FERRY_ZC_SLOT_SIZE
+ * bytes, a virtio_net_hdr and a frame per slot.
+ *
+ * When ferry sees this VM send to a co-resident VM whose driver also took
+ * the feature, it binds a channel of each: it maps this VM's transmit area
+ * and the peer's receive area onto the same memory (and the reverse), sets
+ * the channel's state to BOUND with the peer's MAC and VM id, bumps
+ * `generation` and signals a config change. The driver then sends frames for
+ * that MAC on the channel. Frames are never copied by the host: ferry moves
+ * only descriptors. Rules for a channel's queues, which ferry checks:
+ *   - transmit: the n-th frame sent on the channel lies in transmit slot
+ *     n % FERRY_ZC_SLOTS (a descriptor at the slot's start, header included,
+ *     at most a slot long); a slot is reused only after its completion.
+ *   - receive: buffers are the channel's receive slots, posted in order
+ *     (slot n % FERRY_ZC_SLOTS for the n-th), each a whole slot. Posting a
+ *     slot again tells ferry the frame in it has been read: that completes
+ *     the sender's transmission (its transmit-complete interrupt).
+ * A channel going UNBOUND or DRAINING stops taking new frames for its peer:
+ * the driver sends them on queue pair 0 again. Frames still posted on an
+ * unbound channel are forwarded with one copy, never lost. The peer can
+ * still change a frame after sending it: read a frame once (copy it out)
+ * before trusting what it says. */
+#define VIRTIO_NET_F_FERRY_ZC 58
+
+#define FERRY_ZC_CHANNELS  8
+#define FERRY_ZC_SLOTS     256
+#define FERRY_ZC_SLOT_SIZE 2048u
+#define FERRY_ZC_AREA_SIZE ((uint64_t)FERRY_ZC_SLOTS * FERRY_ZC_SLOT_SIZE)
+#define FERRY_ZC_BAR       2
+#define FERRY_ZC_SHM_TX    0   /* shared memory region ids */
+#define FERRY_ZC_SHM_RX    1
+/* BAR 2: transmit areas of channels 0..N-1, then their receive areas. */
+#define FERRY_ZC_TX_OFFSET(c) ((uint64_t)(c) * FERRY_ZC_AREA_SIZE)
+#define FERRY_ZC_RX_OFFSET(c) ((uint64_t)(FERRY_ZC_CHANNELS + (c)) * FERRY_ZC_AREA_SIZE)
+#define FERRY_ZC_BAR_SIZE     (2ull * FERRY_ZC_CHANNELS * FERRY_ZC_AREA_SIZE)
+#define FERRY_ZC_PAIR(c)      ((c) + 1u)
+
+#define FERRY_ZC_UNBOUND  0
+#define FERRY_ZC_BOUND    1
+#define FERRY_ZC_DRAINING 2   /* being unbound: send nothing new on it */
+
+struct ferry_zc_channel {
+	uint8_t peer_mac[6];
+	uint8_t state;            /* FERRY_ZC_* */
+	uint8_t reserved;
+	uint32_t peer_vm_id;      /* the VM on the other end (its position in the config, from 1) */
+} __attribute__((packed));
+
+/* In the device configuration at FERRY_ZC_CFG_OFFSET (past every standard
+ * field), with VIRTIO_NET_F_FERRY_ZC. */
+#define FERRY_ZC_CFG_OFFSET 64
+struct ferry_zc_config {
+	uint32_t channels;        /* FERRY_ZC_CHANNELS */
+	uint32_t slots;           /* FERRY_ZC_SLOTS */
+	uint32_t slot_size;       /* FERRY_ZC_SLOT_SIZE */
+	uint32_t generation;      /* changes whenever chan[] does */
+	struct ferry_zc_channel chan[FERRY_ZC_CHANNELS];
+} __attribute__((packed));
+
+/* The whole device configuration of ferry's virtio-net. */
+struct ferry_net_config {
+	struct virtio_net_config std;
+	uint8_t pad[FERRY_ZC_CFG_OFFSET - sizeof(struct virtio_net_config)];
+	struct ferry_zc_config zc;
+} __attribute__((packed));
+_Static_assert(sizeof(struct ferry_zc_channel) == 12, "ferry_zc_channel layout");
+_Static_assert(__builtin_offsetof(struct ferry_net_config, zc) == FERRY_ZC_CFG_OFFSET, "ferry zc config offset");
+
 #endif

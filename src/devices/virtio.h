@@ -12,7 +12,7 @@
 #include "devices/device.h"
 #include "devices/virtqueue.h"
 
-#define VIRTIO_MAX_QUEUES 8
+#define VIRTIO_MAX_QUEUES 18  /* virtio-net: pair 0 and 8 zero-copy channels */
 
 struct vm;
 struct virtio_device;

@@ -15,6 +15,7 @@
 #include "devices/pci.h"
 #include "devices/serial.h"
 #include "devices/virtio_balloon.h"
+#include "devices/virtio_net.h"
 #include "devices/virtio_rng.h"
 #include "ferry/layout.h"
 #include "vmm/acpi.h"
@@ -102,7 +103,12 @@ int vm_add_exit_hook(struct vm *vm, void (*fn)(void *arg), void *arg)
 static int add_device_memory(struct vm *vm, char *err, size_t errlen)
 {
 	const struct device_config *mq = config_find_device(vm->cfg, DEV_MSGQ);
-	return mq ? msgq_window_create(vm, mq, err, errlen) : 0;
+	if (mq && msgq_window_create(vm, mq, err, errlen) < 0)
+		return -1;
+	for (unsigned i = 0; i < vm->cfg->nr_nics; i++)
+		if (virtio_net_window_create(vm, i, &vm->cfg->nics[i], err, errlen) < 0)
+			return -1;
+	return 0;
 }
 
 static int add_devices(struct vm *vm, const char *log_dir, bool console, char *err, size_t errlen)
@@ -138,6 +144,9 @@ static int add_devices(struct vm *vm, const char *log_dir, bool console, char *e
 			break;
 		}
 	}
+	for (unsigned i = 0; i < vm->cfg->nr_nics; i++)
+		if (virtio_net_create(vm, i, err, errlen) < 0)
+			return -1;
 	return 0;
 }
 
@@ -304,7 +313,8 @@ void vm_destroy(struct vm *vm)
 		vm->devices = d->next;
 		d->ops->destroy(d);
 	}
-	msgq_abandon(vm); /* a window whose device was never created */
+	msgq_abandon(vm); /* windows whose devices were never created */
+	virtio_net_abandon(vm);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_destroy(vm->vcpus[i]);
 	free(vm->vcpus);

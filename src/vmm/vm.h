@@ -23,6 +23,7 @@ struct eventloop;
 struct msgq_dev;
 struct balloon;
 struct cpu_reserve;
+struct virtio_net_dev;
 
 #define VM_MAX_EXIT_HOOKS 4
 
@@ -69,6 +70,7 @@ struct vm {
 	struct msgq_dev *msgq;        /* the message queue, if configured */
 	struct balloon *balloon;      /* the balloon, if configured */
 	struct cpu_reserve *cpu_reserve; /* vCPU parking, if configured */
+	struct virtio_net_dev *nics_pending; /* NIC windows whose devices are not made yet */
 	/* Run on a vCPU thread after each exit to ferry: work that waits for
 	 * the VM's "next natural exit" (deferred message sends). */
 	struct {

@@ -8,6 +8,7 @@
 
 #include "host/eventloop.h"
 #include "host/msgq_switch.h"
+#include "host/net_switch.h"
 #include "vmm/memory.h"
 #include "vmm/vcpu.h"
 
@@ -46,6 +47,8 @@ void vmm_destroy(struct vmm *vmm)
 {
 	evl_destroy(vmm->evl);
 	msgq_switch_destroy(vmm->msgq);
+	for (unsigned i = 0; i < vmm->nr_nets; i++)
+		net_switch_destroy(vmm->nets[i]);
 	gm_release_hugepages();
 	kvm_close(&vmm->kvm);
 	pthread_cond_destroy(&vmm->vm_stopped);

@@ -6,10 +6,12 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include "vmm/config.h"
 #include "vmm/kvm.h"
 
 struct eventloop;
 struct msgq_switch;
+struct net_switch;
 struct ferry_config;
 
 struct vmm {
@@ -17,6 +19,8 @@ struct vmm {
 	struct eventloop *evl;
 	const struct ferry_config *cfg;  /* the whole run, for devices that span VMs */
 	struct msgq_switch *msgq;        /* message switch, if any VM has a msgq */
+	struct net_switch *nets[CFG_MAX_NETWORKS]; /* one per network of the config */
+	unsigned nr_nets;
 	pthread_mutex_t lock;
 	pthread_cond_t vm_stopped;  /* signalled whenever a VM stops */
 	/* The host CPUs ferry may run on, read once at start-up: sandboxed
