@@ -22,6 +22,18 @@
 
 #define tmp test_dir
 
+/* The ferry a test started, killed by the teardown if the test failed
+ * before stopping it (so no VM outlives its test). */
+static int ferry_pid = -1;
+
+static int teardown(void **state)
+{
+	if (ferry_pid > 0)
+		wait_background(ferry_pid, 0);
+	ferry_pid = -1;
+	return test_dir_teardown(state);
+}
+
 /* Starts one VM with a control socket; returns ferry's pid once the socket
  * answers. */
 static int start_ferry(const char *sock, const char *cmdline)
@@ -29,6 +41,7 @@ static int start_ferry(const char *sock, const char *cmdline)
 	char *argv[] = { (char *)ferry_bin(), "run", "--kernel", (char *)guest_image(), "--cmdline", (char *)cmdline,
 			 "--control", (char *)sock, "--log-dir", tmp, "--name", "vm0", NULL };
 	int pid = spawn_background(argv);
+	ferry_pid = pid;
 	for (int i = 0; i < 200; i++) {
 		int fd = control_connect(sock);
 		if (fd >= 0) {
@@ -64,6 +77,7 @@ static void stop_vm_and_wait(const char *sock, int pid)
 	cJSON_Delete(ans);
 	/* 1: the VM was stopped, not powered off; a signal would be 128 + n. */
 	assert_int_equal(wait_background(pid, 30), 1);
+	ferry_pid = -1;
 }
 
 struct churn {
@@ -208,7 +222,7 @@ static void churn_through_start_and_shutdown(void **state)
 	free(sock);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, teardown)
 
 int main(void)
 {
