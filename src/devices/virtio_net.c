@@ -317,9 +317,10 @@ static void process_chan_tx(struct virtio_net_dev *n, unsigned c)
 		pz->rx_head[s] = NO_HEAD;
 		pz->rx_delivered[s] = 1;
 		pz->rx_out++;
+		if (!z->tx_inflight)
+			z->last_progress_ns = clock_ns(); /* busy from now: stalls count from here */
 		z->tx_head[s] = dc.head;
 		z->tx_inflight++;
-		z->last_progress_ns = clock_ns();
 		atomic_fetch_add(&n->port.ctr.frames_tx, 1);
 		atomic_fetch_add(&n->port.ctr.frames_zero_copy, 1);
 		atomic_fetch_add(&peer->ctr.frames_rx, 1);
@@ -334,6 +335,8 @@ static void process_chan_tx(struct virtio_net_dev *n, unsigned c)
 	if (n->port.chan[c].state == FERRY_ZC_DRAINING)
 		net_channel_drained(&n->port, c);
 }
+
+static void net_queue_notify(struct virtio_device *vd, struct virtqueue *vq);
 
 /* --- what the switch asks of a NIC ------------------------------------------- */
 
@@ -383,11 +386,24 @@ static void channel_reset(struct net_port *port, unsigned c)
 		virtio_queue_interrupt(&n->vd, vq);
 }
 
+static bool channel_poll(struct net_port *port, unsigned c, uint64_t now, uint64_t stall_ns)
+{
+	struct virtio_net_dev *n = port_dev(port);
+	struct zc_chan *z = &n->chan[c];
+	if (vq_pending(chan_rxq(n, c)))
+		net_queue_notify(&n->vd, chan_rxq(n, c));
+	if (vq_pending(chan_txq(n, c)))
+		net_queue_notify(&n->vd, chan_txq(n, c));
+	bool waiting = z->tx_inflight || vq_pending(chan_txq(n, c));
+	return waiting && now - z->last_progress_ns > stall_ns;
+}
+
 static const struct net_port_ops port_ops = {
 	.deliver = deliver,
 	.channels_changed = channels_changed,
 	.channel_idle = channel_idle,
 	.channel_reset = channel_reset,
+	.channel_poll = channel_poll,
 };
 
 /* --- the virtio device ------------------------------------------------------- */

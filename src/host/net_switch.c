@@ -12,12 +12,15 @@
 
 #include "host/eventloop.h"
 #include "host/tap.h"
+#include "vmm/clock.h"
 #include "vmm/config.h"
 #include "vmm/vmm.h"
 
 #define ETH_HLEN 14
 #define TAP_BURST 64            /* frames read from the TAP per wake-up */
 #define TAP_FRAME_MAX 65536
+#define TICK_NS (20 * 1000000ull)   /* channel polling and stall checks */
+#define STALL_NS (250 * 1000000ull) /* a receiver that reads nothing this long loses its channel */
 
 static const char *const drop_names[NET_DROP_MAX] = {
 	[NET_DROP_RUNT] = "runt", [NET_DROP_OVERSIZE] = "oversize", [NET_DROP_SPOOFED] = "spoofed_source",
@@ -391,6 +394,32 @@ static void tap_ready(void *arg, uint32_t events)
 	pthread_mutex_unlock(&sw->lock);
 }
 
+/* Every TICK_NS: channels' unkicked work, and stalled bindings. A peer that
+ * stops reading must not hold its sender up: its channel is unbound, and
+ * the sender's frames take the copy path, where a receiver without buffers
+ * only loses its own frames. */
+static void tick(void *arg, uint32_t events)
+{
+	struct net_switch *sw = arg;
+	(void)events;
+	uint64_t now = clock_ns();
+	pthread_mutex_lock(&sw->lock);
+	for (unsigned i = 0; i < sw->nr_ports; i++) {
+		struct net_port *p = sw->port[i];
+		if (!p || !p->zc)
+			continue;
+		for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
+			if (!p->ops->channel_poll(p, c, now, STALL_NS) || p->chan[c].state == FERRY_ZC_UNBOUND)
+				continue;
+			atomic_fetch_add(&p->ctr.stalls, 1);
+			log_warn(p->name, "net: %s stopped reading channel frames; back to the copy path",
+				 p->chan[c].peer->name);
+			unbind(p, c, true);
+		}
+	}
+	pthread_mutex_unlock(&sw->lock);
+}
+
 /* --- ports ------------------------------------------------------------------ */
 
 int net_switch_attach(struct net_switch *sw, struct net_port *p, char *err, size_t errlen)
@@ -503,6 +532,14 @@ struct net_switch *net_switch_create(const struct net_config *cfg, unsigned max_
 			return NULL;
 		}
 	}
+	if (sw->zero_copy && max_zc_ports >= 2) {
+		sw->timer = evl_add_timer(evl, TICK_NS, tick, sw);
+		if (!sw->timer) {
+			snprintf(err, errlen, "network %s: cannot start its timer", cfg->name);
+			net_switch_destroy(sw);
+			return NULL;
+		}
+	}
 	if (cfg->tap[0]) {
 		sw->tap = tap_open(cfg->tap, cfg->address, cfg->prefix_len, cfg->mtu, err, errlen);
 		if (!sw->tap) {
@@ -525,6 +562,8 @@ void net_switch_destroy(struct net_switch *sw)
 		return;
 	if (sw->tap_handler)
 		evl_del(sw->evl, sw->tap_handler);
+	if (sw->timer)
+		evl_del(sw->evl, sw->timer);
 	tap_close(sw->tap);
 	if (sw->pool_fd >= 0)
 		close(sw->pool_fd);
@@ -544,6 +583,7 @@ void net_counters_json(const struct net_counters *c, cJSON *o)
 	cJSON_AddNumberToObject(o, "crosstalk_detected", (double)atomic_load(&c->crosstalk_detected));
 	cJSON_AddNumberToObject(o, "remaps", (double)atomic_load(&c->remaps));
 	cJSON_AddNumberToObject(o, "unbinds", (double)atomic_load(&c->unbinds));
+	cJSON_AddNumberToObject(o, "stalls", (double)atomic_load(&c->stalls));
 	cJSON *d = cJSON_AddObjectToObject(o, "dropped");
 	unsigned long total = 0;
 	for (int i = 0; i < NET_DROP_MAX; i++) {

@@ -55,6 +55,7 @@ struct net_counters {
 	atomic_ulong crosstalk_detected;   /* sends to a co-resident VM that led to a binding */
 	atomic_ulong remaps;               /* channel areas mapped onto shared memory or back */
 	atomic_ulong unbinds;
+	atomic_ulong stalls;               /* bindings ended because the peer stopped reading */
 	atomic_ulong dropped[NET_DROP_MAX];
 };
 
@@ -71,9 +72,13 @@ struct net_port_ops {
 	/* Can channel c be (re)mapped now: nothing of the old binding is
 	 * still in flight on its queues? */
 	bool (*channel_idle)(struct net_port *p, unsigned c);
-	/* Channel c is being bound to peer's channel pc: reset the device's
-	 * view of its rings (sequence numbers from 0). */
+	/* Channel c's binding ends (or starts): what it had in flight is
+	 * forgotten (transmissions complete). */
 	void (*channel_reset)(struct net_port *p, unsigned c);
+	/* Periodic: handle what the driver posted on channel c without a
+	 * kick, and say whether the channel is stuck: frames waiting on the
+	 * peer, and no progress for `stall_ns`. */
+	bool (*channel_poll)(struct net_port *p, unsigned c, uint64_t now_ns, uint64_t stall_ns);
 };
 
 /* A channel of a NIC, as the switch sees it. */
@@ -114,7 +119,7 @@ struct net_switch {
 	unsigned nr_ports;
 	/* The external port. */
 	struct tap *tap;
-	struct evl_handler *tap_handler;
+	struct evl_handler *tap_handler, *timer;
 	struct eventloop *evl;
 	struct net_counters tap_ctr;
 	/* Shared memory for bound channels: areas of FERRY_ZC_AREA_SIZE in
