@@ -12,6 +12,8 @@
 
 #include "devices/cpu_reserve.h"
 #include "devices/virtio_balloon.h"
+#include "devices/virtio_net.h"
+#include "host/net_switch.h"
 #include "host/eventloop.h"
 #include "vmm/clock.h"
 #include "vmm/log.h"
@@ -135,7 +137,7 @@ char *control_handle(struct control *c, const char *line)
 	if (!req || !cJSON_IsObject(req)) {
 		ans = answer_error("%s", "not a JSON object");
 	} else if (!cJSON_IsString(cmd)) {
-		ans = answer_error("%s", "missing \"cmd\" (status, balloon, cpu-reserve, stop)");
+		ans = answer_error("%s", "missing \"cmd\" (status, balloon, cpu-reserve, stop, networks, net-unbind)");
 	} else if (!strcmp(cmd->valuestring, "status")) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON *arr = cJSON_AddArrayToObject(o, "vms");
@@ -143,11 +145,22 @@ char *control_handle(struct control *c, const char *line)
 			if (c->vms[i])
 				cJSON_AddItemToArray(arr, vm_status(c->vms[i]));
 		ans = answer_ok(o);
+	} else if (!strcmp(cmd->valuestring, "networks")) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON *arr = cJSON_AddArrayToObject(o, "networks");
+		for (unsigned i = 0; i < c->vmm->nr_nets; i++)
+			cJSON_AddItemToArray(arr, net_switch_report(c->vmm->nets[i]));
+		ans = answer_ok(o);
 	} else if (strcmp(cmd->valuestring, "balloon") && strcmp(cmd->valuestring, "cpu-reserve") &&
-		   strcmp(cmd->valuestring, "stop")) {
-		ans = answer_error("unknown cmd \"%s\" (status, balloon, cpu-reserve, stop)", cmd->valuestring);
+		   strcmp(cmd->valuestring, "stop") && strcmp(cmd->valuestring, "net-unbind")) {
+		ans = answer_error("unknown cmd \"%s\" (status, balloon, cpu-reserve, stop, networks, net-unbind)",
+				   cmd->valuestring);
 	} else if (!vm) {
 		ans = answer_error("no VM named \"%s\"", cJSON_IsString(name) ? name->valuestring : "(missing \"vm\")");
+	} else if (!strcmp(cmd->valuestring, "net-unbind")) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddNumberToObject(o, "unbound", virtio_net_unbind(vm));
+		ans = answer_ok(o);
 	} else if (!strcmp(cmd->valuestring, "stop")) {
 		vm_stop(vm, VM_EXIT_INTERRUPTED, 0, "stopped through the control socket");
 		ans = answer_ok(NULL);

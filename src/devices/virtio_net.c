@@ -567,9 +567,13 @@ static void free_window(struct virtio_net_dev *n)
 static void net_destroy(struct virtio_device *vd)
 {
 	struct virtio_net_dev *n = to_net(vd);
+	struct vm *vm = vd->dev.vm;
 	pthread_mutex_lock(n->vd.lock);
 	net_switch_detach(&n->port);
 	pthread_mutex_unlock(n->vd.lock);
+	for (unsigned i = 0; i < vm->nr_nics; i++)
+		if (vm->nics[i] == n)
+			vm->nics[i] = NULL;
 	free_window(n);
 	free(n);
 }
@@ -647,6 +651,17 @@ int virtio_net_window_create(struct vm *vm, unsigned index, const struct nic_con
 	return n->region[1] < 0 ? -1 : 0;
 }
 
+unsigned virtio_net_unbind(struct vm *vm)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < vm->nr_nics; i++) {
+		pthread_mutex_lock(vm->nics[i]->vd.lock);
+		n += net_port_unbind_all(&vm->nics[i]->port);
+		pthread_mutex_unlock(vm->nics[i]->vd.lock);
+	}
+	return n;
+}
+
 void virtio_net_abandon(struct vm *vm)
 {
 	while (vm->nics_pending) {
@@ -702,6 +717,7 @@ int virtio_net_create(struct vm *vm, unsigned index, char *err, size_t errlen)
 		}
 	if (net_switch_attach(n->sw, p, err, errlen) < 0)
 		return -1;
+	vm->nics[vm->nr_nics++] = n;
 	if (n->zc_offered) {
 		uint64_t half = FERRY_ZC_BAR_SIZE / 2;
 		if (bus_register(&vm->mmio, n->zc_gpa + half, half, ro_guard_io, n, &n->ro_guard) < 0) {

@@ -15,5 +15,8 @@ int virtio_net_window_create(struct vm *vm, unsigned index, const struct nic_con
 int virtio_net_create(struct vm *vm, unsigned index, char *err, size_t errlen);
 /* Frees what virtio_net_window_create made when the device was never made. */
 void virtio_net_abandon(struct vm *vm);
+/* Ends every zero-copy binding of the VM's NICs (frames in flight are
+ * delivered first); returns how many were bound. */
+unsigned virtio_net_unbind(struct vm *vm);
 
 #endif

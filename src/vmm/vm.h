@@ -71,6 +71,8 @@ struct vm {
 	struct balloon *balloon;      /* the balloon, if configured */
 	struct cpu_reserve *cpu_reserve; /* vCPU parking, if configured */
 	struct virtio_net_dev *nics_pending; /* NIC windows whose devices are not made yet */
+	struct virtio_net_dev *nics[CFG_MAX_NICS];
+	unsigned nr_nics;
 	/* Run on a vCPU thread after each exit to ferry: work that waits for
 	 * the VM's "next natural exit" (deferred message sends). */
 	struct {
