@@ -219,6 +219,7 @@ int virtio_setup_queue(struct virtio_dev *vd, struct virtqueue *vq, unsigned ind
 		return init_error(vd, "out of memory for a virtqueue");
 	vq->vdev = vd;
 	vq->index = (uint16_t)index;
+	vq->event_idx = virtio_has_feature(vd, VIRTIO_F_EVENT_IDX);
 	vq->notify_addr = vd->notify + notify_off;
 
 	common_write16(vd, VIRTIO_PCI_COMMON_Q_SIZE, size);

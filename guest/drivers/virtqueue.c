@@ -45,7 +45,8 @@ int vq_alloc(struct virtqueue *vq, uint16_t size)
 		vq->state[i].next = i + 1 < size ? i + 1 : NO_DESC;
 	vq->free_head = 0;
 	vq->num_free = size;
-	vq->avail_idx = vq->last_used = 0;
+	vq->avail_idx = vq->last_used = vq->kicked_idx = 0;
+	vq->event_idx = vq->irq_off = false;
 	vq->vector = -1;
 	vq->waiter_apic_id = -1;
 	vq->broken = false;
@@ -100,11 +101,34 @@ int vq_add(struct virtqueue *vq, const struct vq_seg *segs, unsigned n_out, unsi
 	return 0;
 }
 
+/* The le16 after each ring (EVENT_IDX). */
+static volatile uint16_t *used_event(struct virtqueue *vq)
+{
+	return &vq->avail->ring[vq->size];
+}
+
+static volatile uint16_t *avail_event(struct virtqueue *vq)
+{
+	return (volatile uint16_t *)&vq->used->ring[vq->size];
+}
+
 void vq_kick(struct virtqueue *vq)
 {
-	mb();  /* publish avail->idx before reading the device's flags */
-	if (!(READ_ONCE(vq->used->flags) & VRING_USED_F_NO_NOTIFY))
+	uint16_t old = vq->kicked_idx, now = vq->avail_idx;
+	bool notify;
+
+	mb();  /* publish avail->idx before reading what the device wants */
+	if (vq->event_idx)
+		notify = vring_need_event(*avail_event(vq), now, old);
+	else
+		notify = !(READ_ONCE(vq->used->flags) & VRING_USED_F_NO_NOTIFY);
+	vq->kicked_idx = now;
+	if (notify) {
 		mmio_write16(vq->notify_addr, vq->index);
+		vq->notifies++;
+	} else if (now != old) {
+		vq->notifies_skipped++;
+	}
 }
 
 bool vq_has_used(struct virtqueue *vq)
@@ -139,6 +163,8 @@ void *vq_get_used(struct virtqueue *vq, uint32_t *len)
 		e.len = st->in_len;
 	}
 	vq->last_used++;
+	if (vq->event_idx)  /* interrupts on: for the next entry; off: never */
+		*used_event(vq) = (uint16_t)(vq->last_used - vq->irq_off);
 
 	token = st->token;
 	tail = (uint16_t)e.id;
@@ -178,13 +204,21 @@ void *vq_wait(struct virtqueue *vq, uint32_t *len, uint64_t timeout_ns)
 
 void vq_enable_irq(struct virtqueue *vq)
 {
-	WRITE_ONCE(vq->avail->flags, vq->avail->flags & ~VRING_AVAIL_F_NO_INTERRUPT);
-	mb();
+	vq->irq_off = false;
+	if (vq->event_idx)
+		*used_event(vq) = vq->last_used;  /* the next completion interrupts */
+	else
+		WRITE_ONCE(vq->avail->flags, vq->avail->flags & ~VRING_AVAIL_F_NO_INTERRUPT);
+	mb();  /* before the caller looks at the used index one last time */
 }
 
 void vq_disable_irq(struct virtqueue *vq)
 {
-	WRITE_ONCE(vq->avail->flags, vq->avail->flags | VRING_AVAIL_F_NO_INTERRUPT);
+	vq->irq_off = true;
+	if (vq->event_idx)
+		*used_event(vq) = (uint16_t)(vq->last_used - 1);  /* crossed only after 65536 more */
+	else
+		WRITE_ONCE(vq->avail->flags, vq->avail->flags | VRING_AVAIL_F_NO_INTERRUPT);
 }
 
 unsigned vq_num_free(const struct virtqueue *vq)

@@ -40,10 +40,15 @@ struct virtqueue {
 	uint16_t free_head, num_free;
 	uint16_t avail_idx;           /* next avail->idx to publish */
 	uint16_t last_used;           /* next used->idx entry to consume */
+	uint16_t kicked_idx;          /* avail_idx at the last vq_kick() */
+	bool event_idx;               /* VIRTIO_F_EVENT_IDX negotiated */
+	bool irq_off;                 /* vq_disable_irq() in force */
 	int vector;                   /* MSI-X vector, -1: polled */
 	volatile int32_t waiter_apic_id;  /* CPU halted in vq_wait(), -1: none */
 	volatile uint64_t interrupts;
 	uint64_t errors;
+	uint64_t notifies;            /* vq_kick() that wrote the notify register */
+	uint64_t notifies_skipped;    /* ... that did not: the device said it would look */
 	bool broken;
 	vq_callback_fn callback;      /* optional, interrupt context */
 	void *callback_arg;
@@ -60,7 +65,8 @@ void vq_interrupt(void *vq);
  * token (non-NULL) comes back from vq_get_used(). Returns 0, or -1 if the
  * queue lacks n_out + n_in free descriptors, is broken or the input is bad. */
 int vq_add(struct virtqueue *vq, const struct vq_seg *segs, unsigned n_out, unsigned n_in, void *token);
-/* Tells the device about added chains, unless it asked not to be told. */
+/* Tells the device about added chains, unless it asked not to be told
+ * (VRING_USED_F_NO_NOTIFY, or avail_event with EVENT_IDX). */
 void vq_kick(struct virtqueue *vq);
 /* The token of the next completed chain and the bytes the device wrote into
  * it (*len), or NULL if none is ready. */
@@ -69,7 +75,9 @@ bool vq_has_used(struct virtqueue *vq);
 /* Halts until a chain completes (interrupt, or polling without MSI-X) and
  * returns it as vq_get_used() does; NULL after timeout_ns or if broken. */
 void *vq_wait(struct virtqueue *vq, uint32_t *len, uint64_t timeout_ns);
-/* Asks the device to (not) interrupt on completions (VRING_AVAIL_F_NO_INTERRUPT). */
+/* Asks the device to (not) interrupt on completions: VRING_AVAIL_F_NO_INTERRUPT,
+ * or with EVENT_IDX used_event (kept just behind the driver's position while
+ * off, so the device never crosses it). */
 void vq_enable_irq(struct virtqueue *vq);
 void vq_disable_irq(struct virtqueue *vq);
 unsigned vq_num_free(const struct virtqueue *vq);

@@ -118,6 +118,15 @@ struct vring_used {
 
 #define VIRTQ_MAX_SIZE 32768
 
+/* With VIRTIO_F_EVENT_IDX the driver writes used_event (after the avail
+ * ring) and the device avail_event (after the used ring): "notify me when
+ * you move your index past this one". Whether moving an index from old to
+ * new_idx crosses event_idx (virtio 1.2, 2.7.10): */
+static inline int vring_need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old)
+{
+	return (uint16_t)(new_idx - event_idx - 1) < (uint16_t)(new_idx - old);
+}
+
 /* Byte sizes of the three parts for a queue of n entries (n a power of 2). */
 #define VRING_DESC_BYTES(n)  (16ull * (n))
 #define VRING_AVAIL_BYTES(n) (6ull + 2ull * (n))

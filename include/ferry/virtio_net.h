@@ -1,0 +1,128 @@
+/* virtio-net (device type VIRTIO_ID_NET, virtio 1.2 section 5.1): feature
+ * bits, the device configuration layout, the per-packet header and the
+ * control queue's commands. All fields are little-endian. Shared by ferry's
+ * device and ferry-guest's driver. */
+#ifndef FERRY_VIRTIO_NET_H
+#define FERRY_VIRTIO_NET_H
+
+#include <stdint.h>
+#include <ferry/virtio.h>
+
+/* Feature bits (VIRTIO_F_VERSION_1, EVENT_IDX etc. are in virtio.h). */
+#define VIRTIO_NET_F_CSUM                0   /* device takes partially checksummed packets */
+#define VIRTIO_NET_F_GUEST_CSUM          1   /* driver takes partially checksummed packets */
+#define VIRTIO_NET_F_CTRL_GUEST_OFFLOADS 2
+#define VIRTIO_NET_F_MTU                 3   /* config.mtu is valid */
+#define VIRTIO_NET_F_MAC                 5   /* config.mac is valid */
+#define VIRTIO_NET_F_GUEST_TSO4          7
+#define VIRTIO_NET_F_GUEST_TSO6          8
+#define VIRTIO_NET_F_GUEST_ECN           9
+#define VIRTIO_NET_F_GUEST_UFO           10
+#define VIRTIO_NET_F_HOST_TSO4           11
+#define VIRTIO_NET_F_HOST_TSO6           12
+#define VIRTIO_NET_F_HOST_ECN            13
+#define VIRTIO_NET_F_HOST_UFO            14
+#define VIRTIO_NET_F_MRG_RXBUF           15  /* a packet may span several receive buffers */
+#define VIRTIO_NET_F_STATUS              16  /* config.status is valid */
+#define VIRTIO_NET_F_CTRL_VQ             17  /* a control queue exists */
+#define VIRTIO_NET_F_CTRL_RX             18
+#define VIRTIO_NET_F_CTRL_VLAN           19
+#define VIRTIO_NET_F_CTRL_RX_EXTRA       20
+#define VIRTIO_NET_F_GUEST_ANNOUNCE      21
+#define VIRTIO_NET_F_MQ                  22  /* several queue pairs (needs CTRL_VQ) */
+#define VIRTIO_NET_F_CTRL_MAC_ADDR       23
+#define VIRTIO_NET_F_NOTF_COAL           53
+#define VIRTIO_NET_F_GUEST_USO4          54
+#define VIRTIO_NET_F_GUEST_USO6          55
+#define VIRTIO_NET_F_HOST_USO            56
+#define VIRTIO_NET_F_HASH_REPORT         57
+#define VIRTIO_NET_F_GUEST_HDRLEN        59
+#define VIRTIO_NET_F_RSS                 60
+#define VIRTIO_NET_F_RSC_EXT             61
+#define VIRTIO_NET_F_STANDBY             62
+#define VIRTIO_NET_F_SPEED_DUPLEX        63
+
+/* config.status bits. */
+#define VIRTIO_NET_S_LINK_UP  1
+#define VIRTIO_NET_S_ANNOUNCE 2
+
+/* Device configuration. Fields past mtu exist only with the features that
+ * define them; a driver reads no further than it needs. */
+struct virtio_net_config {
+	uint8_t mac[6];
+	uint16_t status;                /* VIRTIO_NET_S_*, with VIRTIO_NET_F_STATUS */
+	uint16_t max_virtqueue_pairs;   /* with VIRTIO_NET_F_MQ or RSS */
+	uint16_t mtu;                   /* with VIRTIO_NET_F_MTU */
+	uint32_t speed;                 /* Mb/s, with VIRTIO_NET_F_SPEED_DUPLEX */
+	uint8_t duplex;
+	uint8_t rss_max_key_size;
+	uint16_t rss_max_indirection_table_length;
+	uint32_t supported_hash_types;
+} __attribute__((packed));
+
+#define VIRTIO_NET_CFG_MAC       0
+#define VIRTIO_NET_CFG_STATUS    6
+#define VIRTIO_NET_CFG_MAX_PAIRS 8
+#define VIRTIO_NET_CFG_MTU       10
+#define VIRTIO_NET_CFG_SPEED     12
+_Static_assert(sizeof(struct virtio_net_config) == 24, "virtio_net_config layout");
+
+/* Every buffer on a receive or transmit queue starts with this header. With
+ * VIRTIO_F_VERSION_1 it is 12 bytes whether or not MRG_RXBUF is negotiated;
+ * num_buffers is the number of receive buffers a packet took (1 without
+ * MRG_RXBUF) and is ignored on transmit. */
+struct virtio_net_hdr {
+	uint8_t flags;        /* VIRTIO_NET_HDR_F_* */
+	uint8_t gso_type;     /* VIRTIO_NET_HDR_GSO_* */
+	uint16_t hdr_len;
+	uint16_t gso_size;
+	uint16_t csum_start;
+	uint16_t csum_offset;
+	uint16_t num_buffers;
+} __attribute__((packed));
+_Static_assert(sizeof(struct virtio_net_hdr) == 12, "virtio_net_hdr layout");
+
+#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1  /* checksum from csum_start, stored at csum_offset */
+#define VIRTIO_NET_HDR_F_DATA_VALID 2  /* receive: checksum already verified */
+#define VIRTIO_NET_HDR_F_RSC_INFO   4
+
+#define VIRTIO_NET_HDR_GSO_NONE   0
+#define VIRTIO_NET_HDR_GSO_TCPV4  1
+#define VIRTIO_NET_HDR_GSO_UDP    3
+#define VIRTIO_NET_HDR_GSO_TCPV6  4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5
+#define VIRTIO_NET_HDR_GSO_ECN    0x80
+
+/* Queue numbering: receiveq1, transmitq1, ..., receiveqN, transmitqN, then
+ * the control queue (N = max_virtqueue_pairs with MQ, else 1). */
+#define VIRTIO_NET_RXQ(pair)     (2u * (pair))
+#define VIRTIO_NET_TXQ(pair)     (2u * (pair) + 1)
+#define VIRTIO_NET_CTRLQ(npairs) (2u * (npairs))
+
+/* Without MRG_RXBUF or guest offloads a receive buffer must hold a header
+ * and a 1514-byte frame (spec 5.1.6.3.1): 1526 bytes; with MTU, mtu + 14 + 12. */
+#define VIRTIO_NET_MIN_RX_BUF 1526
+
+/* Control queue: a command is [class, command][data...] (device-readable),
+ * then one device-writable ack byte. */
+struct virtio_net_ctrl_hdr {
+	uint8_t class;
+	uint8_t cmd;
+} __attribute__((packed));
+#define VIRTIO_NET_OK  0
+#define VIRTIO_NET_ERR 1
+
+#define VIRTIO_NET_CTRL_RX              0
+#define VIRTIO_NET_CTRL_RX_PROMISC      0
+#define VIRTIO_NET_CTRL_RX_ALLMULTI     1
+#define VIRTIO_NET_CTRL_MAC             1
+#define VIRTIO_NET_CTRL_MAC_TABLE_SET   0
+#define VIRTIO_NET_CTRL_MAC_ADDR_SET    1
+#define VIRTIO_NET_CTRL_ANNOUNCE        3
+#define VIRTIO_NET_CTRL_ANNOUNCE_ACK    0
+#define VIRTIO_NET_CTRL_MQ              4
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET 0   /* data: le16 virtqueue_pairs */
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN 1
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX 0x8000
+
+#endif
