@@ -8,7 +8,7 @@
 #define ARP_RETRY_NS 250000000ull      /* between requests while resolving */
 #define ARP_TTL_NS   60000000000ull    /* an entry not confirmed for this long is asked for again */
 
-static struct arp_entry *find(struct netif *ifc, uint32_t ip)
+static struct arp_entry *arp_find(struct netif *ifc, uint32_t ip)
 {
 	for (unsigned i = 0; i < NET_ARP_ENTRIES; i++) {
 		if (ifc->arp[i].ip == ip)
@@ -17,7 +17,7 @@ static struct arp_entry *find(struct netif *ifc, uint32_t ip)
 	return NULL;
 }
 
-static void update(struct arp_entry *e, uint32_t ip, const uint8_t *mac)
+static void arp_update(struct arp_entry *e, uint32_t ip, const uint8_t *mac)
 {
 	e->ip = ip;
 	memcpy(e->mac, mac, ETH_ALEN);
@@ -25,7 +25,7 @@ static void update(struct arp_entry *e, uint32_t ip, const uint8_t *mac)
 }
 
 /* A free entry, else the oldest. */
-static void insert(struct netif *ifc, uint32_t ip, const uint8_t *mac)
+static void arp_insert(struct netif *ifc, uint32_t ip, const uint8_t *mac)
 {
 	struct arp_entry *victim = &ifc->arp[0];
 
@@ -38,7 +38,7 @@ static void insert(struct netif *ifc, uint32_t ip, const uint8_t *mac)
 		if (e->t_ns < victim->t_ns)
 			victim = e;
 	}
-	update(victim, ip, mac);
+	arp_update(victim, ip, mac);
 }
 
 bool arp_lookup(struct netif *ifc, uint32_t ip, uint8_t mac[ETH_ALEN])
@@ -49,7 +49,7 @@ bool arp_lookup(struct netif *ifc, uint32_t ip, uint8_t mac[ETH_ALEN])
 		memcpy(mac, eth_broadcast, ETH_ALEN);
 		return true;
 	}
-	e = find(ifc, ip);
+	e = arp_find(ifc, ip);
 	if (!e || time_ns() - e->t_ns > ARP_TTL_NS)
 		return false;
 	memcpy(mac, e->mac, ETH_ALEN);
@@ -98,13 +98,13 @@ void arp_input(struct netif *ifc, const uint8_t *p, uint32_t len)
 	tpa = get_be32(a->tpa);
 	/* RFC 826: refresh a sender we know; learn it only if it talks to us.
 	 * A probe (sender 0.0.0.0, RFC 5227) teaches nothing. */
-	e = spa ? find(ifc, spa) : NULL;
+	e = spa ? arp_find(ifc, spa) : NULL;
 	if (e)
-		update(e, spa, a->sha);
+		arp_update(e, spa, a->sha);
 	if (tpa != ifc->ip)
 		return net_drop(NET_DROP_ARP_NOT_FOR_US);
 	if (!e && spa && !ip_is_broadcast(ifc, spa))
-		insert(ifc, spa, a->sha);
+		arp_insert(ifc, spa, a->sha);
 	if (op == ARP_REQUEST)
 		send_arp(ifc, ARP_REPLY, a->sha, a->sha, spa);
 }

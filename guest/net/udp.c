@@ -35,7 +35,7 @@ struct udp_sock {
 static struct udp_sock socks[NET_MAX_SOCKETS];
 static uint16_t next_ephemeral = EPHEMERAL_FIRST;
 
-static struct udp_sock *find(uint16_t port)
+static struct udp_sock *sock_find(uint16_t port)
 {
 	for (unsigned i = 0; i < NET_MAX_SOCKETS; i++) {
 		if (socks[i].open && socks[i].port == port)
@@ -44,7 +44,7 @@ static struct udp_sock *find(uint16_t port)
 	return NULL;
 }
 
-static struct udp_slot *slot(struct udp_sock *s, unsigned i)
+static struct udp_slot *sock_slot(struct udp_sock *s, unsigned i)
 {
 	return (struct udp_slot *)(s->slots + (uint64_t)(i % s->depth) * s->slot_size);
 }
@@ -55,13 +55,13 @@ struct udp_sock *udp_open(uint16_t port, unsigned depth)
 	uint32_t max = 0;
 
 	if (!port) {
-		for (unsigned tries = 0; tries < 16384 && (!port || find(port)); tries++) {
+		for (unsigned tries = 0; tries < 16384 && (!port || sock_find(port)); tries++) {
 			port = next_ephemeral++;
 			if (!next_ephemeral)
 				next_ephemeral = EPHEMERAL_FIRST;
 		}
 	}
-	if (find(port))
+	if (sock_find(port))
 		return NULL;
 	for (unsigned i = 0; i < NET_MAX_SOCKETS && !s; i++) {
 		if (!socks[i].open)
@@ -117,14 +117,14 @@ void udp_input(struct netif *ifc, uint32_t src, uint32_t dst, const uint8_t *p, 
 	} else {
 		net_stats.udp_no_csum++;
 	}
-	s = find(be16(h->dport));
+	s = sock_find(be16(h->dport));
 	if (!s)
 		return net_drop(NET_DROP_UDP_NO_PORT);
 	if (ulen - UDP_HLEN > s->max_payload)
 		return net_drop(NET_DROP_TOO_BIG);
 	if (s->tail - s->head == s->depth)
 		return net_drop(NET_DROP_UDP_QUEUE_FULL);
-	sl = slot(s, s->tail++);
+	sl = sock_slot(s, s->tail++);
 	sl->src = src;
 	sl->sport = be16(h->sport);
 	sl->len = ulen - UDP_HLEN;
@@ -179,7 +179,7 @@ bool udp_recv(struct udp_sock *s, struct udp_dgram *d, uint64_t timeout_ns)
 	}
 	for (;;) {
 		if (s->head != s->tail) {
-			struct udp_slot *sl = slot(s, s->head);
+			struct udp_slot *sl = sock_slot(s, s->head);
 			d->src = sl->src;
 			d->sport = sl->sport;
 			d->len = sl->len;
