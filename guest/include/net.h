@@ -102,6 +102,7 @@ struct arp_entry {
 	uint32_t ip;                /* 0: free */
 	uint8_t mac[ETH_ALEN];
 	uint64_t t_ns;              /* learnt or confirmed */
+	uint64_t asked_ns;          /* last refresh request sent */
 };
 
 struct netif {
@@ -142,7 +143,9 @@ extern uint64_t net_spin_ns;
 bool netif_wait_hw(uint64_t timeout_ns);
 
 /* ARP: dst's MAC from the cache, or by asking (a request every 250 ms,
- * polling meanwhile) until timeout_ns. 0, or -1. */
+ * polling meanwhile) until timeout_ns. 0, or -1. An entry not confirmed for
+ * a minute is still used for another minute while a request asks for it
+ * again, so a flow never stalls on a refresh. */
 int arp_resolve(struct netif *ifc, uint32_t ip, uint8_t mac[ETH_ALEN], uint64_t timeout_ns);
 bool arp_lookup(struct netif *ifc, uint32_t ip, uint8_t mac[ETH_ALEN]);
 #define NET_ARP_TIMEOUT_NS 1000000000ull    /* what a send waits for ARP */

@@ -6,7 +6,8 @@
 #include "timer.h"
 
 #define ARP_RETRY_NS 250000000ull      /* between requests while resolving */
-#define ARP_TTL_NS   60000000000ull    /* an entry not confirmed for this long is asked for again */
+#define ARP_TTL_NS   60000000000ull    /* an entry not confirmed for this long is asked for again, */
+#define ARP_STALE_NS 120000000000ull   /* and no longer used after this long */
 
 static struct arp_entry *arp_find(struct netif *ifc, uint32_t ip)
 {
@@ -50,7 +51,7 @@ bool arp_lookup(struct netif *ifc, uint32_t ip, uint8_t mac[ETH_ALEN])
 		return true;
 	}
 	e = arp_find(ifc, ip);
-	if (!e || time_ns() - e->t_ns > ARP_TTL_NS)
+	if (!e || time_ns() - e->t_ns > ARP_STALE_NS)
 		return false;
 	memcpy(mac, e->mac, ETH_ALEN);
 	return true;
@@ -113,7 +114,17 @@ int arp_resolve(struct netif *ifc, uint32_t ip, uint8_t mac[ETH_ALEN], uint64_t 
 {
 	static const uint8_t unknown[ETH_ALEN];
 	uint64_t start = time_ns(), next = start, now;
+	struct arp_entry *e = arp_find(ifc, ip);
 
+	/* Stale but usable: ask the owner directly, at most every retry
+	 * interval, and carry on with what we know. */
+	if (e && arp_lookup(ifc, ip, mac)) {
+		if (start - e->t_ns > ARP_TTL_NS && start - e->asked_ns >= ARP_RETRY_NS) {
+			e->asked_ns = start;
+			send_arp(ifc, ARP_REQUEST, e->mac, unknown, ip);
+		}
+		return 0;
+	}
 	for (;;) {
 		if (arp_lookup(ifc, ip, mac))
 			return 0;

@@ -508,6 +508,44 @@ static void arp_resolve_takes_the_reply(void **state)
 	assert_memory_equal(mac, "\xff\xff\xff\xff\xff\xff", 6);
 }
 
+/* After a minute an entry is asked for again, unicast, while still used;
+ * after two it is gone. */
+static void arp_entry_is_refreshed_in_use(void **state)
+{
+	uint8_t f[64], mac[6];
+	struct udp_sock *s = udp_open(0, 0);
+
+	(void)state;
+	inject(f, arp_frame(f, 1, PEER_IP, OUR_IP));
+	net_poll();
+	clear_tx();
+	now_ns += 61000000000ull;
+	assert_int_equal(udp_sendto(s, PEER_IP, 9, "x", 1, 0), 0);
+	assert_int_equal(ntx, 2);
+	assert_memory_equal(txlog[0].data, peer_mac, 6);  /* the request, to the known MAC */
+	assert_int_equal(get16(txlog[0].data + 12), 0x0806);
+	assert_int_equal(get16(txlog[0].data + 20), 1);
+	assert_int_equal(get16(txlog[1].data + 12), 0x0800);  /* and the datagram, not held up */
+	clear_tx();
+	assert_int_equal(udp_sendto(s, PEER_IP, 9, "x", 1, 0), 0);
+	assert_int_equal(ntx, 1);  /* not asked again within 250 ms */
+	/* The reply confirms it. */
+	inject(f, arp_frame(f, 2, PEER_IP, OUR_IP));
+	net_poll();
+	clear_tx();
+	now_ns += 1000000000ull;
+	assert_int_equal(udp_sendto(s, PEER_IP, 9, "x", 1, 0), 0);
+	assert_int_equal(ntx, 1);
+	/* Unanswered for two minutes: resolved from scratch, and in vain. */
+	now_ns += 121000000000ull;
+	assert_false(arp_lookup(&eth0, PEER_IP, mac));
+	clear_tx();
+	assert_int_equal(udp_sendto(s, PEER_IP, 9, "x", 1, 0), -1);
+	assert_int_equal(net_stats.drops[NET_DROP_TX_ARP_FAILED], 1);
+	assert_memory_equal(txlog[0].data, "\xff\xff\xff\xff\xff\xff", 6);
+	udp_close(s);
+}
+
 static void echo_request_is_answered(void **state)
 {
 	uint8_t f[1514];
@@ -841,6 +879,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(arp_malformed_and_foreign_are_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(arp_resolve_retries_then_gives_up, setup, teardown),
 		cmocka_unit_test_setup_teardown(arp_resolve_takes_the_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(arp_entry_is_refreshed_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(echo_request_is_answered, setup, teardown),
 		cmocka_unit_test_setup_teardown(echo_replies_reach_the_listener, setup, teardown),
 		cmocka_unit_test_setup_teardown(icmp_drops, setup, teardown),
