@@ -18,14 +18,12 @@
 #define TX_SPIN_NS    50000ull            /* a full transmit queue: spin this long, then halt */
 #define TX_TIMEOUT_NS 1000000000ull
 
+/* One slot per device probed, never reused: a device that failed to set
+ * up may still have interrupt vectors pointing at its slot. */
 static struct vnet devs[VNET_MAX_DEVS];
+static struct vnet *working[VNET_MAX_DEVS];
 static unsigned ndevs;
 
-/* Every byte of buffer memory a pair uses comes from here (and goes back
- * through vnet_buf_area_free). Today: zeroed pages of guest RAM, touched
- * once now so the first frames do not pay the host's page faults. A device
- * that provides buffer memory (a shared-memory BAR) would carve it out of
- * that instead. */
 static unsigned area_order(uint64_t bytes)
 {
 	unsigned order = 0;
@@ -35,6 +33,11 @@ static unsigned area_order(uint64_t bytes)
 	return order;
 }
 
+/* Every byte of buffer memory a pair uses comes from here (and goes back
+ * through vnet_buf_area_free). Today: zeroed pages of guest RAM, touched
+ * once now so the first frames do not pay the host's page faults. A device
+ * that provides buffer memory (a shared-memory BAR) would carve it out of
+ * that instead. */
 static void *vnet_buf_area(struct vnet *n, unsigned pair, bool tx, uint64_t bytes, uint64_t *got)
 {
 	(void)n;
@@ -173,8 +176,8 @@ int virtio_net_init(void)
 {
 	bool event_idx = cmdline_get_bool("net_event_idx", true);
 
-	for (unsigned nth = 0; nth < VNET_MAX_DEVS && ndevs < VNET_MAX_DEVS; nth++) {
-		struct vnet *n = &devs[ndevs];
+	for (unsigned nth = 0; nth < VNET_MAX_DEVS; nth++) {
+		struct vnet *n = &devs[nth];
 		int err;
 
 		memset(n, 0, sizeof(*n));
@@ -192,7 +195,7 @@ int virtio_net_init(void)
 			vnet_link_up(n) ? "up" : "down", n->nr_pairs, n->nr_pairs == 1 ? "" : "s", qp->nr_rx, qp->nr_tx,
 			n->buf_size, qp->rxq.vector >= 0 ? "MSI-X" : "polled",
 			virtio_has_feature(&n->vd, VIRTIO_F_EVENT_IDX) ? ", event idx" : "");
-		ndevs++;
+		working[ndevs++] = n;
 	}
 	return (int)ndevs;
 }
@@ -204,7 +207,7 @@ unsigned vnet_count(void)
 
 struct vnet *vnet_get(unsigned index)
 {
-	return index < ndevs ? &devs[index] : NULL;
+	return index < ndevs ? working[index] : NULL;
 }
 
 bool vnet_link_up(struct vnet *n)
