@@ -129,8 +129,8 @@ struct netif *net_route(uint32_t dst);
  * malformed ip= (reason printed). Calls after the first return its result. */
 int net_init(void);
 
-/* Handles up to a batch of received frames on every interface, then tells
- * the devices about replies and returned buffers. Returns frames handled. */
+/* Handles up to 32 received frames on each interface, then tells the
+ * devices about replies and returned buffers. Returns frames handled. */
 unsigned net_poll(void);
 /* Tells the devices about queued frames (udp_sendto with NET_MORE). */
 void net_flush(void);

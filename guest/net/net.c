@@ -7,7 +7,7 @@
 #include "timer.h"
 #include "x86.h"
 
-#define POLL_BUDGET 32   /* frames per net_poll, so a flood cannot starve the caller */
+#define POLL_BUDGET 32   /* frames per interface and net_poll: a flood on one starves neither the caller nor the others */
 
 struct net_stats net_stats;
 uint64_t net_spin_ns = 200000;
@@ -169,7 +169,7 @@ unsigned net_poll(void)
 		uint8_t *frame;
 		uint32_t len;
 
-		while (n < POLL_BUDGET && (frame = ifc->ops->rx_get(ifc, &len)) != NULL) {
+		for (unsigned k = 0; k < POLL_BUDGET && (frame = ifc->ops->rx_get(ifc, &len)) != NULL; k++) {
 			ifc->rx_frames++;
 			net_stats.rx_frames++;
 			eth_input(ifc, frame, len);
