@@ -3,7 +3,7 @@
 GUEST_ELF := $(BUILD)/guest/ferry-guest.elf
 
 GUEST_SRCS := $(wildcard guest/boot/*.S guest/kernel/*.S) \
-              $(wildcard guest/kernel/*.c guest/drivers/*.c guest/lib/*.c guest/apps/*.c)
+              $(wildcard guest/kernel/*.c guest/drivers/*.c guest/net/*.c guest/lib/*.c guest/apps/*.c)
 GUEST_OBJS := $(patsubst guest/%,$(BUILD)/guest/%.o,$(GUEST_SRCS))
 
 # Identity-mapped kernel linked at 1 MiB, so the small code model suffices. No SSE

@@ -15,6 +15,7 @@ unit-tests: $(UNIT_TESTS)
 
 # Unit tests of guest code that touches no hardware (e.g. guest/kernel/buddy.c).
 $(BUILD)/obj/tests/unit/test_buddy.o: TEST_CFLAGS += -Iguest/include
+$(BUILD)/obj/tests/unit/test_net.o: TEST_CFLAGS += -Iguest/include
 
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)

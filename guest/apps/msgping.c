@@ -21,6 +21,7 @@
 #include "kernel.h"
 #include "kstring.h"
 #include "msgq.h"
+#include "sort.h"
 #include "timer.h"
 
 #include <ferry/debug_exit.h>
@@ -42,20 +43,6 @@ static const char *mode_name(uint32_t flags)
 {
 	uint32_t mode = flags & (MSG_COPY | MSG_REMAP);
 	return mode == MSG_COPY ? "copy" : mode == MSG_REMAP ? "remap" : "adaptive";
-}
-
-/* Sorts in place (insertion sort: counts are small). */
-static void sort_u64(uint64_t *v, unsigned n)
-{
-	for (unsigned i = 1; i < n; i++) {
-		uint64_t x = v[i];
-		unsigned j = i;
-		while (j > 0 && v[j - 1] > x) {
-			v[j] = v[j - 1];
-			j--;
-		}
-		v[j] = x;
-	}
 }
 
 /* Sends a message and waits until the transport has it: over msgq, posts

@@ -18,6 +18,8 @@
 #include "spinlock.h"
 #include "timer.h"
 #include "virtio_balloon.h"
+#include "virtio_net.h"
+#include "net.h"
 #include "virtio_rng.h"
 #include "work.h"
 #include "virtqueue.h"
@@ -470,6 +472,37 @@ static bool park_counter_moved(uint64_t from, uint64_t timeout_ms)
 	return park_counter != from;
 }
 
+/* --- net: the virtio-net driver (virtio_net.h); prints one line per NIC --- */
+static enum result check_net(void)
+{
+	char mac[18];
+
+	if (!vnet_count()) {
+		if (required("virtio-net"))
+			return failed("virtio-net required but not present");
+		return skipped("no virtio-net device");
+	}
+	for (unsigned i = 0; i < vnet_count(); i++) {
+		struct vnet *n = vnet_get(i);
+		struct vnet_pair *qp = &n->pair[0];
+
+		kprintf("selftest: net: %s %s mtu %u link %s, %u queue pair%s, %u+%u buffers, %s\n", n->name,
+			mac_str(n->mac, mac), n->mtu, vnet_link_up(n) ? "up" : "down", n->nr_pairs,
+			n->nr_pairs == 1 ? "" : "s", qp->nr_rx, qp->nr_tx, qp->rxq.vector >= 0 ? "MSI-X" : "polled");
+		if (n->mac[0] & 1)
+			return failed("%s has a multicast MAC address", n->name);
+		if (qp->rxq.vector < 0 || qp->txq.vector < 0)
+			return failed("%s has no MSI-X vectors for its queues", n->name);
+		if (qp->rxq.broken || qp->txq.broken)
+			return failed("%s: a queue stopped (see the console)", n->name);
+		/* Every receive buffer is with the device until a frame is taken. */
+		if (vq_num_free(&qp->rxq) != qp->rxq.size - qp->nr_rx)
+			return failed("%s: %u receive buffers posted, expected %u", n->name,
+				      qp->rxq.size - vq_num_free(&qp->rxq), qp->nr_rx);
+	}
+	return PASS;
+}
+
 static enum result check_smp_park(void)
 {
 	unsigned n = smp_cpu_count(), cpu = n - 1;
@@ -652,6 +685,7 @@ static const struct {
 	{ "native", check_native },
 	{ "smp_park", check_smp_park },
 	{ "balloon", check_balloon },
+	{ "net", check_net },
 };
 
 static int selftest_main(void)
@@ -688,4 +722,5 @@ static int selftest_main(void)
 	return nfailed ? FERRY_EXIT_FAIL : FERRY_EXIT_OK;
 }
 
-APP("selftest", "run the kernel's self-checks (require=virtio-rng,virtio-balloon: fail without them)", selftest_main);
+APP("selftest", "run the kernel's self-checks (require=virtio-rng,virtio-balloon,virtio-net: fail without them)",
+	selftest_main);

@@ -12,4 +12,12 @@ uint8_t checksum8(const void *data, size_t len);
  * sum of 16-bit big-endian words, returned in host order. */
 uint16_t checksum_inet(const void *data, size_t len);
 
+/* The same in pieces (a pseudo-header, then a message): adds the
+ * ones' complement sum of data's big-endian 16-bit words to sum. Every
+ * piece but the last must have an even length. csum_fold() ends it: the
+ * checksum to store, in host order; a message that carries a valid
+ * checksum folds to 0. */
+uint32_t csum_partial(const void *data, size_t len, uint32_t sum);
+uint16_t csum_fold(uint32_t sum);
+
 #endif

@@ -21,6 +21,7 @@
 #include "timer.h"
 #include "virtio_rng.h"
 #include "virtio_balloon.h"
+#include "virtio_net.h"
 #include "cpu_reserve.h"
 #include "x86.h"
 
@@ -130,6 +131,7 @@ static long boot(void *arg)
 	native_resume();
 	virtio_rng_init();
 	virtio_balloon_init();
+	virtio_net_init();
 	cpu_reserve_init();
 
 	pr_info("ferry-guest: vm %s, %u cpus, %lu MiB RAM, tsc %lu kHz (%s), up in %lu us\n",

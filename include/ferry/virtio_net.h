@@ -140,19 +140,23 @@ struct virtio_net_ctrl_hdr {
  * the channel's state to BOUND with the peer's MAC and VM id, bumps
  * `generation` and signals a config change. The driver then sends frames for
  * that MAC on the channel. Frames are never copied by the host: ferry moves
- * only descriptors. Rules for a channel's queues, which ferry checks:
- *   - transmit: the n-th frame sent on the channel lies in transmit slot
- *     n % FERRY_ZC_SLOTS (a descriptor at the slot's start, header included,
- *     at most a slot long); a slot is reused only after its completion.
- *   - receive: buffers are the channel's receive slots, posted in order
- *     (slot n % FERRY_ZC_SLOTS for the n-th), each a whole slot. Posting a
- *     slot again tells ferry the frame in it has been read: that completes
- *     the sender's transmission (its transmit-complete interrupt).
+ * only descriptors. Rules for a channel's queues, which ferry checks (a
+ * channel whose rules are broken is unbound):
+ *   - transmit: a frame is one device-readable descriptor at the start of a
+ *     transmit slot of the channel, header included, at most a slot long;
+ *     the slot is used again only after that frame's completion.
+ *   - receive: buffers are whole receive slots of the channel, one
+ *     device-writable descriptor each, each slot posted once; post them all.
+ *     A frame sent in transmit slot s arrives in receive slot s (they are
+ *     the same memory), so ferry can fill slots in any order. Posting a slot
+ *     again tells ferry the frame in it has been read: that completes the
+ *     sender's transmission (its used entry; its interrupt if it wants one).
  * A channel going UNBOUND or DRAINING stops taking new frames for its peer:
  * the driver sends them on queue pair 0 again. Frames still posted on an
- * unbound channel are forwarded with one copy, never lost. The peer can
- * still change a frame after sending it: read a frame once (copy it out)
- * before trusting what it says. */
+ * unbound channel are forwarded with one copy, never lost. A receiver that
+ * stops reading loses the binding (its sender is never held up). The peer
+ * can still change a frame after sending it: read a frame once (copy it
+ * out) before trusting what it says. */
 #define VIRTIO_NET_F_FERRY_ZC 58
 
 #define FERRY_ZC_CHANNELS  8

@@ -1,0 +1,213 @@
+/* Binds the network stack to the virtio-net driver: one interface per
+ * device (queue pair 0), addresses from ip=, and the halt behind net_wait. */
+#include "cmdline.h"
+#include "kernel.h"
+#include "kstring.h"
+#include "net.h"
+#include "timer.h"
+#include "virtio_net.h"
+#include "x86.h"
+
+#define PAIR 0
+
+static struct netif ifaces[VNET_MAX_DEVS];
+static int state;   /* 0: not yet, 1: up, -1: failed */
+
+/* The receive queues net_wait halts on, for a condition that costs few
+ * instructions: halt_until evaluates it in ring 0, interpreted on hosts
+ * like ours. */
+static struct virtqueue *rxqs[VNET_MAX_DEVS];
+static unsigned nrxqs;
+static bool all_msix;
+
+static struct vnet *dev(struct netif *ifc)
+{
+	return ifc->priv;
+}
+
+static void *op_tx_get(struct netif *ifc, uint32_t *cap)
+{
+	return vnet_tx_get(dev(ifc), PAIR, cap);
+}
+
+static void op_tx_put(struct netif *ifc, void *frame, uint32_t len)
+{
+	vnet_tx_put(dev(ifc), PAIR, frame, len);
+}
+
+static void op_tx_cancel(struct netif *ifc, void *frame)
+{
+	vnet_tx_cancel(dev(ifc), PAIR, frame);
+}
+
+static void *op_rx_get(struct netif *ifc, uint32_t *len)
+{
+	return vnet_rx_get(dev(ifc), PAIR, len);
+}
+
+static void op_rx_put(struct netif *ifc, void *frame)
+{
+	vnet_rx_put(dev(ifc), PAIR, frame);
+}
+
+static bool op_rx_pending(struct netif *ifc)
+{
+	return vnet_rx_pending(dev(ifc), PAIR);
+}
+
+static void op_flush(struct netif *ifc)
+{
+	struct vnet *n = dev(ifc);
+
+	vnet_tx_reclaim(n, PAIR);  /* cheap, and keeps transmit buffers free */
+	vnet_flush(n, PAIR);
+}
+
+static bool op_link_up(struct netif *ifc)
+{
+	return vnet_link_up(dev(ifc));
+}
+
+static void op_describe(struct netif *ifc, char *buf, size_t size)
+{
+	struct vnet_pair *qp = &dev(ifc)->pair[PAIR];
+
+	ksnprintf(buf, size, "tx_kicks=%lu tx_kicks_skipped=%lu rx_kicks=%lu rx_irqs=%lu tx_irqs=%lu tx_waits=%lu",
+		  qp->txq.notifies, qp->txq.notifies_skipped, qp->rxq.notifies, qp->rxq.interrupts, qp->txq.interrupts,
+		  qp->stats.tx_waits);
+}
+
+static const struct netif_ops virtio_ops = {
+	.tx_get = op_tx_get,
+	.tx_put = op_tx_put,
+	.tx_cancel = op_tx_cancel,
+	.rx_get = op_rx_get,
+	.rx_put = op_rx_put,
+	.rx_pending = op_rx_pending,
+	.flush = op_flush,
+	.link_up = op_link_up,
+	.describe = op_describe,
+};
+
+/* The index-th comma-separated word of list into buf; false if there is
+ * none or it is empty. A word too long for buf comes back as "?". */
+static bool list_item(const char *list, unsigned index, char *buf, size_t size)
+{
+	const char *comma;
+	size_t len;
+
+	for (; index; index--) {
+		list = strchr(list, ',');
+		if (!list)
+			return false;
+		list++;
+	}
+	comma = strchr(list, ',');
+	len = comma ? (size_t)(comma - list) : strlen(list);
+	if (!len)
+		return false;
+	if (len >= size)
+		list = "?", len = 1;
+	memcpy(buf, list, len);
+	buf[len] = '\0';
+	return true;
+}
+
+static int setup(void)
+{
+	const char *ips = cmdline_get_str("ip", "");
+	unsigned n = vnet_count();
+	char word[32], a[16];
+
+	net_spin_ns = cmdline_get_u64("net_spin_us", net_spin_ns / 1000) * 1000;
+	if (!n) {
+		kprintf("net: no network device\n");
+		return -1;
+	}
+	all_msix = true;
+	for (unsigned i = 0; i < n; i++) {
+		struct vnet *v = vnet_get(i);
+		struct netif *ifc = &ifaces[i];
+
+		memset(ifc, 0, sizeof(*ifc));
+		ifc->ops = &virtio_ops;
+		ifc->priv = v;
+		strlcpy(ifc->name, v->name, sizeof(ifc->name));
+		memcpy(ifc->mac, v->mac, ETH_ALEN);
+		ifc->mtu = v->mtu;
+		if (list_item(ips, i, word, sizeof(word)) && !ip_parse_cidr(word, &ifc->ip, &ifc->mask)) {
+			kprintf("net: ip=%s: \"%s\" is not ADDRESS or ADDRESS/PREFIX\n", ips, word);
+			return -1;
+		}
+		if (netif_add(ifc))
+			break;
+		rxqs[nrxqs++] = &v->pair[PAIR].rxq;
+		all_msix &= v->pair[PAIR].rxq.vector >= 0;
+		unsigned prefix = 0;
+		while (prefix < 32 && (ifc->mask << prefix) & 0x80000000u)
+			prefix++;
+		pr_info("net: %s %s/%u mtu %u\n", ifc->name, ifc->ip ? ip_str(ifc->ip, a) : "(no address)", prefix,
+			ifc->mtu);
+	}
+	return 0;
+}
+
+int net_init(void)
+{
+	if (!state)
+		state = setup() == 0 ? 1 : -1;
+	return state == 1 ? 0 : -1;
+}
+
+/* One timer bounds every wait: armed when a wait needs an earlier wake-up
+ * than the one pending, left running otherwise (an early wake-up only
+ * makes the caller look again). Arming and cancelling a timer per wait
+ * would cost more interpreted ring-0 code than the wait itself. */
+static struct timer wake_timer;
+static uint64_t wake_at;
+static volatile bool woke;
+
+static void wake(void *arg)
+{
+	(void)arg;
+	woke = true;
+}
+
+static bool rx_or_woke(void *arg)
+{
+	(void)arg;
+	if (woke)
+		return true;
+	for (unsigned i = 0; i < nrxqs; i++) {
+		if (READ_ONCE(rxqs[i]->used->idx) != rxqs[i]->last_used)
+			return true;
+	}
+	return false;
+}
+
+/* Halts with receive interrupts on. A device without MSI-X cannot wake us:
+ * poll it instead. */
+bool netif_wait_hw(uint64_t timeout_ns)
+{
+	uint64_t now = time_ns();
+
+	if (!all_msix) {
+		while (!rx_or_woke(NULL) && time_ns() - now < timeout_ns)
+			cpu_relax();
+		return rx_or_woke(NULL);
+	}
+	woke = false;
+	if (timeout_ns != TIMEOUT_NEVER && (!wake_timer.pending || wake_at > now + timeout_ns)) {
+		if (wake_timer.pending)
+			timer_cancel(&wake_timer);
+		wake_at = now + timeout_ns;
+		timer_start(&wake_timer, timeout_ns, wake, NULL);
+	}
+	for (unsigned i = 0; i < net_if_count(); i++)
+		vnet_rx_irq(dev(net_if(i)), PAIR, true);
+	halt_until(rx_or_woke, NULL, TIMEOUT_NEVER);
+	for (unsigned i = 0; i < net_if_count(); i++)
+		vnet_rx_irq(dev(net_if(i)), PAIR, false);
+	woke = false;
+	return rx_or_woke(NULL);
+}
