@@ -82,8 +82,10 @@ uint64_t net_drops_total(void);
 /* A network interface, as a driver registers it. */
 struct netif;
 struct netif_ops {
-	/* Room for a frame of up to *cap bytes (may wait), or NULL. */
-	void *(*tx_get)(struct netif *ifc, uint32_t *cap);
+	/* Room for a frame to dst of up to *cap bytes (may wait), or NULL;
+	 * the destination picks the queue (a zero-copy channel to that peer,
+	 * if the device bound one). */
+	void *(*tx_get)(struct netif *ifc, const uint8_t *dst, uint32_t *cap);
 	/* Queues a frame from tx_get; the device learns of it at flush. */
 	void (*tx_put)(struct netif *ifc, void *frame, uint32_t len);
 	void (*tx_cancel)(struct netif *ifc, void *frame);

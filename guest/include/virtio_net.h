@@ -29,7 +29,7 @@
 #include "virtqueue.h"
 
 #define VNET_MAX_DEVS  4
-#define VNET_MAX_PAIRS 8     /* room for per-peer pairs later; pair 0 today */
+#define VNET_MAX_PAIRS (1 + FERRY_ZC_CHANNELS)  /* pair 0, and ferry's zero-copy channels */
 #define VNET_QUEUE_MAX 256
 #define VNET_HDR_LEN   ((uint32_t)sizeof(struct virtio_net_hdr))
 
@@ -43,6 +43,7 @@ struct vnet_pair_stats {
 
 struct vnet_pair {
 	unsigned index;
+	uint32_t buf_size;            /* per buffer, header included */
 	struct virtqueue rxq, txq;
 	uint8_t *rx_area, *tx_area;   /* buffer memory, from vnet_buf_area() */
 	uint64_t rx_area_bytes, tx_area_bytes;
@@ -62,8 +63,18 @@ struct vnet {
 	bool has_status;              /* VIRTIO_NET_F_STATUS negotiated */
 	uint16_t status;              /* as last read */
 	volatile bool status_stale;   /* a config change arrived since */
-	uint32_t buf_size;            /* per buffer, header included */
+	uint32_t buf_size;            /* pair 0's buffers, header included */
 	unsigned nr_pairs;            /* in use */
+	/* ferry's zero-copy channels (VIRTIO_NET_F_FERRY_ZC): pair c + 1 is
+	 * channel c, its buffers in BAR 2; chan[] is the device's table of
+	 * which peer each is bound to, re-read after a config change. */
+	bool zc;
+	uint8_t *zc_base;
+	volatile bool zc_stale;
+	struct ferry_zc_channel chan[FERRY_ZC_CHANNELS];
+	uint32_t zc_generation;
+	uint64_t zc_rebinds;          /* channel table changes seen */
+	uint8_t *bounce;              /* a channel's frame is copied here before anything reads it */
 	unsigned max_pairs;           /* the device's (1 without MQ) */
 	struct vnet_pair pair[VNET_MAX_PAIRS];
 };
@@ -98,5 +109,14 @@ void vnet_rx_irq(struct vnet *n, unsigned pair, bool on);
 /* Tells the device about queued frames and returned receive buffers, if it
  * asked to be told (one MMIO store, an exit, per queue at most). */
 void vnet_flush(struct vnet *n, unsigned pair);
+
+/* The pair for a frame to dst: a bound zero-copy channel to that MAC, or
+ * pair 0. Re-reads the channel table first if the device changed it. */
+unsigned vnet_pair_for(struct vnet *n, const uint8_t *dst);
+/* The pair whose transmit buffer frame is in. */
+unsigned vnet_tx_pair_of(struct vnet *n, const void *frame);
+/* Whether pair p is a zero-copy channel that may carry frames (bound, or
+ * draining what it has). */
+bool vnet_pair_active(struct vnet *n, unsigned p);
 
 #endif

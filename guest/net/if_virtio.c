@@ -16,7 +16,8 @@ static int state;   /* 0: not yet, 1: up, -1: failed */
 /* The receive queues net_wait halts on, for a condition that costs few
  * instructions: halt_until evaluates it in ring 0, interpreted on hosts
  * like ours. */
-static struct virtqueue *rxqs[VNET_MAX_DEVS];
+#define MAX_RXQS (VNET_MAX_DEVS * VNET_MAX_PAIRS)
+static struct virtqueue *rxqs[MAX_RXQS];
 static unsigned nrxqs;
 static bool all_msix;
 
@@ -25,42 +26,73 @@ static struct vnet *dev(struct netif *ifc)
 	return ifc->priv;
 }
 
-static void *op_tx_get(struct netif *ifc, uint32_t *cap)
+static void *op_tx_get(struct netif *ifc, const uint8_t *dst, uint32_t *cap)
 {
-	return vnet_tx_get(dev(ifc), PAIR, cap);
+	struct vnet *n = dev(ifc);
+
+	return vnet_tx_get(n, vnet_pair_for(n, dst), cap);
 }
 
 static void op_tx_put(struct netif *ifc, void *frame, uint32_t len)
 {
-	vnet_tx_put(dev(ifc), PAIR, frame, len);
+	struct vnet *n = dev(ifc);
+
+	vnet_tx_put(n, vnet_tx_pair_of(n, frame), frame, len);
 }
 
 static void op_tx_cancel(struct netif *ifc, void *frame)
 {
-	vnet_tx_cancel(dev(ifc), PAIR, frame);
+	struct vnet *n = dev(ifc);
+
+	vnet_tx_cancel(n, vnet_tx_pair_of(n, frame), frame);
 }
 
+/* Pair 0 first, then the channels. A channel's frame lies in memory its
+ * sender can still write: it is copied out, and its slot given back at
+ * once (which tells the sender it was read), before the stack looks at it. */
 static void *op_rx_get(struct netif *ifc, uint32_t *len)
 {
-	return vnet_rx_get(dev(ifc), PAIR, len);
+	struct vnet *n = dev(ifc);
+	void *frame = vnet_rx_get(n, PAIR, len);
+
+	for (unsigned p = 1; !frame && p < n->nr_pairs; p++) {
+		void *shared = vnet_rx_get(n, p, len);
+
+		if (!shared)
+			continue;
+		memcpy(n->bounce, shared, *len);
+		vnet_rx_put(n, p, shared);
+		frame = n->bounce;
+	}
+	return frame;
 }
 
 static void op_rx_put(struct netif *ifc, void *frame)
 {
-	vnet_rx_put(dev(ifc), PAIR, frame);
+	struct vnet *n = dev(ifc);
+
+	if (frame != n->bounce)
+		vnet_rx_put(n, PAIR, frame);
 }
 
 static bool op_rx_pending(struct netif *ifc)
 {
-	return vnet_rx_pending(dev(ifc), PAIR);
+	struct vnet *n = dev(ifc);
+
+	for (unsigned p = 0; p < n->nr_pairs; p++)
+		if (vnet_rx_pending(n, p))
+			return true;
+	return false;
 }
 
 static void op_flush(struct netif *ifc)
 {
 	struct vnet *n = dev(ifc);
 
-	vnet_tx_reclaim(n, PAIR);  /* cheap, and keeps transmit buffers free */
-	vnet_flush(n, PAIR);
+	for (unsigned p = 0; p < n->nr_pairs; p++) {
+		vnet_tx_reclaim(n, p);  /* cheap, and keeps transmit buffers free */
+		vnet_flush(n, p);
+	}
 }
 
 static bool op_link_up(struct netif *ifc)
@@ -70,11 +102,23 @@ static bool op_link_up(struct netif *ifc)
 
 static void op_describe(struct netif *ifc, char *buf, size_t size)
 {
-	struct vnet_pair *qp = &dev(ifc)->pair[PAIR];
+	struct vnet *n = dev(ifc);
+	struct vnet_pair *qp = &n->pair[PAIR];
+	uint64_t zc_tx = 0, zc_rx = 0, zc_waits = 0, zc_timeouts = 0;
+	int len;
 
-	ksnprintf(buf, size, "tx_kicks=%lu tx_kicks_skipped=%lu rx_kicks=%lu rx_irqs=%lu tx_irqs=%lu tx_waits=%lu",
-		  qp->txq.notifies, qp->txq.notifies_skipped, qp->rxq.notifies, qp->rxq.interrupts, qp->txq.interrupts,
-		  qp->stats.tx_waits);
+	for (unsigned p = 1; p < n->nr_pairs; p++) {
+		zc_tx += n->pair[p].stats.tx_frames;
+		zc_rx += n->pair[p].stats.rx_frames;
+		zc_waits += n->pair[p].stats.tx_waits;
+		zc_timeouts += n->pair[p].stats.tx_timeouts;
+	}
+	len = ksnprintf(buf, size, "tx_kicks=%lu tx_kicks_skipped=%lu rx_kicks=%lu rx_irqs=%lu tx_irqs=%lu tx_waits=%lu",
+			qp->txq.notifies, qp->txq.notifies_skipped, qp->rxq.notifies, qp->rxq.interrupts,
+			qp->txq.interrupts, qp->stats.tx_waits);
+	if (n->zc && len > 0 && (size_t)len < size)
+		ksnprintf(buf + len, size - (size_t)len, " zc_tx=%lu zc_rx=%lu zc_tx_waits=%lu zc_tx_timeouts=%lu zc_table_changes=%lu",
+			  zc_tx, zc_rx, zc_waits, zc_timeouts, n->zc_rebinds);
 }
 
 static const struct netif_ops virtio_ops = {
@@ -141,8 +185,10 @@ static int setup(void)
 		}
 		if (netif_add(ifc))
 			break;
-		rxqs[nrxqs++] = &v->pair[PAIR].rxq;
-		all_msix &= v->pair[PAIR].rxq.vector >= 0;
+		for (unsigned p = 0; p < v->nr_pairs && nrxqs < MAX_RXQS; p++) {
+			rxqs[nrxqs++] = &v->pair[p].rxq;
+			all_msix &= v->pair[p].rxq.vector >= 0;
+		}
 		unsigned prefix = 0;
 		while (prefix < 32 && (ifc->mask << prefix) & 0x80000000u)
 			prefix++;
@@ -204,10 +250,12 @@ bool netif_wait_hw(uint64_t timeout_ns)
 		timer_start(&wake_timer, timeout_ns, wake, NULL);
 	}
 	for (unsigned i = 0; i < net_if_count(); i++)
-		vnet_rx_irq(dev(net_if(i)), PAIR, true);
+		for (unsigned p = 0; p < dev(net_if(i))->nr_pairs; p++)
+			vnet_rx_irq(dev(net_if(i)), p, true);
 	halt_until(rx_or_woke, NULL, TIMEOUT_NEVER);
 	for (unsigned i = 0; i < net_if_count(); i++)
-		vnet_rx_irq(dev(net_if(i)), PAIR, false);
+		for (unsigned p = 0; p < dev(net_if(i))->nr_pairs; p++)
+			vnet_rx_irq(dev(net_if(i)), p, false);
 	woke = false;
 	return rx_or_woke(NULL);
 }

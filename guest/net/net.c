@@ -122,7 +122,7 @@ static void eth_input(struct netif *ifc, const uint8_t *frame, uint32_t len)
 uint8_t *net_tx_begin(struct netif *ifc, const uint8_t dst[ETH_ALEN], uint16_t type, uint32_t len, void **frame)
 {
 	uint32_t cap = 0;
-	uint8_t *f = ifc->ops->tx_get(ifc, &cap);
+	uint8_t *f = ifc->ops->tx_get(ifc, dst, &cap);
 	struct eth_hdr *eh = (struct eth_hdr *)f;
 
 	if (!f) {

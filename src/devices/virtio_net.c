@@ -43,7 +43,8 @@ struct zc_chan {
 	uint16_t rx_head[FERRY_ZC_SLOTS];
 	uint8_t rx_delivered[FERRY_ZC_SLOTS];
 	unsigned rx_out;
-	uint64_t last_progress_ns;
+	bool waiting_for_peer;     /* the next frame's slot is still the peer's */
+	uint64_t last_progress_ns; /* a frame delivered or completed */
 };
 
 struct virtio_net_dev {
@@ -309,16 +310,17 @@ static void process_chan_tx(struct virtio_net_dev *n, unsigned c)
 			/* The peer has not posted this slot yet: wait for it (it
 			 * is still reading the last frame there). */
 			vq_unpop(vq);
+			z->waiting_for_peer = true;
 			break;
 		}
+		z->waiting_for_peer = false;
 		/* Zero copy: the frame is already in the peer's receive slot. */
 		struct virtqueue *prx = chan_rxq(p, peer_chan);
 		vq_push(prx, pz->rx_head[s], dc.desc[0].len);
 		pz->rx_head[s] = NO_HEAD;
 		pz->rx_delivered[s] = 1;
 		pz->rx_out++;
-		if (!z->tx_inflight)
-			z->last_progress_ns = clock_ns(); /* busy from now: stalls count from here */
+		z->last_progress_ns = clock_ns();
 		z->tx_head[s] = dc.head;
 		z->tx_inflight++;
 		atomic_fetch_add(&n->port.ctr.frames_tx, 1);
@@ -381,6 +383,7 @@ static void channel_reset(struct net_port *port, unsigned c)
 		z->rx_delivered[s] = 0;
 	}
 	z->tx_inflight = z->rx_out = 0;
+	z->waiting_for_peer = false;
 	z->last_progress_ns = clock_ns();
 	if (pushed)
 		virtio_queue_interrupt(&n->vd, vq);
@@ -394,8 +397,10 @@ static bool channel_poll(struct net_port *port, unsigned c, uint64_t now, uint64
 		net_queue_notify(&n->vd, chan_rxq(n, c));
 	if (vq_pending(chan_txq(n, c)))
 		net_queue_notify(&n->vd, chan_txq(n, c));
-	bool waiting = z->tx_inflight || vq_pending(chan_txq(n, c));
-	return waiting && now - z->last_progress_ns > stall_ns;
+	/* Held up: every slot in flight, or the next frame waits for the
+	 * peer to give its slot back. */
+	bool held = z->tx_inflight >= FERRY_ZC_SLOTS || (z->waiting_for_peer && vq_pending(chan_txq(n, c)));
+	return held && now - z->last_progress_ns > stall_ns;
 }
 
 static const struct net_port_ops port_ops = {

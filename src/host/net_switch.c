@@ -395,9 +395,11 @@ static void tap_ready(void *arg, uint32_t events)
 }
 
 /* Every TICK_NS: channels' unkicked work, and stalled bindings. A peer that
- * stops reading must not hold its sender up: its channel is unbound, and
- * the sender's frames take the copy path, where a receiver without buffers
- * only loses its own frames. */
+ * stops reading while its sender waits for it (every slot in flight, or the
+ * next frame's slot not yet given back) must not hold the sender up: the
+ * channel is unbound, and the sender's frames take the copy path, where a
+ * receiver without buffers only loses its own frames. A receiver that reads
+ * lazily while its sender still has room is left alone. */
 static void tick(void *arg, uint32_t events)
 {
 	struct net_switch *sw = arg;

@@ -80,8 +80,9 @@ static const uint8_t peer_mac[ETH_ALEN] = { 0x52, 0x54, 0x00, 0x00, 0x00, 0x02 }
 #define OUR_IP  IP4(10, 0, 0, 1)
 #define PEER_IP IP4(10, 0, 0, 2)
 
-static void *fake_tx_get(struct netif *ifc, uint32_t *cap)
+static void *fake_tx_get(struct netif *ifc, const uint8_t *dst, uint32_t *cap)
 {
+	(void)dst;
 	(void)ifc;
 	for (unsigned i = 0; i < 4; i++) {
 		if (!txbuf_used[i]) {
