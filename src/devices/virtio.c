@@ -23,6 +23,7 @@ static void virtio_destroy(struct device *dev)
 	struct virtio_device *vd = (struct virtio_device *)dev;
 	if (vd->transport)
 		virtio_pci_destroy(vd->transport);
+	vd->transport = NULL; /* the device's own teardown may still signal: it goes nowhere */
 	pthread_mutex_destroy(&vd->own_lock);
 	vd->vops->destroy(vd);
 }
@@ -60,19 +61,21 @@ int virtio_device_init(struct virtio_device *vd, struct vm *vm, const char *name
 
 void virtio_queue_interrupt(struct virtio_device *vd, struct virtqueue *vq)
 {
-	if (vq_should_interrupt(vq))
+	if (vd->transport && vq_should_interrupt(vq))
 		virtio_pci_signal_queue(vd->transport, vq);
 }
 
 void virtio_queue_more(struct virtio_device *vd, struct virtqueue *vq)
 {
-	virtio_pci_requeue(vd->transport, vq);
+	if (vd->transport)
+		virtio_pci_requeue(vd->transport, vq);
 }
 
 void virtio_config_changed(struct virtio_device *vd)
 {
 	vd->config_generation++;
-	virtio_pci_signal_config(vd->transport);
+	if (vd->transport)
+		virtio_pci_signal_config(vd->transport);
 }
 
 void virtio_needs_reset(struct virtio_device *vd)

@@ -45,10 +45,11 @@ int vmm_init(struct vmm *vmm, char *err, size_t errlen)
 
 void vmm_destroy(struct vmm *vmm)
 {
-	evl_destroy(vmm->evl);
-	msgq_switch_destroy(vmm->msgq);
+	/* Services first: they take their handlers off the event loop. */
 	for (unsigned i = 0; i < vmm->nr_nets; i++)
 		net_switch_destroy(vmm->nets[i]);
+	evl_destroy(vmm->evl);
+	msgq_switch_destroy(vmm->msgq);
 	gm_release_hugepages();
 	kvm_close(&vmm->kvm);
 	pthread_cond_destroy(&vmm->vm_stopped);
