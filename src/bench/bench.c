@@ -13,6 +13,7 @@ static const struct {
 	{ "boot", bench_boot, "boot N VMs one after another; boot time and memory overhead, vs QEMU" },
 	{ "msg", bench_msg, "message queues between two VMs: copy, remap, adaptive; throughput and latency" },
 	{ "balloon", bench_balloon, "inflate and deflate 1 GiB in a 2 GiB VM; host memory release; vs QEMU" },
+	{ "net", bench_net, "UDP throughput and ping between two VMs: zero copy, one copy, TAP bridge; vs QEMU" },
 };
 
 int cmd_bench(int argc, char **argv)

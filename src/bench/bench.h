@@ -13,6 +13,7 @@
 int bench_boot(int argc, char **argv);
 int bench_msg(int argc, char **argv);
 int bench_balloon(int argc, char **argv);
+int bench_net(int argc, char **argv);
 
 /* A child process whose stdout we read. */
 struct child {

@@ -544,7 +544,7 @@ struct net_switch *net_switch_create(const struct net_config *cfg, unsigned max_
 	}
 	if (cfg->tap[0]) {
 		sw->tap = tap_open(cfg->tap, cfg->address, cfg->prefix_len, cfg->mtu, err, errlen);
-		if (!sw->tap) {
+		if (!sw->tap || (cfg->bridge[0] && tap_join_bridge(sw->tap, cfg->bridge, err, errlen) < 0)) {
 			net_switch_destroy(sw);
 			return NULL;
 		}

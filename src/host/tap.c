@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
+#include <linux/sockios.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+unsigned int if_nametoindex(const char *ifname); /* net/if.h clashes with linux/if.h */
 
 struct tap {
 	int fd;
@@ -98,6 +101,21 @@ struct tap *tap_open(const char *name, uint32_t address, unsigned prefix_len, un
 		return NULL;
 	}
 	return t;
+}
+
+int tap_join_bridge(struct tap *t, const char *bridge, char *err, size_t errlen)
+{
+	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", bridge);
+	ifr.ifr_ifindex = (int)if_nametoindex(t->name);
+	int r = sock < 0 || !ifr.ifr_ifindex ? -1 : ioctl(sock, SIOCBRADDIF, &ifr);
+	if (r < 0)
+		snprintf(err, errlen, "tap %s: cannot join bridge %s: %s", t->name, bridge, strerror(errno));
+	if (sock >= 0)
+		close(sock);
+	return r;
 }
 
 void tap_close(struct tap *t)

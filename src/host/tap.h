@@ -16,6 +16,8 @@ struct tap;
  * 0: none) and `mtu`, and brings it up. On failure a one-line reason. */
 struct tap *tap_open(const char *name, uint32_t address, unsigned prefix_len, unsigned mtu, char *err,
 		     size_t errlen);
+/* Makes the TAP a port of an existing Linux bridge. */
+int tap_join_bridge(struct tap *t, const char *bridge, char *err, size_t errlen);
 void tap_close(struct tap *t);
 int tap_fd(const struct tap *t);
 const char *tap_name(const struct tap *t);

@@ -373,7 +373,7 @@ static int parse_networks(struct ctx *c, const cJSON *root, struct ferry_config 
 		return fail(c, "networks", "must be an object like {\"lan0\": {}}, not %s", json_type_name(nets));
 	const cJSON *j;
 	cJSON_ArrayForEach(j, nets) {
-		static const char *const keys[] = { "tap", "address", "mtu", "zero_copy", "shm", NULL };
+		static const char *const keys[] = { "tap", "address", "bridge", "mtu", "zero_copy", "shm", NULL };
 		char path[64], addr[32] = "";
 		snprintf(path, sizeof(path), "networks.%.40s", j->string);
 		if (cfg->nr_networks == CFG_MAX_NETWORKS)
@@ -390,6 +390,7 @@ static int parse_networks(struct ctx *c, const cJSON *root, struct ferry_config 
 		n->zero_copy = true;
 		if (check_keys(c, j, path, keys) < 0 || get_string(c, j, "tap", path, false, n->tap, sizeof(n->tap)) < 0 ||
 		    get_string(c, j, "address", path, false, addr, sizeof(addr)) < 0 ||
+		    get_string(c, j, "bridge", path, false, n->bridge, sizeof(n->bridge)) < 0 ||
 		    get_uint(c, j, "mtu", path, 68, 65535, false, &mtu) < 0 ||
 		    get_bool(c, j, "zero_copy", path, &n->zero_copy) < 0 || get_bool(c, j, "shm", path, &n->shm) < 0)
 			return -1;
@@ -402,6 +403,9 @@ static int parse_networks(struct ctx *c, const cJSON *root, struct ferry_config 
 				    addr);
 		if (addr[0] && !n->tap[0])
 			return fail(c, path, "\"address\" is the host's side of a TAP port: it needs \"tap\"");
+		if (n->bridge[0] && (!n->tap[0] || addr[0] || !ifname_valid(n->bridge)))
+			return fail(c, path, "\"bridge\": \"%s\" must be an interface name, with \"tap\" and without \"address\"",
+				    n->bridge);
 		for (unsigned k = 0; k < cfg->nr_networks; k++)
 			if (n->tap[0] && !strcmp(cfg->networks[k].tap, n->tap))
 				return fail(c, path, "\"tap\": %s is already networks.%s's", n->tap, cfg->networks[k].name);

@@ -52,6 +52,7 @@ struct nic_config {
 struct net_config {
 	char name[CFG_NAME_MAX];
 	char tap[CFG_IFNAME_MAX];     /* empty: no external port */
+	char bridge[CFG_IFNAME_MAX];  /* a bridge the TAP joins, if any */
 	uint32_t address;             /* the TAP's IPv4 address (host order), 0: none */
 	unsigned prefix_len;
 	uint32_t mtu;
