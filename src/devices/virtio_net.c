@@ -219,14 +219,16 @@ static int slot_of(struct virtio_net_dev *n, unsigned c, bool rx, const struct v
 /* Receive buffers the driver posted on channel c, taken into the slot
  * table. A slot posted again after a delivery means its frame was read:
  * the peer's transmission of it completes. */
-static void take_rx_buffers(struct virtio_net_dev *n, unsigned c)
+static unsigned take_rx_buffers(struct virtio_net_dev *n, unsigned c)
 {
 	struct virtqueue *vq = chan_rxq(n, c);
 	struct zc_chan *z = &n->chan[c];
 	struct vq_desc_chain dc;
 	unsigned peer_chan = 0;
 	struct net_port *peer = net_channel_peer(&n->port, c, &peer_chan);
+	unsigned taken = 0;
 	for (unsigned i = 0; i < FERRY_ZC_SLOTS && vq_pop_desc(vq, &dc) == 1; i++) {
+		taken++;
 		int s = dc.n == 1 && dc.desc[0].writable ? slot_of(n, c, true, &dc.desc[0], true) : -1;
 		if (s < 0 || z->rx_head[s] != NO_HEAD) {
 			/* Not a whole slot of this channel, or posted twice. */
@@ -256,6 +258,7 @@ static void take_rx_buffers(struct virtio_net_dev *n, unsigned c)
 	}
 	if (vq->broken)
 		virtio_needs_reset(&n->vd);
+	return taken;
 }
 
 /* A frame on an unbound channel (sent before the driver saw the unbinding):
@@ -275,7 +278,7 @@ static void forward_unbound(struct virtio_net_dev *n, unsigned c, const struct v
 
 /* Frames posted on channel c: to the peer by descriptor (zero copy), or
  * through the switch if the channel is unbound. */
-static void process_chan_tx(struct virtio_net_dev *n, unsigned c)
+static unsigned process_chan_tx(struct virtio_net_dev *n, unsigned c)
 {
 	struct virtqueue *vq = chan_txq(n, c);
 	struct zc_chan *z = &n->chan[c];
@@ -284,8 +287,7 @@ static void process_chan_tx(struct virtio_net_dev *n, unsigned c)
 	bool pushed = false, delivered = false;
 	struct net_port *peer = net_channel_peer(&n->port, c, &peer_chan);
 	struct virtio_net_dev *p = peer ? port_dev(peer) : NULL;
-	if (p)
-		take_rx_buffers(p, peer_chan); /* completions first: they free slots */
+	unsigned moved = p ? take_rx_buffers(p, peer_chan) : 0; /* completions first: they free slots */
 	while (chains < PASS_CHAINS && vq_pop_desc(vq, &dc) == 1) {
 		chains++;
 		int s = dc.n == 1 && !dc.desc[0].writable ? slot_of(n, c, false, &dc.desc[0], false) : -1;
@@ -336,6 +338,7 @@ static void process_chan_tx(struct virtio_net_dev *n, unsigned c)
 		virtio_queue_interrupt(&p->vd, chan_rxq(p, peer_chan));
 	if (n->port.chan[c].state == FERRY_ZC_DRAINING)
 		net_channel_drained(&n->port, c);
+	return moved + chains;
 }
 
 static void net_queue_notify(struct virtio_device *vd, struct virtqueue *vq);
@@ -389,18 +392,36 @@ static void channel_reset(struct net_port *port, unsigned c)
 		virtio_queue_interrupt(&n->vd, vq);
 }
 
-static bool channel_poll(struct net_port *port, unsigned c, uint64_t now, uint64_t stall_ns)
+/* Slots the driver gave back (completing its peer's frames, and letting
+ * the peer send more), then this side's frames. */
+static bool channel_service(struct net_port *port, unsigned c)
+{
+	struct virtio_net_dev *n = port_dev(port);
+	unsigned moved = 0, pc;
+	if (vq_pending(chan_rxq(n, c))) {
+		struct net_port *peer = net_channel_peer(port, c, &pc);
+		moved += take_rx_buffers(n, c);
+		if (peer)
+			moved += process_chan_tx(port_dev(peer), pc);
+	}
+	if (vq_pending(chan_txq(n, c)))
+		moved += process_chan_tx(n, c);
+	return moved > 0;
+}
+
+static bool channel_stalled(struct net_port *port, unsigned c, uint64_t now, uint64_t stall_ns)
 {
 	struct virtio_net_dev *n = port_dev(port);
 	struct zc_chan *z = &n->chan[c];
-	if (vq_pending(chan_rxq(n, c)))
-		net_queue_notify(&n->vd, chan_rxq(n, c));
-	if (vq_pending(chan_txq(n, c)))
-		net_queue_notify(&n->vd, chan_txq(n, c));
 	/* Held up: every slot in flight, or the next frame waits for the
 	 * peer to give its slot back. */
 	bool held = z->tx_inflight >= FERRY_ZC_SLOTS || (z->waiting_for_peer && vq_pending(chan_txq(n, c)));
 	return held && now - z->last_progress_ns > stall_ns;
+}
+
+static void channel_notify(struct net_port *port, unsigned c, bool kick)
+{
+	vq_set_no_notify(chan_txq(port_dev(port), c), !kick);
 }
 
 static const struct net_port_ops port_ops = {
@@ -408,7 +429,9 @@ static const struct net_port_ops port_ops = {
 	.channels_changed = channels_changed,
 	.channel_idle = channel_idle,
 	.channel_reset = channel_reset,
-	.channel_poll = channel_poll,
+	.channel_service = channel_service,
+	.channel_stalled = channel_stalled,
+	.channel_notify = channel_notify,
 };
 
 /* --- the virtio device ------------------------------------------------------- */
@@ -419,47 +442,22 @@ static void net_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
 	if (vq->index == VIRTIO_NET_TXQ(0)) {
 		process_tx0(n);
 	} else if (is_zc_queue(vq->index) && n->port.zc) {
-		unsigned c = queue_channel(vq->index);
-		if (vq->index % 2) {
-			process_chan_tx(n, c);
-		} else {
-			unsigned pc;
-			struct net_port *peer = net_channel_peer(&n->port, c, &pc);
-			take_rx_buffers(n, c);
-			if (peer) /* the peer may have been waiting for these slots */
-				process_chan_tx(port_dev(peer), pc);
-			else if (n->port.chan[c].state == FERRY_ZC_DRAINING)
-				net_channel_drained(&n->port, c);
-		}
+		channel_service(&n->port, queue_channel(vq->index));
 	}
 	/* A kick of receive queue 0 needs nothing: buffers are taken as
 	 * frames arrive. */
-}
-
-/* At every exit of this VM: frames posted on channels without a kick
- * (the driver batches), and slots given back. */
-static void net_exit_hook(void *arg)
-{
-	struct virtio_net_dev *n = arg;
-	if (!n->port.zc)
-		return;
-	pthread_mutex_lock(n->vd.lock);
-	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
-		if (vq_pending(chan_rxq(n, c)))
-			net_queue_notify(&n->vd, chan_rxq(n, c));
-		if (vq_pending(chan_txq(n, c)))
-			net_queue_notify(&n->vd, chan_txq(n, c));
-	}
-	pthread_mutex_unlock(n->vd.lock);
 }
 
 static void net_activate(struct virtio_device *vd)
 {
 	struct virtio_net_dev *n = to_net(vd);
 	n->port.zc = n->zc_offered && virtio_has_feature(vd, VIRTIO_NET_F_FERRY_ZC);
-	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
+	for (unsigned c = 0; n->port.zc && c < FERRY_ZC_CHANNELS; c++) {
 		memset(n->chan[c].tx_head, 0xff, sizeof(n->chan[c].tx_head));
 		memset(n->chan[c].rx_head, 0xff, sizeof(n->chan[c].rx_head));
+		/* Slots given back are collected when a sender needs them (or by
+		 * the switch's poll): a kick for them would only cost the guest. */
+		vq_set_no_notify(chan_rxq(n, c), true);
 	}
 	net_port_set_up(&n->port, true);
 }
@@ -594,8 +592,8 @@ static void net_destroy(struct virtio_device *vd)
 		.config_write = net_config_write, .queue_notify = net_queue_notify,              \
 		.activate = net_activate, .reset = net_reset, .counters_json = net_counters_json_dev, \
 		.destroy = net_destroy, .pci_setup = net_pci_setup, .bar_mapped = net_bar_mapped, \
-		/* Channel queues are served on the vCPU that kicks: no event-loop \
-		 * wake-up between a frame and its peer. */                                      \
+		/* Channel queues: served on the vCPU that kicks, no hop to the  \
+		 * event loop (which spinning guests would have to yield to). */ \
 		.sync_notify = (zc) ? 0x3fffcu : 0,                                              \
 	}
 
@@ -727,10 +725,6 @@ int virtio_net_create(struct vm *vm, unsigned index, char *err, size_t errlen)
 		uint64_t half = FERRY_ZC_BAR_SIZE / 2;
 		if (bus_register(&vm->mmio, n->zc_gpa + half, half, ro_guard_io, n, &n->ro_guard) < 0) {
 			snprintf(err, errlen, "virtio-net: receive areas overlap another device");
-			return -1;
-		}
-		if (vm_add_exit_hook(vm, net_exit_hook, n) < 0) {
-			snprintf(err, errlen, "virtio-net: too many exit hooks");
 			return -1;
 		}
 	}

@@ -164,6 +164,16 @@ void vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 	__atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_RELEASE);
 }
 
+void vq_set_no_notify(struct virtqueue *vq, bool no_notify)
+{
+	if (!vq->enabled)
+		return;
+	__atomic_store_n(&vq->used->flags, no_notify ? VRING_USED_F_NO_NOTIFY : 0, __ATOMIC_RELEASE);
+	/* The driver reads the flag after publishing its index: order our
+	 * store before any read of the avail index that follows. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
 bool vq_should_interrupt(struct virtqueue *vq)
 {
 	if (!vq->enabled)

@@ -81,6 +81,9 @@ int vq_pop_desc(struct virtqueue *vq, struct vq_desc_chain *chain);
 void vq_unpop(struct virtqueue *vq);
 /* Returns a chain to the driver with `written` bytes in its writable part. */
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
+/* Asks the driver not to notify this queue (VRING_USED_F_NO_NOTIFY): the
+ * device polls it, or collects its buffers when it needs them. */
+void vq_set_no_notify(struct virtqueue *vq, bool no_notify);
 /* After pushing: does the driver want an interrupt? */
 bool vq_should_interrupt(struct virtqueue *vq);
 /* Chains the driver has made available and we have not popped yet. */

@@ -194,6 +194,20 @@ void evl_del(struct eventloop *evl, struct evl_handler *h)
 		pthread_mutex_unlock(&evl->lock);
 }
 
+static int set_period(int fd, uint64_t period_ns)
+{
+	struct itimerspec its = {
+		.it_interval = { (time_t)(period_ns / 1000000000ull), (long)(period_ns % 1000000000ull) },
+	};
+	its.it_value = its.it_interval;
+	return timerfd_settime(fd, 0, &its, NULL);
+}
+
+int evl_timer_set(struct evl_handler *h, uint64_t period_ns)
+{
+	return h && h->owns_fd ? set_period(h->fd, period_ns) : -1;
+}
+
 struct evl_handler *evl_add_timer(struct eventloop *evl, uint64_t period_ns, evl_fn fn, void *arg)
 {
 	if (period_ns == 0)
@@ -201,11 +215,7 @@ struct evl_handler *evl_add_timer(struct eventloop *evl, uint64_t period_ns, evl
 	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (fd < 0)
 		return NULL;
-	struct itimerspec its = {
-		.it_interval = { (time_t)(period_ns / 1000000000ull), (long)(period_ns % 1000000000ull) },
-	};
-	its.it_value = its.it_interval;
-	if (timerfd_settime(fd, 0, &its, NULL) < 0) {
+	if (set_period(fd, period_ns) < 0) {
 		close(fd);
 		return NULL;
 	}

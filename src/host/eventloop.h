@@ -32,6 +32,8 @@ int evl_mod(struct eventloop *evl, struct evl_handler *h, uint32_t events);
  * thread when done in here. */
 void evl_run_exclusive(struct eventloop *evl, void (*fn)(void *arg), void *arg);
 
+/* Changes a timer's period (0 stops it; it starts again when set). */
+int evl_timer_set(struct evl_handler *h, uint64_t period_ns);
 /* A periodic timer (period_ns > 0) on the loop; returns NULL on failure. */
 struct evl_handler *evl_add_timer(struct eventloop *evl, uint64_t period_ns, evl_fn fn, void *arg);
 

@@ -19,7 +19,9 @@
 #define ETH_HLEN 14
 #define TAP_BURST 64            /* frames read from the TAP per wake-up */
 #define TAP_FRAME_MAX 65536
-#define TICK_NS (20 * 1000000ull)   /* channel polling and stall checks */
+#define TICK_NS (20 * 1000000ull)   /* stall checks, and the timer's pace when idle */
+#define POLL_NS (50 * 1000ull)      /* channels polled this often while they carry traffic */
+#define IDLE_NS (2 * 1000000ull)    /* and this long without traffic: drivers kick again */
 #define STALL_NS (250 * 1000000ull) /* a receiver that reads nothing this long loses its channel */
 
 static const char *const drop_names[NET_DROP_MAX] = {
@@ -254,6 +256,8 @@ static bool bind(struct net_port *p, struct net_port *q)
 	p->chan[c].area[1] = a1;
 	q->chan[d].area[0] = a1;
 	q->chan[d].area[1] = a0;
+	p->ops->channel_notify(p, (unsigned)c, !sw->polling);
+	q->ops->channel_notify(q, (unsigned)d, !sw->polling);
 	p->ops->channels_changed(p);
 	q->ops->channels_changed(q);
 	log_debug(p->name, "net: cross-talk with %s: channel %d bound to its channel %d", q->name, c, d);
@@ -394,30 +398,84 @@ static void tap_ready(void *arg, uint32_t events)
 	pthread_mutex_unlock(&sw->lock);
 }
 
-/* Every TICK_NS: channels' unkicked work, and stalled bindings. A peer that
- * stops reading while its sender waits for it (every slot in flight, or the
- * next frame's slot not yet given back) must not hold the sender up: the
- * channel is unbound, and the sender's frames take the copy path, where a
- * receiver without buffers only loses its own frames. A receiver that reads
- * lazily while its sender still has room is left alone. */
-static void tick(void *arg, uint32_t events)
+static void set_polling(struct net_switch *sw, bool on)
 {
-	struct net_switch *sw = arg;
-	(void)events;
-	uint64_t now = clock_ns();
-	pthread_mutex_lock(&sw->lock);
+	sw->polling = on;
+	for (unsigned i = 0; i < sw->nr_ports; i++) {
+		struct net_port *p = sw->port[i];
+		if (p && p->zc)
+			for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
+				p->ops->channel_notify(p, c, !on);
+	}
+	if (evl_timer_set(sw->timer, on ? POLL_NS : TICK_NS) < 0 && log_limit_ok(&sw->log))
+		log_error(sw->name, "net: cannot set the channel timer: %s", strerror(errno));
+}
+
+void net_switch_traffic(struct net_switch *sw)
+{
+	sw->last_traffic_ns = clock_ns();
+	if (!sw->polling && sw->timer)
+		set_polling(sw, true);
+}
+
+static bool service_all(struct net_switch *sw)
+{
+	bool moved = false;
+	for (unsigned i = 0; i < sw->nr_ports; i++) {
+		struct net_port *p = sw->port[i];
+		if (p && p->zc)
+			for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
+				moved |= p->ops->channel_service(p, c);
+	}
+	return moved;
+}
+
+/* A peer that stops reading while its sender waits for it must not hold the
+ * sender up: the channel is unbound, and the sender's frames take the copy
+ * path, where a receiver without buffers only loses its own frames. A
+ * receiver that reads lazily while its sender still has room is left alone. */
+static void check_stalls(struct net_switch *sw, uint64_t now)
+{
 	for (unsigned i = 0; i < sw->nr_ports; i++) {
 		struct net_port *p = sw->port[i];
 		if (!p || !p->zc)
 			continue;
+		/* A VM that stopped reads nothing more: its bindings end now. */
+		if (p->up && p->vm_stopping && atomic_load(p->vm_stopping)) {
+			net_port_set_up(p, false);
+			continue;
+		}
 		for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
-			if (!p->ops->channel_poll(p, c, now, STALL_NS) || p->chan[c].state == FERRY_ZC_UNBOUND)
+			if (p->chan[c].state == FERRY_ZC_UNBOUND || !p->ops->channel_stalled(p, c, now, STALL_NS))
 				continue;
 			atomic_fetch_add(&p->ctr.stalls, 1);
 			log_warn(p->name, "net: %s stopped reading channel frames; back to the copy path",
 				 p->chan[c].peer->name);
 			unbind(p, c, true);
 		}
+	}
+}
+
+/* The network's timer: every POLL_NS while channels carry traffic (moving
+ * their frames, so that drivers need not kick), every TICK_NS otherwise.
+ * After IDLE_NS without traffic drivers are asked to kick again, and the
+ * channels are looked at once more for frames posted meanwhile. */
+static void tick(void *arg, uint32_t events)
+{
+	struct net_switch *sw = arg;
+	(void)events;
+	pthread_mutex_lock(&sw->lock);
+	uint64_t now = clock_ns();
+	if (service_all(sw))
+		sw->last_traffic_ns = now;
+	if (sw->polling && now - sw->last_traffic_ns > IDLE_NS) {
+		set_polling(sw, false);
+		if (service_all(sw))
+			net_switch_traffic(sw);
+	}
+	if (now - sw->last_stall_check_ns >= TICK_NS) {
+		sw->last_stall_check_ns = now;
+		check_stalls(sw, now);
 	}
 	pthread_mutex_unlock(&sw->lock);
 }

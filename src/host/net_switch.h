@@ -75,10 +75,16 @@ struct net_port_ops {
 	/* Channel c's binding ends (or starts): what it had in flight is
 	 * forgotten (transmissions complete). */
 	void (*channel_reset)(struct net_port *p, unsigned c);
-	/* Periodic: handle what the driver posted on channel c without a
-	 * kick, and say whether the channel is stuck: frames waiting on the
-	 * peer, and no progress for `stall_ns`. */
-	bool (*channel_poll)(struct net_port *p, unsigned c, uint64_t now_ns, uint64_t stall_ns);
+	/* Moves what the driver posted on channel c (frames, slots given
+	 * back) without waiting for a kick; true if anything moved. */
+	bool (*channel_service)(struct net_port *p, unsigned c);
+	/* Whether channel c's sender is held up by its peer (every slot in
+	 * flight, or the next frame's slot not given back) with no progress
+	 * for stall_ns. */
+	bool (*channel_stalled)(struct net_port *p, unsigned c, uint64_t now_ns, uint64_t stall_ns);
+	/* Whether the driver should kick channel c's transmit queue (false
+	 * while the switch polls it). */
+	void (*channel_notify)(struct net_port *p, unsigned c, bool kick);
 };
 
 /* A channel of a NIC, as the switch sees it. */
@@ -120,6 +126,10 @@ struct net_switch {
 	/* The external port. */
 	struct tap *tap;
 	struct evl_handler *tap_handler, *timer;
+	/* Channels are polled, not kicked, while they carry traffic: a kick
+	 * costs a guest far more than a poll costs ferry. */
+	bool polling;
+	uint64_t last_traffic_ns, last_stall_check_ns;
 	struct eventloop *evl;
 	struct net_counters tap_ctr;
 	/* Shared memory for bound channels: areas of FERRY_ZC_AREA_SIZE in
@@ -158,6 +168,10 @@ void net_port_set_up(struct net_port *p, bool up);
 /* Unbinds every channel of the port (the control socket's "unbind", tests
  * of the switch-over). Lock held. Returns how many were bound. */
 unsigned net_port_unbind_all(struct net_port *p);
+/* A driver kicked a channel: poll the network's channels from now on, until
+ * they go quiet. Lock held. */
+void net_switch_traffic(struct net_switch *sw);
+
 /* Unbinds one channel at once (its rules were broken). Lock held. */
 void net_channel_unbind(struct net_port *p, unsigned c);
 /* A draining channel whose queues went idle: finish unbinding it. */

@@ -28,7 +28,7 @@ static const int allowed[] = {
 	SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(madvise), SCMP_SYS(brk),
 	SCMP_SYS(mremap), SCMP_SYS(fallocate), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(lseek),
 	SCMP_SYS(close), SCMP_SYS(getrandom), SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait),
-	SCMP_SYS(epoll_ctl), SCMP_SYS(accept4), SCMP_SYS(sendto), SCMP_SYS(recvfrom),
+	SCMP_SYS(epoll_ctl), SCMP_SYS(timerfd_settime), SCMP_SYS(accept4), SCMP_SYS(sendto), SCMP_SYS(recvfrom),
 	SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), SCMP_SYS(exit), SCMP_SYS(exit_group),
 };
 
