@@ -2,7 +2,7 @@
  *
  *   app=udpbulk role=send ip=ADDR/PREFIX peer=IP [port=P] [size=BYTES] [count=N]
  *               [window=W] [window_bytes=B] [max_loss=L] [wait_ms=T]
- *   app=udpbulk role=recv ip=ADDR/PREFIX [port=P] [wait_ms=T]
+ *   app=udpbulk role=recv ip=ADDR/PREFIX [port=P] [wait_ms=T] [stall_at=N stall_ms=T]
  *
  * Each datagram (size bytes of UDP payload, default 1472; at least the
  * 32-byte header) carries a session id, its sequence number, the count and
@@ -28,7 +28,11 @@
  *   udpbulk: role=... size=S count=N sent=N received=N lost=0 duplicated=0
  *            reordered=0 corrupt=0 mbps=M pps=P elapsed_ms=E
  * (mbps and pps of payload, over the receiver's first to last datagram)
- * and exit 0 only if the verdict is good. */
+ * and exit 0 only if the verdict is good.
+ *
+ * stall_at: the receiver stops reading for stall_ms (default 1500) after
+ * its N-th datagram, as a VM that is not scheduled would (to see what a
+ * path does with a receiver that falls behind). */
 #include <ferry/debug_exit.h>
 #include "app.h"
 #include "cmdline.h"
@@ -125,7 +129,7 @@ static int sender(uint32_t peer, uint16_t port)
 	uint64_t count = cmdline_get_u64("count", 10000);
 	uint64_t window = cmdline_get_u64("window", 64);
 	uint64_t window_bytes = cmdline_get_u64("window_bytes", 96 * 1024);
-	uint64_t max_loss = cmdline_get_u64("max_loss", 0);
+	uint64_t max_loss = cmdline_get_u64("max_loss", 0), send_failures = 0;
 	uint64_t wait_ns = cmdline_get_u64("wait_ms", 60000) * 1000000;
 	uint32_t session = (uint32_t)(rdtsc() * 0x9e3779b97f4a7c15ull >> 32) | 1;
 	uint64_t sent = 0, acked = 0, last_progress, start;
@@ -185,7 +189,9 @@ static int sender(uint32_t peer, uint16_t port)
 			pattern_fill(buf + sizeof(h), size - sizeof(h), (uint64_t)session << 32 | sent);
 			h.csum = checksum64(buf + sizeof(h), size - sizeof(h));
 			memcpy(buf, &h, sizeof(h));
-			if (udp_sendto(sock, peer, port, buf, size, NET_MORE)) {
+			/* A datagram the stack dropped (a full queue) is one the
+			 * receiver counts lost: fatal only past max_loss. */
+			if (udp_sendto(sock, peer, port, buf, size, NET_MORE) && ++send_failures > max_loss) {
 				kprintf("udpbulk: send %lu failed\n", sent);
 				return FERRY_EXIT_FAIL;
 			}
@@ -205,6 +211,8 @@ static int sender(uint32_t peer, uint16_t port)
 			break;
 	}
 	kfree(buf);
+	if (send_failures)
+		kprintf("udpbulk: %lu datagrams dropped on sending (full queues)\n", send_failures);
 	print_result("send", size, count, sent, &m.v);
 	return good(&m.v, max_loss) ? FERRY_EXIT_OK : FERRY_EXIT_FAIL;
 }
@@ -221,6 +229,7 @@ static bool test_and_set(uint8_t *seen, uint32_t seq)
 static int receiver(void)
 {
 	uint64_t wait_ns = cmdline_get_u64("wait_ms", 60000) * 1000000;
+	uint64_t stall_at = cmdline_get_u64("stall_at", 0), stall_ns = cmdline_get_u64("stall_ms", 1500) * 1000000;
 	struct verdict v = { 0 };
 	uint32_t session = 0, count = 0, size = 0, src = 0, ack_every = 16, since_ack = 0;
 	uint64_t next = 0, first_ns = 0, last_ns = 0, last_rx, ended = 0, sent = 0;
@@ -279,6 +288,8 @@ static int receiver(void)
 					next = (uint64_t)h.seq + 1;
 				v.received++;
 				v.bytes += d.len;
+				if (v.received == stall_at)
+					sleep_ns(stall_ns);
 			}
 			/* Every datagram counts towards the next acknowledgement,
 			 * bad ones too: the sender's window must keep moving. */

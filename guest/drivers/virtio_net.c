@@ -18,6 +18,12 @@
 #define MIN_BUFS      8
 #define TX_SPIN_NS    50000ull            /* a full transmit queue: spin this long, then halt */
 #define TX_TIMEOUT_NS 1000000000ull
+#define ZC_FULL_WAIT_NS 10000000ull        /* a full channel: wait this long, then drop */
+/* Longer than ferry gives a draining channel: ferry ends the wait first,
+ * and the frames left are read before pair 0's later ones. */
+#define DRAIN_WAIT_NS 2000000000ull
+#define PAIR0         0                   /* the queue pair every device has */
+
 
 /* One slot per device probed, never reused: a device that failed to set
  * up may still have interrupt vectors pointing at its slot. */
@@ -41,13 +47,9 @@ static unsigned area_order(uint64_t bytes)
  * that instead. */
 static void *vnet_buf_area(struct vnet *n, unsigned pair, bool tx, uint64_t bytes, uint64_t *got)
 {
-	if (pair) {  /* a zero-copy channel: its area of the device's BAR */
-		unsigned c = pair - 1;
-
-		*got = FERRY_ZC_AREA_SIZE;
-		return bytes <= FERRY_ZC_AREA_SIZE ? n->zc_base + (tx ? FERRY_ZC_TX_OFFSET(c) : FERRY_ZC_RX_OFFSET(c))
-						   : NULL;
-	}
+	(void)n;
+	(void)pair;
+	(void)tx;
 	*got = PAGE_SIZE << area_order(bytes);
 	return alloc_pages_zeroed(area_order(bytes));
 }
@@ -55,8 +57,9 @@ static void *vnet_buf_area(struct vnet *n, unsigned pair, bool tx, uint64_t byte
 static void vnet_buf_area_free(struct vnet *n, unsigned pair, bool tx, void *area, uint64_t bytes)
 {
 	(void)n;
+	(void)pair;
 	(void)tx;
-	if (area && !pair)
+	if (area)
 		free_pages(area, area_order(bytes));
 }
 
@@ -76,9 +79,8 @@ static int pair_setup(struct vnet *n, unsigned p)
 	uint64_t max_bufs;
 
 	qp->index = p;
-	/* A channel's buffers are its slots: one frame each, in place. */
-	qp->buf_size = p ? FERRY_ZC_SLOT_SIZE : n->buf_size;
-	max_bufs = p ? FERRY_ZC_SLOTS : AREA_MAX / qp->buf_size;
+	qp->buf_size = n->buf_size;
+	max_bufs = AREA_MAX / qp->buf_size;
 	if (virtio_setup_queue(&n->vd, &qp->rxq, VIRTIO_NET_RXQ(p), VNET_QUEUE_MAX) ||
 	    virtio_setup_queue(&n->vd, &qp->txq, VIRTIO_NET_TXQ(p), VNET_QUEUE_MAX))
 		return -1;
@@ -130,8 +132,18 @@ static void make_mac(struct vnet *n)
 	n->mac[0] = (uint8_t)((n->mac[0] & 0xfe) | 0x02);
 }
 
+/* A channel's interrupt: the peer rang because this side sleeps. Halting
+ * CPUs wake on any interrupt; nothing else to do. */
+static void zc_interrupt(void *arg)
+{
+	struct vnet_zc *z = arg;
+
+	z->doorbells++;
+}
+
 /* ferry's zero-copy window: BAR 2, ordinary cached memory (its receive half
- * is read-only to us: the device rejects writes there). */
+ * is read-only to us: the device rejects writes there), and a doorbell per
+ * channel. */
 static int map_zc(struct vnet *n)
 {
 	struct pci_bar *bar = &n->vd.pci->bar[FERRY_ZC_BAR];
@@ -142,6 +154,19 @@ static int map_zc(struct vnet *n)
 		return -1;
 	}
 	n->zc_base = (uint8_t *)(uintptr_t)bar->addr;
+	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
+		struct vnet_zc *z = &n->zcc[c];
+
+		z->tx_area = n->zc_base + FERRY_ZC_TX_OFFSET(c);
+		z->rx_area = n->zc_base + FERRY_ZC_RX_OFFSET(c);
+		z->tx = (volatile struct ferry_zc_ring *)z->tx_area;
+		z->rx = (const volatile struct ferry_zc_ring *)z->rx_area;
+		z->vector = virtio_setup_doorbell(&n->vd, FERRY_ZC_DOORBELL_QUEUE + c, zc_interrupt, z, &z->doorbell);
+		if (z->vector == -2) {
+			kprintf("%s: no doorbell for zero-copy channel %u\n", n->name, c);
+			return -1;
+		}
+	}
 	n->bounce = alloc_pages(0);
 	return n->bounce ? 0 : -1;
 }
@@ -185,7 +210,7 @@ static int setup(struct vnet *n, bool event_idx, bool zc)
 	 * room for the MTU). */
 	n->buf_size = (uint32_t)ALIGN_UP(MAX(VNET_HDR_LEN + ETH_HLEN_VLAN + n->mtu, (uint32_t)VIRTIO_NET_MIN_RX_BUF), 64u);
 	n->max_pairs = 1;  /* MQ is not negotiated */
-	n->nr_pairs = n->zc ? 1 + FERRY_ZC_CHANNELS : 1;
+	n->nr_pairs = 1;
 	n->zc_stale = n->zc;
 	for (p = 0; p < n->nr_pairs && !pair_setup(n, p); p++)
 		;
@@ -305,10 +330,6 @@ static void wait_tx(struct vnet *n, struct vnet_pair *qp)
 
 	qp->stats.tx_waits++;
 	vnet_flush(n, qp->index);
-	/* On a channel, completions come from the peer's returned slots, which
-	 * the device collects when told: tell it even with nothing new. */
-	if (qp->index && qp->txq.avail_idx == qp->txq.kicked_idx)
-		vq_kick(&qp->txq);
 	while ((now = time_ns()) - start < TX_TIMEOUT_NS && !qp->txq.broken) {
 		if (vnet_tx_reclaim(n, qp->index))
 			return;
@@ -432,7 +453,9 @@ void vnet_flush(struct vnet *n, unsigned pair)
 		vq_kick(&qp->txq);
 }
 
-/* The device's table of channels, read whole, again if it changed meanwhile. */
+/* The device's table of channels, read whole, again if it changed
+ * meanwhile. A channel bound anew starts its rings from zero (its memory is
+ * fresh); one that lost its binding is not touched again. */
 static void read_channels(struct vnet *n)
 {
 	struct ferry_zc_config zc;
@@ -446,34 +469,273 @@ static void read_channels(struct vnet *n)
 	if (zc.generation != n->zc_generation)
 		n->zc_rebinds++;
 	n->zc_generation = zc.generation;
+	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
+		struct vnet_zc *z = &n->zcc[c];
+
+		bool fresh = zc.chan[c].epoch != z->epoch;
+
+		if (fresh) {
+			z->epoch = zc.chan[c].epoch;
+			z->prod = z->cons = 0;
+			z->broken = false;
+			z->ready = false;
+			z->left = false;
+		}
+		/* Unbound (maybe bound and unbound since we last looked): the
+		 * receive area is ours again, its unread frames still in it, and
+		 * ferry's mark says where they stand among pair 0's (no mark: the
+		 * mapping stayed, nothing to read). */
+		if (zc.chan[c].state == FERRY_ZC_UNBOUND && (fresh || n->chan[c].state != FERRY_ZC_UNBOUND) && !z->broken) {
+			uint32_t mark = __atomic_load_n(&z->rx->unbound_mark, __ATOMIC_ACQUIRE);
+
+			z->left = (mark & FERRY_ZC_MARK_VALID) != 0;
+			z->mark = (uint16_t)mark;
+		}
+		/* Draining: nothing more goes out on it (this runs between two
+		 * sends, never within one), which ferry waits to hear. */
+		if (zc.chan[c].state == FERRY_ZC_DRAINING)
+			__atomic_store_n(&z->tx->closed, 1u, __ATOMIC_RELEASE);
+	}
 	memcpy(n->chan, zc.chan, sizeof(n->chan));
 }
 
-unsigned vnet_pair_for(struct vnet *n, const uint8_t *dst)
+static void refresh(struct vnet *n)
+{
+	if (n->zc_stale)
+		read_channels(n);
+}
+
+/* Frames to a peer keep their order across a switch of path: the first
+ * frame on a new channel waits until pair 0 has delivered the earlier ones,
+ * and the first frame on pair 0 after a channel drains waits until the peer
+ * has read the channel's last frames (a second at most, both). */
+static bool tx0_idle(struct vnet *n)
+{
+	struct vnet_pair *qp = &n->pair[PAIR0];
+
+	vnet_tx_reclaim(n, PAIR0);
+	return qp->tx_nfree == qp->nr_tx;
+}
+
+int vnet_zc_channel_for(struct vnet *n, const uint8_t *dst)
 {
 	if (!n->zc)
-		return 0;
-	if (n->zc_stale)
-		read_channels(n);
+		return -1;
+	refresh(n);
+	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
+		struct vnet_zc *z = &n->zcc[c];
+		uint64_t start;
+
+		if (memcmp(n->chan[c].peer_mac, dst, 6) || z->broken)
+			continue;
+		if (n->chan[c].state == FERRY_ZC_DRAINING) {
+			uint8_t epoch = z->epoch;
+
+			for (start = time_ns(); READ_ONCE(z->rx->cons) != z->prod && time_ns() - start < DRAIN_WAIT_NS;) {
+				cpu_relax();
+				refresh(n);  /* the binding may end (or another start) meanwhile */
+				if (n->chan[c].state != FERRY_ZC_DRAINING || z->epoch != epoch)
+					break;
+			}
+			continue;
+		}
+		if (n->chan[c].state != FERRY_ZC_BOUND)
+			continue;
+		if (!z->ready) {
+			vnet_flush(n, PAIR0);
+			for (start = time_ns(); !tx0_idle(n) && time_ns() - start < TX_TIMEOUT_NS;)
+				cpu_relax();
+			z->ready = true;
+		}
+		return (int)c;
+	}
+	return -1;
+}
+
+bool vnet_zc_active(struct vnet *n, unsigned c)
+{
+	if (n->zc)
+		refresh(n);
+	return n->zc && c < FERRY_ZC_CHANNELS && n->chan[c].state != FERRY_ZC_UNBOUND && !n->zcc[c].broken;
+}
+
+/* Rings the channel's doorbell if the peer sleeps (`flag`, its wake_rx or
+ * wake_tx) and we have not rung for this sleep yet: ferry interrupts it. */
+static void ring_if_asleep(struct vnet_zc *z, unsigned c, uint32_t flag, uint32_t *rung)
+{
+	if (!flag || flag == *rung)
+		return;
+	*rung = flag;
+	mmio_write16(z->doorbell, (uint16_t)(FERRY_ZC_DOORBELL_QUEUE + c));
+	z->doorbells++;
+}
+
+/* A value for our wake flags, new for each sleep. */
+static uint32_t sleep_token(struct vnet_zc *z)
+{
+	if (!++z->sleeps)
+		z->sleeps = 1;
+	return z->sleeps;
+}
+
+static bool zc_room_or_change(void *arg)
+{
+	struct vnet *n = arg;
+
 	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
-		if (n->chan[c].state == FERRY_ZC_BOUND && !memcmp(n->chan[c].peer_mac, dst, 6))
-			return FERRY_ZC_PAIR(c);
-	return 0;
+		if (vnet_zc_active(n, c) && n->zcc[c].prod - READ_ONCE(n->zcc[c].rx->cons) < FERRY_ZC_RING_SLOTS)
+			return true;
+	return n->zc_stale;
 }
 
-unsigned vnet_tx_pair_of(struct vnet *n, const void *frame)
+void *vnet_zc_tx_get(struct vnet *n, unsigned c, uint32_t *cap, bool *drop)
 {
-	for (unsigned p = 1; p < n->nr_pairs; p++)
-		if (tx_buf_of(n, &n->pair[p], (void *)frame))
-			return p;
-	return 0;
+	struct vnet_zc *z = &n->zcc[c];
+	uint64_t start = time_ns(), waited;
+
+	*drop = false;
+	for (;;) {
+		refresh(n);
+		if (n->chan[c].state != FERRY_ZC_BOUND || z->broken)
+			return NULL;
+		if (z->prod - __atomic_load_n(&z->rx->cons, __ATOMIC_ACQUIRE) < FERRY_ZC_RING_SLOTS)
+			break;
+		/* Full: the peer is behind. Spin a little, then sleep until it
+		 * makes room (it rings us), ZC_FULL_WAIT_NS at most; then drop,
+		 * as a NIC with a full queue does, and drop at once while it
+		 * stays full: a peer that stopped reading must not stop us
+		 * (nor, through us, our reading of its frames). */
+		waited = time_ns() - start;
+		if (z->congested || waited > ZC_FULL_WAIT_NS) {
+			z->congested = true;
+			z->full_drops++;
+			*drop = true;
+			return NULL;
+		}
+		z->full_waits++;
+		if (waited < TX_SPIN_NS) {
+			cpu_relax();
+			continue;
+		}
+		WRITE_ONCE(z->tx->wake_tx, sleep_token(z));
+		mb();
+		if (z->prod - READ_ONCE(z->rx->cons) >= FERRY_ZC_RING_SLOTS && z->vector >= 0)
+			halt_until(zc_room_or_change, n, ZC_FULL_WAIT_NS - waited);
+		WRITE_ONCE(z->tx->wake_tx, 0);
+	}
+	z->congested = false;
+	*cap = FERRY_ZC_FRAME_MAX;
+	return FERRY_ZC_SLOT(z->tx_area, z->prod) + 8;
 }
 
-bool vnet_pair_active(struct vnet *n, unsigned p)
+int vnet_zc_tx_channel_of(struct vnet *n, const void *frame)
 {
-	if (!p)
-		return true;
-	if (n->zc_stale)
-		read_channels(n);
-	return p < n->nr_pairs && n->chan[p - 1].state != FERRY_ZC_UNBOUND;
+	const uint8_t *f = frame;
+
+	if (!n->zc || f < n->zc_base || f >= n->zc_base + FERRY_ZC_RX_OFFSET(0))
+		return -1;
+	return (int)((uint64_t)(f - n->zc_base) / FERRY_ZC_AREA_SIZE);
+}
+
+void vnet_zc_tx_put(struct vnet *n, unsigned c, void *frame, uint32_t len)
+{
+	struct vnet_zc *z = &n->zcc[c];
+	uint8_t *slot = (uint8_t *)frame - 8;
+
+	BUG_ON(slot != FERRY_ZC_SLOT(z->tx_area, z->prod) || len > FERRY_ZC_FRAME_MAX);
+	*(volatile uint32_t *)slot = len;
+	z->prod++;
+	__atomic_store_n(&z->tx->prod, z->prod, __ATOMIC_RELEASE);
+	z->frames_tx++;
+	mb();  /* the store before reading whether the peer sleeps */
+	ring_if_asleep(z, c, READ_ONCE(z->rx->wake_rx), &z->rung_rx);
+}
+
+/* Frames can be read from channel c: bound, or unbound with some left. */
+static bool zc_readable(struct vnet *n, unsigned c)
+{
+	return vnet_zc_active(n, c) || (c < FERRY_ZC_CHANNELS && n->zcc[c].left);
+}
+
+const void *vnet_zc_rx_get(struct vnet *n, unsigned c, uint32_t *len)
+{
+	struct vnet_zc *z = &n->zcc[c];
+
+	while (zc_readable(n, c)) {
+		uint32_t prod = __atomic_load_n(&z->rx->prod, __ATOMIC_ACQUIRE);
+		const uint8_t *slot;
+		uint32_t l;
+
+		if (prod == z->cons) {
+			z->left = false;  /* an unbound channel read to its end */
+			return NULL;
+		}
+		if (prod - z->cons > FERRY_ZC_RING_SLOTS) {
+			/* Not a ring's index: unless the binding just changed
+			 * (read the table again), stop reading it. */
+			n->zc_stale = true;
+			if (!zc_readable(n, c) || prod == z->cons || prod - z->cons <= FERRY_ZC_RING_SLOTS)
+				continue;
+			if (!z->errors)
+				kprintf("%s: channel %u: peer's index %u is %u ahead of ours; channel left\n", n->name, c, prod,
+					prod - z->cons);
+			z->errors++;
+			z->broken = true;
+			z->left = false;
+			return NULL;
+		}
+		slot = FERRY_ZC_SLOT(z->rx_area, z->cons);
+		l = READ_ONCE(*(const volatile uint32_t *)slot);
+		if (l >= 14 && l <= FERRY_ZC_FRAME_MAX) {
+			*len = l;
+			return slot + 8;
+		}
+		if (!z->errors)
+			kprintf("%s: channel %u: frame of %u bytes skipped\n", n->name, c, l);
+		z->errors++;  /* a frame no Ethernet frame could be: skipped */
+		vnet_zc_rx_put(n, c);
+	}
+	return NULL;
+}
+
+void vnet_zc_rx_put(struct vnet *n, unsigned c)
+{
+	struct vnet_zc *z = &n->zcc[c];
+
+	z->cons++;
+	__atomic_store_n(&z->tx->cons, z->cons, __ATOMIC_RELEASE);
+	z->frames_rx++;
+	mb();
+	if (n->chan[c].state != FERRY_ZC_UNBOUND)  /* an unbound sender waits for no one */
+		ring_if_asleep(z, c, READ_ONCE(z->rx->wake_tx), &z->rung_tx);
+}
+
+void vnet_zc_sleep(struct vnet *n, bool sleeping)
+{
+	for (unsigned c = 0; n->zc && c < FERRY_ZC_CHANNELS; c++)
+		if (vnet_zc_active(n, c))
+			WRITE_ONCE(n->zcc[c].tx->wake_rx, sleeping ? sleep_token(&n->zcc[c]) : 0u);
+	mb();
+}
+
+bool vnet_zc_pending(struct vnet *n)
+{
+	for (unsigned c = 0; n->zc && c < FERRY_ZC_CHANNELS; c++)
+		if (zc_readable(n, c) && READ_ONCE(n->zcc[c].rx->prod) != n->zcc[c].cons)
+			return true;
+	return n->zc && n->zc_stale;
+}
+
+int vnet_zc_leftover(struct vnet *n)
+{
+	struct vnet_pair *qp = &n->pair[PAIR0];
+
+	for (unsigned c = 0; n->zc && c < FERRY_ZC_CHANNELS; c++) {
+		struct vnet_zc *z = &n->zcc[c];
+
+		/* Pair 0's frames from before the unbinding go first. */
+		if (z->left && (int16_t)(z->mark - qp->rxq.last_used) <= 0)
+			return (int)c;
+	}
+	return -1;
 }

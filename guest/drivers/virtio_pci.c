@@ -245,6 +245,30 @@ int virtio_setup_queue(struct virtio_dev *vd, struct virtqueue *vq, unsigned ind
 	return 0;
 }
 
+int virtio_setup_doorbell(struct virtio_dev *vd, unsigned index, void (*fn)(void *arg), void *arg,
+			  uintptr_t *notify_addr)
+{
+	uint64_t notify_off;
+	int vector = -1;
+
+	if (index >= vd->num_queues)
+		return -2;
+	common_write16(vd, VIRTIO_PCI_COMMON_Q_SELECT, (uint16_t)index);
+	notify_off = (uint64_t)common_read16(vd, VIRTIO_PCI_COMMON_Q_NOFF) * vd->notify_off_multiplier;
+	if (notify_off + 2 > vd->notify_len)
+		return -2;
+	*notify_addr = vd->notify + notify_off;
+	if (vd->msix && index + 1 < vd->pci->msix_entries && (vector = irq_alloc_vector(fn, arg)) >= 0) {
+		pci_msix_route(vd->pci, index + 1, (uint8_t)vector, vd->irq_apic_id);
+		common_write16(vd, VIRTIO_PCI_COMMON_Q_MSIX, (uint16_t)(index + 1));
+		if (common_read16(vd, VIRTIO_PCI_COMMON_Q_MSIX) != index + 1) {
+			irq_unregister((unsigned)vector);
+			vector = -1;
+		}
+	}
+	return vector;
+}
+
 void virtio_driver_ok(struct virtio_dev *vd)
 {
 	if (vd->msix)

@@ -29,7 +29,7 @@
 #include "virtqueue.h"
 
 #define VNET_MAX_DEVS  4
-#define VNET_MAX_PAIRS (1 + FERRY_ZC_CHANNELS)  /* pair 0, and ferry's zero-copy channels */
+#define VNET_MAX_PAIRS 1     /* pair 0 (MQ is not negotiated) */
 #define VNET_QUEUE_MAX 256
 #define VNET_HDR_LEN   ((uint32_t)sizeof(struct virtio_net_hdr))
 
@@ -39,6 +39,26 @@ struct vnet_pair_stats {
 	uint64_t tx_frames, tx_bytes;
 	uint64_t tx_waits;       /* tx_get found no free buffer and had to wait */
 	uint64_t tx_timeouts;    /* ... and none came back within a second */
+};
+
+/* One zero-copy channel's rings, as this driver runs them. */
+struct vnet_zc {
+	volatile struct ferry_zc_ring *tx;       /* ours: in our transmit area */
+	const volatile struct ferry_zc_ring *rx; /* the peer's: in our receive area */
+	uint8_t *tx_area;
+	const uint8_t *rx_area;
+	uintptr_t doorbell;                      /* its notify address */
+	int vector;                              /* its interrupt, -1: polled */
+	uint32_t prod, cons;                     /* ours, as last stored */
+	uint32_t sleeps;                         /* our wake_* values */
+	uint32_t rung_rx, rung_tx;               /* the peer's sleeps we rang for */
+	uint8_t epoch;                           /* of the binding these belong to */
+	bool ready;                              /* pair 0's earlier frames to the peer are delivered */
+	bool broken;                             /* the peer broke the ring's rules */
+	bool left;                               /* unbound with frames maybe unread */
+	bool congested;                          /* full after a wait: frames dropped while it stays so */
+	uint16_t mark;                           /* pair 0 frames before it precede those */
+	uint64_t frames_tx, frames_rx, doorbells, full_waits, full_drops, errors;
 };
 
 struct vnet_pair {
@@ -65,13 +85,14 @@ struct vnet {
 	volatile bool status_stale;   /* a config change arrived since */
 	uint32_t buf_size;            /* pair 0's buffers, header included */
 	unsigned nr_pairs;            /* in use */
-	/* ferry's zero-copy channels (VIRTIO_NET_F_FERRY_ZC): pair c + 1 is
-	 * channel c, its buffers in BAR 2; chan[] is the device's table of
-	 * which peer each is bound to, re-read after a config change. */
+	/* ferry's zero-copy channels (VIRTIO_NET_F_FERRY_ZC): rings in BAR 2,
+	 * one per bound peer; chan[] is the device's table of which peer each
+	 * is bound to, re-read after a config change. */
 	bool zc;
 	uint8_t *zc_base;
 	volatile bool zc_stale;
 	struct ferry_zc_channel chan[FERRY_ZC_CHANNELS];
+	struct vnet_zc zcc[FERRY_ZC_CHANNELS];
 	uint32_t zc_generation;
 	uint64_t zc_rebinds;          /* channel table changes seen */
 	uint8_t *bounce;              /* a channel's frame is copied here before anything reads it */
@@ -110,13 +131,27 @@ void vnet_rx_irq(struct vnet *n, unsigned pair, bool on);
  * asked to be told (one MMIO store, an exit, per queue at most). */
 void vnet_flush(struct vnet *n, unsigned pair);
 
-/* The pair for a frame to dst: a bound zero-copy channel to that MAC, or
- * pair 0. Re-reads the channel table first if the device changed it. */
-unsigned vnet_pair_for(struct vnet *n, const uint8_t *dst);
-/* The pair whose transmit buffer frame is in. */
-unsigned vnet_tx_pair_of(struct vnet *n, const void *frame);
-/* Whether pair p is a zero-copy channel that may carry frames (bound, or
- * draining what it has). */
-bool vnet_pair_active(struct vnet *n, unsigned p);
+/* Zero-copy channels. channel_for: the bound channel to dst, or -1 (the
+ * channel table is re-read first if the device changed it). tx_get: room
+ * for a frame in the channel's ring (waiting a little while it is full), or
+ * NULL: with *drop if it stayed full (the frame is dropped), else because
+ * the channel stopped being usable (send on pair 0 then); tx_put publishes
+ * it; tx_channel_of: the channel whose slot a frame is in, or -1. rx_get:
+ * the next frame from the peer, in memory the peer can still write (copy
+ * it out), or NULL; rx_put: done with it. sleep: tell the peers this side
+ * is about to halt (true) or is awake again (false); pending: frames wait. */
+int vnet_zc_channel_for(struct vnet *n, const uint8_t *dst);
+void *vnet_zc_tx_get(struct vnet *n, unsigned c, uint32_t *cap, bool *drop);
+void vnet_zc_tx_put(struct vnet *n, unsigned c, void *frame, uint32_t len);
+int vnet_zc_tx_channel_of(struct vnet *n, const void *frame);
+const void *vnet_zc_rx_get(struct vnet *n, unsigned c, uint32_t *len);
+void vnet_zc_rx_put(struct vnet *n, unsigned c);
+void vnet_zc_sleep(struct vnet *n, bool sleeping);
+bool vnet_zc_pending(struct vnet *n);
+/* An unbound channel whose last frames are due before pair 0's next
+ * frame, or -1. */
+int vnet_zc_leftover(struct vnet *n);
+/* Whether channel c may carry frames from the peer (bound, or draining). */
+bool vnet_zc_active(struct vnet *n, unsigned c);
 
 #endif

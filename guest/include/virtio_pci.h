@@ -49,6 +49,12 @@ bool virtio_has_feature(const struct virtio_dev *vd, unsigned bit);
  * between virtio_init() and virtio_driver_ok(). Returns 0 or -1. */
 struct virtqueue;
 int virtio_setup_queue(struct virtio_dev *vd, struct virtqueue *vq, unsigned index, unsigned max_size);
+/* A queue that is a doorbell, not a ring (a device's own extension): its
+ * notify address (in *notify_addr) and, with MSI-X, a vector of its own that
+ * calls fn(arg) in interrupt context. Returns the vector, -1 if polled
+ * (no MSI-X), -2 if there is no such queue. */
+int virtio_setup_doorbell(struct virtio_dev *vd, unsigned index, void (*fn)(void *arg), void *arg,
+			  uintptr_t *notify_addr);
 /* Sets DRIVER_OK. */
 void virtio_driver_ok(struct virtio_dev *vd);
 /* Marks the device FAILED; virtio_reset() stops it (queues must be set up again). */

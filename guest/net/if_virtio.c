@@ -29,41 +29,62 @@ static struct vnet *dev(struct netif *ifc)
 static void *op_tx_get(struct netif *ifc, const uint8_t *dst, uint32_t *cap)
 {
 	struct vnet *n = dev(ifc);
+	int c = vnet_zc_channel_for(n, dst);
+	bool drop = false;
+	void *frame = c >= 0 ? vnet_zc_tx_get(n, (unsigned)c, cap, &drop) : NULL;
 
-	return vnet_tx_get(n, vnet_pair_for(n, dst), cap);
+	/* Not bound (any more): pair 0. Dropped on a full channel: not on
+	 * pair 0, where it would overtake the channel's frames. */
+	return frame || drop ? frame : vnet_tx_get(n, PAIR, cap);
 }
 
 static void op_tx_put(struct netif *ifc, void *frame, uint32_t len)
 {
 	struct vnet *n = dev(ifc);
+	int c = vnet_zc_tx_channel_of(n, frame);
 
-	vnet_tx_put(n, vnet_tx_pair_of(n, frame), frame, len);
+	if (c >= 0)
+		vnet_zc_tx_put(n, (unsigned)c, frame, len);
+	else
+		vnet_tx_put(n, PAIR, frame, len);
 }
 
 static void op_tx_cancel(struct netif *ifc, void *frame)
 {
 	struct vnet *n = dev(ifc);
 
-	vnet_tx_cancel(n, vnet_tx_pair_of(n, frame), frame);
+	if (vnet_zc_tx_channel_of(n, frame) < 0)  /* a channel's slot is simply not published */
+		vnet_tx_cancel(n, PAIR, frame);
 }
 
-/* Pair 0 first, then the channels. A channel's frame lies in memory its
- * sender can still write: it is copied out, and its slot given back at
- * once (which tells the sender it was read), before the stack looks at it. */
+/* A channel's frame lies in memory its sender can still write: it is
+ * copied out, and its slot given back at once, before the stack looks at it. */
+static void *zc_take(struct vnet *n, unsigned c, uint32_t *len)
+{
+	const void *shared = vnet_zc_rx_get(n, c, len);
+
+	if (!shared)
+		return NULL;
+	memcpy(n->bounce, shared, *len);
+	vnet_zc_rx_put(n, c);
+	return n->bounce;
+}
+
+/* Frames in the order their sender sent them: the last frames of an
+ * unbound channel before pair 0's frames from after the unbinding; pair 0
+ * (the frames from before a binding) before the bound channels. */
 static void *op_rx_get(struct netif *ifc, uint32_t *len)
 {
 	struct vnet *n = dev(ifc);
-	void *frame = vnet_rx_get(n, PAIR, len);
+	void *frame = NULL;
+	int left;
 
-	for (unsigned p = 1; !frame && p < n->nr_pairs; p++) {
-		void *shared = vnet_rx_get(n, p, len);
-
-		if (!shared)
-			continue;
-		memcpy(n->bounce, shared, *len);
-		vnet_rx_put(n, p, shared);
-		frame = n->bounce;
-	}
+	while (!frame && (left = vnet_zc_leftover(n)) >= 0)
+		frame = zc_take(n, (unsigned)left, len);
+	if (!frame)
+		frame = vnet_rx_get(n, PAIR, len);
+	for (unsigned c = 0; !frame && n->zc && c < FERRY_ZC_CHANNELS; c++)
+		frame = zc_take(n, c, len);
 	return frame;
 }
 
@@ -79,20 +100,15 @@ static bool op_rx_pending(struct netif *ifc)
 {
 	struct vnet *n = dev(ifc);
 
-	for (unsigned p = 0; p < n->nr_pairs; p++)
-		if (vnet_rx_pending(n, p))
-			return true;
-	return false;
+	return vnet_rx_pending(n, PAIR) || vnet_zc_pending(n);
 }
 
 static void op_flush(struct netif *ifc)
 {
 	struct vnet *n = dev(ifc);
 
-	for (unsigned p = 0; p < n->nr_pairs; p++) {
-		vnet_tx_reclaim(n, p);  /* cheap, and keeps transmit buffers free */
-		vnet_flush(n, p);
-	}
+	vnet_tx_reclaim(n, PAIR);  /* cheap, and keeps transmit buffers free */
+	vnet_flush(n, PAIR);
 }
 
 static bool op_link_up(struct netif *ifc)
@@ -104,21 +120,25 @@ static void op_describe(struct netif *ifc, char *buf, size_t size)
 {
 	struct vnet *n = dev(ifc);
 	struct vnet_pair *qp = &n->pair[PAIR];
-	uint64_t zc_tx = 0, zc_rx = 0, zc_waits = 0, zc_timeouts = 0;
+	uint64_t zc_tx = 0, zc_rx = 0, zc_waits = 0, zc_drops = 0, zc_bells = 0, zc_errors = 0;
 	int len;
 
-	for (unsigned p = 1; p < n->nr_pairs; p++) {
-		zc_tx += n->pair[p].stats.tx_frames;
-		zc_rx += n->pair[p].stats.rx_frames;
-		zc_waits += n->pair[p].stats.tx_waits;
-		zc_timeouts += n->pair[p].stats.tx_timeouts;
+	for (unsigned c = 0; n->zc && c < FERRY_ZC_CHANNELS; c++) {
+		zc_tx += n->zcc[c].frames_tx;
+		zc_rx += n->zcc[c].frames_rx;
+		zc_waits += n->zcc[c].full_waits;
+		zc_drops += n->zcc[c].full_drops;
+		zc_bells += n->zcc[c].doorbells;
+		zc_errors += n->zcc[c].errors;
 	}
 	len = ksnprintf(buf, size, "tx_kicks=%lu tx_kicks_skipped=%lu rx_kicks=%lu rx_irqs=%lu tx_irqs=%lu tx_waits=%lu",
 			qp->txq.notifies, qp->txq.notifies_skipped, qp->rxq.notifies, qp->rxq.interrupts,
 			qp->txq.interrupts, qp->stats.tx_waits);
 	if (n->zc && len > 0 && (size_t)len < size)
-		ksnprintf(buf + len, size - (size_t)len, " zc_tx=%lu zc_rx=%lu zc_tx_waits=%lu zc_tx_timeouts=%lu zc_table_changes=%lu",
-			  zc_tx, zc_rx, zc_waits, zc_timeouts, n->zc_rebinds);
+		ksnprintf(buf + len, size - (size_t)len,
+			  " zc_tx=%lu zc_rx=%lu zc_full_waits=%lu zc_full_drops=%lu zc_doorbells=%lu zc_errors=%lu"
+			  " zc_table_changes=%lu",
+			  zc_tx, zc_rx, zc_waits, zc_drops, zc_bells, zc_errors, n->zc_rebinds);
 }
 
 static const struct netif_ops virtio_ops = {
@@ -228,6 +248,9 @@ static bool rx_or_woke(void *arg)
 		if (READ_ONCE(rxqs[i]->used->idx) != rxqs[i]->last_used)
 			return true;
 	}
+	for (unsigned i = 0; i < net_if_count(); i++)
+		if (vnet_zc_pending(dev(net_if(i))))
+			return true;
 	return false;
 }
 
@@ -249,13 +272,17 @@ bool netif_wait_hw(uint64_t timeout_ns)
 		wake_at = now + timeout_ns;
 		timer_start(&wake_timer, timeout_ns, wake, NULL);
 	}
-	for (unsigned i = 0; i < net_if_count(); i++)
-		for (unsigned p = 0; p < dev(net_if(i))->nr_pairs; p++)
-			vnet_rx_irq(dev(net_if(i)), p, true);
+	/* Peers on channels ring us once they see we sleep; the halt's
+	 * condition looks at the rings again after saying so. */
+	for (unsigned i = 0; i < net_if_count(); i++) {
+		vnet_rx_irq(dev(net_if(i)), PAIR, true);
+		vnet_zc_sleep(dev(net_if(i)), true);
+	}
 	halt_until(rx_or_woke, NULL, TIMEOUT_NEVER);
-	for (unsigned i = 0; i < net_if_count(); i++)
-		for (unsigned p = 0; p < dev(net_if(i))->nr_pairs; p++)
-			vnet_rx_irq(dev(net_if(i)), p, false);
+	for (unsigned i = 0; i < net_if_count(); i++) {
+		vnet_rx_irq(dev(net_if(i)), PAIR, false);
+		vnet_zc_sleep(dev(net_if(i)), false);
+	}
 	woke = false;
 	return rx_or_woke(NULL);
 }

@@ -127,42 +127,59 @@ struct virtio_net_ctrl_hdr {
 
 /* ---- ferry's zero-copy feature (docs/devices/net.md) ---------------------
  * A driver that accepts VIRTIO_NET_F_FERRY_ZC gets, besides queue pair 0
- * (which works as in any virtio-net device), FERRY_ZC_CHANNELS channels:
- * channel c is queue pair c + 1, reserved for one co-resident peer at a
- * time. BAR 2 holds the channels' buffers, as two virtio shared memory
- * regions: id 0 the transmit areas, id 1 the receive areas (read-only to
- * the guest). Each area is FERRY_ZC_SLOTS slots of FERRY_ZC_SLOT_SIZE
- * bytes, a virtio_net_hdr and a frame per slot.
+ * (which works as in any virtio-net device), FERRY_ZC_CHANNELS channels,
+ * each reserved for one co-resident peer at a time. BAR 2 holds them, as two
+ * virtio shared memory regions: id 0 the transmit areas, id 1 the receive
+ * areas (read-only to the guest: the device refuses writes there).
  *
  * When ferry sees this VM send to a co-resident VM whose driver also took
- * the feature, it binds a channel of each: it maps this VM's transmit area
- * and the peer's receive area onto the same memory (and the reverse), sets
- * the channel's state to BOUND with the peer's MAC and VM id, bumps
- * `generation` and signals a config change. The driver then sends frames for
- * that MAC on the channel. Frames are never copied by the host: ferry moves
- * only descriptors. Rules for a channel's queues, which ferry checks (a
- * channel whose rules are broken is unbound):
- *   - transmit: a frame is one device-readable descriptor at the start of a
- *     transmit slot of the channel, header included, at most a slot long;
- *     the slot is used again only after that frame's completion.
- *   - receive: buffers are whole receive slots of the channel, one
- *     device-writable descriptor each, each slot posted once; post them all.
- *     A frame sent in transmit slot s arrives in receive slot s (they are
- *     the same memory), so ferry can fill slots in any order. Posting a slot
- *     again tells ferry the frame in it has been read: that completes the
- *     sender's transmission (its used entry; its interrupt if it wants one).
- * A channel going UNBOUND or DRAINING stops taking new frames for its peer:
- * the driver sends them on queue pair 0 again. Frames still posted on an
- * unbound channel are forwarded with one copy, never lost. A receiver that
- * stops reading loses the binding (its sender is never held up). The peer
- * can still change a frame after sending it: read a frame once (copy it
- * out) before trusting what it says. */
+ * the feature (the cross-talk detector), it binds a channel of each: it maps
+ * this VM's transmit area and the peer's receive area onto the same memory,
+ * and the peer's transmit area and this VM's receive area onto another (the
+ * dynamic memory remapper), sets the channel's state to BOUND with the
+ * peer's MAC and VM id, bumps `generation` and signals a config change. The
+ * driver then sends frames for that MAC on the channel, and nobody copies
+ * them on the way: the sender writes a frame into a slot of its transmit
+ * area, which is the peer's receive area.
+ *
+ * A bound channel is a ring per direction. Each area starts with a struct
+ * ferry_zc_ring that only the area's writer writes and the peer reads (in
+ * its receive area): `prod` counts the frames published in this area, `cons`
+ * the frames consumed from the peer's area. Because the peer's head register
+ * is mapped onto the sender's tail register, publishing a frame is moving
+ * the receiver's head: no exit, no descriptor, no interrupt while both sides
+ * poll. Slot i % FERRY_ZC_RING_SLOTS holds frame i: a little-endian u32
+ * length, 4 reserved bytes, then the Ethernet frame (at most
+ * FERRY_ZC_FRAME_MAX bytes).
+ *   sender:   while prod - peer.cons == FERRY_ZC_RING_SLOTS the ring is full;
+ *             write the slot; then store prod + 1 (release).
+ *   receiver: while peer.prod != cons, read slot cons (copy the frame out:
+ *             its sender can still write it), then store cons + 1 (release).
+ * A side about to sleep sets wake_rx (waiting for frames) or wake_tx
+ * (waiting for room) in its own ring to a value that changes with every
+ * sleep (never 0), then looks again, and clears it when awake. The other
+ * side, after publishing (consuming), rings the channel's doorbell once per
+ * such value: a write to the notify address of queue
+ * FERRY_ZC_DOORBELL_QUEUE + channel. ferry answers it with an interrupt on
+ * the peer's vector for that queue (the driver assigns one with
+ * queue_msix_vector, as for any queue; the queue itself is never enabled) -
+ * the receive interrupt and the transmit-complete interrupt of the claims. A channel going DRAINING or
+ * UNBOUND takes no new frames: the driver sends on queue pair 0 again and,
+ * after its last frame on the channel, sets `closed` in its ring. ferry maps
+ * the areas back to private memory once both sides have closed and both
+ * rings are empty (at once if the peer went away, or stopped reading while
+ * its sender waited, or a side does not close within a second).
+ * Every index and length read from the peer's area is untrusted: a receiver
+ * checks peer.prod - cons <= FERRY_ZC_RING_SLOTS and the length of each
+ * frame, and copies the frame out before it reads it. */
 #define VIRTIO_NET_F_FERRY_ZC 58
 
-#define FERRY_ZC_CHANNELS  8
-#define FERRY_ZC_SLOTS     256
-#define FERRY_ZC_SLOT_SIZE 2048u
-#define FERRY_ZC_AREA_SIZE ((uint64_t)FERRY_ZC_SLOTS * FERRY_ZC_SLOT_SIZE)
+#define FERRY_ZC_CHANNELS   8
+#define FERRY_ZC_SLOT_SIZE  2048u
+#define FERRY_ZC_RING_SLOTS 254u   /* after the ring's header page */
+#define FERRY_ZC_AREA_SIZE  (512ull << 10)
+#define FERRY_ZC_SLOTS_OFFSET 4096u
+#define FERRY_ZC_FRAME_MAX  (FERRY_ZC_SLOT_SIZE - 8)
 #define FERRY_ZC_BAR       2
 #define FERRY_ZC_SHM_TX    0   /* shared memory region ids */
 #define FERRY_ZC_SHM_RX    1
@@ -170,7 +187,30 @@ struct virtio_net_ctrl_hdr {
 #define FERRY_ZC_TX_OFFSET(c) ((uint64_t)(c) * FERRY_ZC_AREA_SIZE)
 #define FERRY_ZC_RX_OFFSET(c) ((uint64_t)(FERRY_ZC_CHANNELS + (c)) * FERRY_ZC_AREA_SIZE)
 #define FERRY_ZC_BAR_SIZE     (2ull * FERRY_ZC_CHANNELS * FERRY_ZC_AREA_SIZE)
-#define FERRY_ZC_PAIR(c)      ((c) + 1u)
+#define FERRY_ZC_SLOT(area, i) ((uint8_t *)(area) + FERRY_ZC_SLOTS_OFFSET + \
+				(uint64_t)((i) % FERRY_ZC_RING_SLOTS) * FERRY_ZC_SLOT_SIZE)
+/* The queue whose notify address is the channels' doorbell (and whose
+ * MSI-X vector the channel interrupts use): queue 2, which queue pair 1
+ * would have, so that a driver sets it up like any queue. */
+#define FERRY_ZC_DOORBELL_QUEUE 2u
+
+struct ferry_zc_ring {
+	uint32_t prod;            /* frames published in this area */
+	uint32_t cons;            /* frames consumed from the peer's area */
+	uint32_t wake_rx;         /* non-zero: sleeping until a frame arrives */
+	uint32_t wake_tx;         /* non-zero: sleeping until the peer makes room */
+	uint32_t closed;          /* non-zero: this side publishes nothing more (it saw DRAINING) */
+	/* Written by ferry into a receive area when its binding ends (the area
+	 * is then the receiver's private copy): FERRY_ZC_MARK_VALID | the
+	 * receive queue 0 used index at that moment. Queue 0 frames before it
+	 * precede the area's unread frames; those after it follow them. */
+	uint32_t unbound_mark;
+	uint8_t pad[40];
+};
+#define FERRY_ZC_MARK_VALID 0x10000u
+_Static_assert(sizeof(struct ferry_zc_ring) == 64, "ferry_zc_ring is one cache line");
+
+
 
 #define FERRY_ZC_UNBOUND  0
 #define FERRY_ZC_BOUND    1
@@ -179,7 +219,7 @@ struct virtio_net_ctrl_hdr {
 struct ferry_zc_channel {
 	uint8_t peer_mac[6];
 	uint8_t state;            /* FERRY_ZC_* */
-	uint8_t reserved;
+	uint8_t epoch;            /* changes with every binding: rings start again from zero */
 	uint32_t peer_vm_id;      /* the VM on the other end (its position in the config, from 1) */
 } __attribute__((packed));
 
@@ -188,7 +228,7 @@ struct ferry_zc_channel {
 #define FERRY_ZC_CFG_OFFSET 64
 struct ferry_zc_config {
 	uint32_t channels;        /* FERRY_ZC_CHANNELS */
-	uint32_t slots;           /* FERRY_ZC_SLOTS */
+	uint32_t slots;           /* FERRY_ZC_RING_SLOTS */
 	uint32_t slot_size;       /* FERRY_ZC_SLOT_SIZE */
 	uint32_t generation;      /* changes whenever chan[] does */
 	struct ferry_zc_channel chan[FERRY_ZC_CHANNELS];

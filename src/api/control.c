@@ -87,7 +87,9 @@ static cJSON *vm_status(struct vm *vm)
 	cJSON *v = cJSON_CreateObject();
 	cJSON_AddStringToObject(v, "name", vm->name);
 	bool stopped = vm_is_stopped(vm);
-	cJSON_AddStringToObject(v, "state", stopped ? vm_exit_reason_name(vm->exit_reason) : "running");
+	cJSON_AddStringToObject(v, "state", stopped	       ? vm_exit_reason_name(vm->exit_reason)
+					    : vm->user_paused ? "paused"
+							      : "running");
 	if (stopped)
 		cJSON_AddNumberToObject(v, "exit_code", vm_exit_code_for(vm->exit_reason, vm->guest_status));
 	cJSON_AddNumberToObject(v, "memory_mib", (double)vm->cfg->memory_mib);
@@ -137,7 +139,7 @@ char *control_handle(struct control *c, const char *line)
 	if (!req || !cJSON_IsObject(req)) {
 		ans = answer_error("%s", "not a JSON object");
 	} else if (!cJSON_IsString(cmd)) {
-		ans = answer_error("%s", "missing \"cmd\" (status, balloon, cpu-reserve, stop, networks, net-unbind)");
+		ans = answer_error("%s", "missing \"cmd\" (status, balloon, cpu-reserve, stop, pause, resume, networks, net-unbind)");
 	} else if (!strcmp(cmd->valuestring, "status")) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON *arr = cJSON_AddArrayToObject(o, "vms");
@@ -152,8 +154,9 @@ char *control_handle(struct control *c, const char *line)
 			cJSON_AddItemToArray(arr, net_switch_report(c->vmm->nets[i]));
 		ans = answer_ok(o);
 	} else if (strcmp(cmd->valuestring, "balloon") && strcmp(cmd->valuestring, "cpu-reserve") &&
-		   strcmp(cmd->valuestring, "stop") && strcmp(cmd->valuestring, "net-unbind")) {
-		ans = answer_error("unknown cmd \"%s\" (status, balloon, cpu-reserve, stop, networks, net-unbind)",
+		   strcmp(cmd->valuestring, "stop") && strcmp(cmd->valuestring, "net-unbind") &&
+		   strcmp(cmd->valuestring, "pause") && strcmp(cmd->valuestring, "resume")) {
+		ans = answer_error("unknown cmd \"%s\" (status, balloon, cpu-reserve, stop, pause, resume, networks, net-unbind)",
 				   cmd->valuestring);
 	} else if (!vm) {
 		ans = answer_error("no VM named \"%s\"", cJSON_IsString(name) ? name->valuestring : "(missing \"vm\")");
@@ -161,6 +164,22 @@ char *control_handle(struct control *c, const char *line)
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddNumberToObject(o, "unbound", virtio_net_unbind(vm));
 		ans = answer_ok(o);
+	} else if (!strcmp(cmd->valuestring, "pause") || !strcmp(cmd->valuestring, "resume")) {
+		bool pause = !strcmp(cmd->valuestring, "pause");
+		if (vm_is_stopped(vm))
+			ans = answer_error("VM \"%s\" has stopped", vm->name);
+		else if (pause == vm->user_paused)
+			ans = answer_error(pause ? "VM \"%s\" is paused already" : "VM \"%s\" is not paused", vm->name);
+		else {
+			/* Its vCPUs wait outside the guest; devices and the
+			 * network keep running (frames to it queue or drop). */
+			if (pause)
+				vm_pause(vm);
+			else
+				vm_resume(vm);
+			vm->user_paused = pause;
+			ans = answer_ok(NULL);
+		}
 	} else if (!strcmp(cmd->valuestring, "stop")) {
 		vm_stop(vm, VM_EXIT_INTERRUPTED, 0, "stopped through the control socket");
 		ans = answer_ok(NULL);

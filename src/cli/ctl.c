@@ -20,6 +20,7 @@ static const char ctl_help[] =
 	"  balloon VM MIB            ask VM's balloon to hold MIB MiB (0 deflates it)\n"
 	"  cpu-reserve VM COUNT      ask VM to park COUNT of its vCPUs (0 releases)\n"
 	"  stop VM                   stop VM\n"
+	"  pause VM, resume VM       hold VM's vCPUs outside the guest, and let them run again\n"
 	"  networks                  every network: ports, zero-copy channels, TAP, counters\n"
 	"  net-unbind VM             end VM's zero-copy bindings (its traffic goes back to copies)\n"
 	"  raw JSON                  send a request as written (see docs/API.md)\n";
@@ -60,7 +61,9 @@ int cmd_ctl(int argc, char **argv)
 		cJSON_AddStringToObject(req, "cmd", "cpu-reserve");
 		cJSON_AddStringToObject(req, "vm", argv[i + 1]);
 		cJSON_AddNumberToObject(req, "count", (double)n);
-	} else if ((!strcmp(cmd, "stop") || !strcmp(cmd, "net-unbind")) && rest == 1) {
+	} else if ((!strcmp(cmd, "stop") || !strcmp(cmd, "net-unbind") || !strcmp(cmd, "pause") ||
+		    !strcmp(cmd, "resume")) &&
+		   rest == 1) {
 		cJSON_AddStringToObject(req, "cmd", cmd);
 		cJSON_AddStringToObject(req, "vm", argv[i + 1]);
 	} else if (!strcmp(cmd, "networks") && rest == 0) {

@@ -43,6 +43,10 @@ struct virtio_device_ops {
 	/* Queues (bit n = queue n) whose doorbell is handled on the vCPU thread
 	 * before the guest resumes, instead of by ioeventfd on the event loop. */
 	uint32_t sync_notify;
+	/* Queues (bit n = queue n) that are doorbells, not rings: their
+	 * notifications reach queue_notify whether or not the driver enabled
+	 * them (it only gives them an MSI-X vector). */
+	uint32_t doorbell_queues;
 	/* Optional: BARs and capabilities beyond the transport's BAR 0. */
 	int (*pci_setup)(struct virtio_device *vd, struct pci_device *pdev, char *err, size_t errlen);
 	/* A BAR other than 0 was mapped at addr, moved or unmapped. */

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,23 +29,14 @@
 #define HDR_LEN sizeof(struct virtio_net_hdr)
 #define PASS_CHAINS 256            /* transmit chains per pass (bounded work) */
 #define MAX_FRAME_SEGS 64          /* a frame in more pieces than this is refused */
-#define NO_HEAD 0xffffu
 
-/* One channel as this device sees its two queues. Slots are named by their
- * address, not by ring position, so bindings can come and go. */
+/* What this device keeps of a bound channel: the rings are the guests'
+ * (include/ferry/virtio_net.h); ferry only reads their indices, to count
+ * frames, to see a drained channel, and to see a peer that stopped reading. */
 struct zc_chan {
-	/* Transmit: the chain head of the frame in each slot, until the
-	 * receiver has read it (then its completion is pushed). */
-	uint16_t tx_head[FERRY_ZC_SLOTS];
-	unsigned tx_inflight;
-	/* Receive: buffers the driver posted, by slot (popped from the ring at
-	 * once, so that any slot can be filled), and slots delivered and not
-	 * yet posted again (not yet read). */
-	uint16_t rx_head[FERRY_ZC_SLOTS];
-	uint8_t rx_delivered[FERRY_ZC_SLOTS];
-	unsigned rx_out;
-	bool waiting_for_peer;     /* the next frame's slot is still the peer's */
-	uint64_t last_progress_ns; /* a frame delivered or completed */
+	uint32_t counted;          /* frames of ours already counted as sent */
+	uint32_t peer_cons;        /* the peer's consumer index when last seen */
+	uint64_t last_progress_ns; /* when it last moved */
 };
 
 struct virtio_net_dev {
@@ -57,13 +49,14 @@ struct virtio_net_dev {
 	bool zc_offered;
 	/* The zero-copy window (BAR 2), in ferry's address space and the
 	 * guest's. Writes to its receive half exit here (read-only slot). */
-	uint8_t *zc_hva;
+	uint8_t *zc_hva, *zc_private;
 	int zc_memfd;
 	uint64_t zc_gpa;
 	int region[2];
 	struct device ro_guard;
 	bool registered;
 	struct zc_chan chan[FERRY_ZC_CHANNELS];
+	atomic_ulong doorbells, doorbells_unbound;
 	struct virtio_net_dev *next_pending; /* windows made, devices not yet */
 };
 
@@ -77,24 +70,27 @@ static struct virtio_net_dev *port_dev(struct net_port *p)
 	return p->dev;
 }
 
-static bool is_zc_queue(unsigned q)
+/* Channel c's doorbell: the notify address of queue FERRY_ZC_DOORBELL_QUEUE + c. */
+static bool is_doorbell(unsigned q)
 {
-	return q >= 2 && q < 2 + 2 * FERRY_ZC_CHANNELS;
+	return q >= FERRY_ZC_DOORBELL_QUEUE && q < FERRY_ZC_DOORBELL_QUEUE + FERRY_ZC_CHANNELS;
 }
 
-static unsigned queue_channel(unsigned q)
+/* The ring headers of channel c: ours (in our transmit area) and the
+ * peer's (in our receive area). Guest memory: read once, never trusted. */
+static volatile struct ferry_zc_ring *my_ring(struct virtio_net_dev *n, unsigned c)
 {
-	return q / 2 - 1;
+	return (volatile struct ferry_zc_ring *)(n->zc_hva + FERRY_ZC_TX_OFFSET(c));
 }
 
-static struct virtqueue *chan_txq(struct virtio_net_dev *n, unsigned c)
+static volatile struct ferry_zc_ring *peer_ring(struct virtio_net_dev *n, unsigned c)
 {
-	return &n->vd.vq[VIRTIO_NET_TXQ(FERRY_ZC_PAIR(c))];
+	return (volatile struct ferry_zc_ring *)(n->zc_hva + FERRY_ZC_RX_OFFSET(c));
 }
 
-static struct virtqueue *chan_rxq(struct virtio_net_dev *n, unsigned c)
+static uint32_t load32(volatile uint32_t *p)
 {
-	return &n->vd.vq[VIRTIO_NET_RXQ(FERRY_ZC_PAIR(c))];
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 
 /* --- queue pair 0: frames through the switch --------------------------------- */
@@ -197,148 +193,18 @@ static void process_tx0(struct virtio_net_dev *n)
 
 /* --- channels ------------------------------------------------------------------ */
 
-/* A channel's rules were broken: the frame is refused and the channel
- * unbound, so the pair goes back to the copy path. */
-static void protocol_error(struct virtio_net_dev *n, unsigned c, const char *what)
+/* Frames this side published since last counted: they crossed without a
+ * copy. The index is the guest's: a liar only skews its own count (and
+ * cannot make it go back). */
+static void account(struct virtio_net_dev *n, unsigned c)
 {
-	device_reject(&n->vd.dev, "channel %u: %s", c, what);
-	atomic_fetch_add(&n->port.ctr.dropped[NET_DROP_ZC_PROTOCOL], 1);
-	net_channel_unbind(&n->port, c);
-}
-
-/* The slot a descriptor names in channel c's area (tx or rx), or -1. */
-static int slot_of(struct virtio_net_dev *n, unsigned c, bool rx, const struct vq_desc *d, bool whole)
-{
-	uint64_t base = n->zc_gpa + (rx ? FERRY_ZC_RX_OFFSET(c) : FERRY_ZC_TX_OFFSET(c));
-	if (d->addr < base || d->addr - base >= FERRY_ZC_AREA_SIZE || (d->addr - base) % FERRY_ZC_SLOT_SIZE ||
-	    d->len > FERRY_ZC_SLOT_SIZE || (whole && d->len != FERRY_ZC_SLOT_SIZE))
-		return -1;
-	return (int)((d->addr - base) / FERRY_ZC_SLOT_SIZE);
-}
-
-/* Receive buffers the driver posted on channel c, taken into the slot
- * table. A slot posted again after a delivery means its frame was read:
- * the peer's transmission of it completes. */
-static unsigned take_rx_buffers(struct virtio_net_dev *n, unsigned c)
-{
-	struct virtqueue *vq = chan_rxq(n, c);
 	struct zc_chan *z = &n->chan[c];
-	struct vq_desc_chain dc;
-	unsigned peer_chan = 0;
-	struct net_port *peer = net_channel_peer(&n->port, c, &peer_chan);
-	unsigned taken = 0;
-	for (unsigned i = 0; i < FERRY_ZC_SLOTS && vq_pop_desc(vq, &dc) == 1; i++) {
-		taken++;
-		int s = dc.n == 1 && dc.desc[0].writable ? slot_of(n, c, true, &dc.desc[0], true) : -1;
-		if (s < 0 || z->rx_head[s] != NO_HEAD) {
-			/* Not a whole slot of this channel, or posted twice. */
-			vq_push(vq, dc.head, 0);
-			protocol_error(n, c, s < 0 ? "receive buffer is not a whole slot of its area" : "slot posted twice");
-			continue;
-		}
-		z->rx_head[s] = dc.head;
-		if (z->rx_delivered[s]) {
-			z->rx_delivered[s] = 0;
-			z->rx_out--;
-			z->last_progress_ns = clock_ns();
-			/* The peer's frame in that slot has been read. */
-			if (peer) {
-				struct virtio_net_dev *p = port_dev(peer);
-				struct zc_chan *pz = &p->chan[peer_chan];
-				struct virtqueue *ptx = chan_txq(p, peer_chan);
-				if (pz->tx_head[s] != NO_HEAD) {
-					vq_push(ptx, pz->tx_head[s], 0);
-					pz->tx_head[s] = NO_HEAD;
-					pz->tx_inflight--;
-					pz->last_progress_ns = z->last_progress_ns;
-					virtio_queue_interrupt(&p->vd, ptx);
-				}
-			}
-		}
+	uint32_t prod = load32(&my_ring(n, c)->prod), delta = prod - z->counted;
+	if (delta < 1u << 31) {
+		atomic_fetch_add(&n->port.ctr.frames_zero_copy, delta);
+		atomic_fetch_add(&n->port.ctr.frames_tx, delta);
+		z->counted = prod;
 	}
-	if (vq->broken)
-		virtio_needs_reset(&n->vd);
-	return taken;
-}
-
-/* A frame on an unbound channel (sent before the driver saw the unbinding):
- * forwarded from the slot with one copy, completed at once. */
-static void forward_unbound(struct virtio_net_dev *n, unsigned c, const struct vq_desc *d, int s)
-{
-	uint8_t *slot = n->zc_hva + FERRY_ZC_TX_OFFSET(c) + (uint64_t)s * FERRY_ZC_SLOT_SIZE;
-	struct virtio_net_hdr h;
-	memcpy(&h, slot, sizeof(h));
-	if (d->len < HDR_LEN || !header_ok(&h)) {
-		atomic_fetch_add(&n->port.ctr.dropped[NET_DROP_BAD_HEADER], 1);
-		return;
-	}
-	struct iovec iov = { slot + HDR_LEN, d->len - HDR_LEN };
-	net_switch_tx(&n->port, &iov, 1, iov.iov_len);
-}
-
-/* Frames posted on channel c: to the peer by descriptor (zero copy), or
- * through the switch if the channel is unbound. */
-static unsigned process_chan_tx(struct virtio_net_dev *n, unsigned c)
-{
-	struct virtqueue *vq = chan_txq(n, c);
-	struct zc_chan *z = &n->chan[c];
-	struct vq_desc_chain dc;
-	unsigned peer_chan = 0, chains = 0;
-	bool pushed = false, delivered = false;
-	struct net_port *peer = net_channel_peer(&n->port, c, &peer_chan);
-	struct virtio_net_dev *p = peer ? port_dev(peer) : NULL;
-	unsigned moved = p ? take_rx_buffers(p, peer_chan) : 0; /* completions first: they free slots */
-	while (chains < PASS_CHAINS && vq_pop_desc(vq, &dc) == 1) {
-		chains++;
-		int s = dc.n == 1 && !dc.desc[0].writable ? slot_of(n, c, false, &dc.desc[0], false) : -1;
-		if (s < 0 || dc.desc[0].len < HDR_LEN || z->tx_head[s] != NO_HEAD) {
-			vq_push(vq, dc.head, 0);
-			pushed = true;
-			protocol_error(n, c, s < 0 ? "transmit buffer is not in a slot of its area" :
-					     z->tx_head[s] != NO_HEAD ? "slot reused before its completion" :
-									"frame shorter than its header");
-			peer = net_channel_peer(&n->port, c, &peer_chan);
-			p = peer ? port_dev(peer) : NULL;
-			continue;
-		}
-		if (!p || !peer->up || (peer->vm_stopping && atomic_load(peer->vm_stopping))) {
-			forward_unbound(n, c, &dc.desc[0], s);
-			vq_push(vq, dc.head, 0);
-			pushed = true;
-			continue;
-		}
-		struct zc_chan *pz = &p->chan[peer_chan];
-		if (pz->rx_head[s] == NO_HEAD) {
-			/* The peer has not posted this slot yet: wait for it (it
-			 * is still reading the last frame there). */
-			vq_unpop(vq);
-			z->waiting_for_peer = true;
-			break;
-		}
-		z->waiting_for_peer = false;
-		/* Zero copy: the frame is already in the peer's receive slot. */
-		struct virtqueue *prx = chan_rxq(p, peer_chan);
-		vq_push(prx, pz->rx_head[s], dc.desc[0].len);
-		pz->rx_head[s] = NO_HEAD;
-		pz->rx_delivered[s] = 1;
-		pz->rx_out++;
-		z->last_progress_ns = clock_ns();
-		z->tx_head[s] = dc.head;
-		z->tx_inflight++;
-		atomic_fetch_add(&n->port.ctr.frames_tx, 1);
-		atomic_fetch_add(&n->port.ctr.frames_zero_copy, 1);
-		atomic_fetch_add(&peer->ctr.frames_rx, 1);
-		delivered = true;
-	}
-	if (vq->broken)
-		virtio_needs_reset(&n->vd);
-	if (pushed)
-		virtio_queue_interrupt(&n->vd, vq);
-	if (delivered)
-		virtio_queue_interrupt(&p->vd, chan_rxq(p, peer_chan));
-	if (n->port.chan[c].state == FERRY_ZC_DRAINING)
-		net_channel_drained(&n->port, c);
-	return moved + chains;
 }
 
 static void net_queue_notify(struct virtio_device *vd, struct virtqueue *vq);
@@ -353,6 +219,7 @@ static void channels_changed(struct net_port *port)
 		struct net_channel *ch = &port->chan[c];
 		memset(&zc->chan[c], 0, sizeof(zc->chan[c]));
 		zc->chan[c].state = ch->state;
+		zc->chan[c].epoch = ch->epoch;
 		if (ch->peer) {
 			memcpy(zc->chan[c].peer_mac, ch->peer->mac, 6);
 			zc->chan[c].peer_vm_id = ch->peer->vm_id;
@@ -362,66 +229,80 @@ static void channels_changed(struct net_port *port)
 	virtio_config_changed(&n->vd);
 }
 
+/* Bound: this side has said it publishes nothing more, and the peer has
+ * read everything it published. Unbound: the driver has read the frames
+ * left in its (private) receive area. */
 static bool channel_idle(struct net_port *port, unsigned c)
 {
 	struct virtio_net_dev *n = port_dev(port);
-	return n->chan[c].tx_inflight == 0 && n->chan[c].rx_out == 0 && !vq_pending(chan_txq(n, c));
+	if (port->chan[c].state == FERRY_ZC_UNBOUND)
+		return load32(&peer_ring(n, c)->prod) == load32(&my_ring(n, c)->cons);
+	return load32(&my_ring(n, c)->closed) && load32(&my_ring(n, c)->prod) == load32(&peer_ring(n, c)->cons);
 }
 
-/* Forgets what the channel had in flight: transmissions complete (their
- * frames were delivered or the peer is gone), delivered slots count as
- * read. Posted receive buffers stay: they are good for the next binding. */
+static uint16_t rx_mark(struct net_port *port)
+{
+	return port_dev(port)->vd.vq[VIRTIO_NET_RXQ(0)].used_idx;
+}
+
+/* A binding starts or ends: its frames so far are counted, and the next
+ * binding's rings (fresh shared memory) start from zero. */
 static void channel_reset(struct net_port *port, unsigned c)
 {
 	struct virtio_net_dev *n = port_dev(port);
-	struct zc_chan *z = &n->chan[c];
-	struct virtqueue *vq = chan_txq(n, c);
-	bool pushed = false;
-	for (unsigned s = 0; s < FERRY_ZC_SLOTS; s++) {
-		if (z->tx_head[s] != NO_HEAD) {
-			vq_push(vq, z->tx_head[s], 0);
-			z->tx_head[s] = NO_HEAD;
-			pushed = true;
-		}
-		z->rx_delivered[s] = 0;
-	}
-	z->tx_inflight = z->rx_out = 0;
-	z->waiting_for_peer = false;
-	z->last_progress_ns = clock_ns();
-	if (pushed)
-		virtio_queue_interrupt(&n->vd, vq);
+	if (port->chan[c].state != FERRY_ZC_UNBOUND)
+		account(n, c);
+	memset(&n->chan[c], 0, sizeof(n->chan[c]));
+	n->chan[c].last_progress_ns = clock_ns();
 }
 
-/* Slots the driver gave back (completing its peer's frames, and letting
- * the peer send more), then this side's frames. */
+/* Periodic: count frames, and finish unbinding a drained channel. */
 static bool channel_service(struct net_port *port, unsigned c)
 {
 	struct virtio_net_dev *n = port_dev(port);
-	unsigned moved = 0, pc;
-	if (vq_pending(chan_rxq(n, c))) {
-		struct net_port *peer = net_channel_peer(port, c, &pc);
-		moved += take_rx_buffers(n, c);
-		if (peer)
-			moved += process_chan_tx(port_dev(peer), pc);
-	}
-	if (vq_pending(chan_txq(n, c)))
-		moved += process_chan_tx(n, c);
-	return moved > 0;
+	if (port->chan[c].state == FERRY_ZC_UNBOUND)
+		return false;
+	account(n, c);
+	if (port->chan[c].state == FERRY_ZC_DRAINING)
+		net_channel_drained(port, c);
+	return false;
 }
 
+/* Held up: our ring is full, and the peer has consumed nothing for stall_ns. */
 static bool channel_stalled(struct net_port *port, unsigned c, uint64_t now, uint64_t stall_ns)
 {
 	struct virtio_net_dev *n = port_dev(port);
 	struct zc_chan *z = &n->chan[c];
-	/* Held up: every slot in flight, or the next frame waits for the
-	 * peer to give its slot back. */
-	bool held = z->tx_inflight >= FERRY_ZC_SLOTS || (z->waiting_for_peer && vq_pending(chan_txq(n, c)));
-	return held && now - z->last_progress_ns > stall_ns;
+	uint32_t cons = load32(&peer_ring(n, c)->cons), prod = load32(&my_ring(n, c)->prod);
+	if (cons != z->peer_cons) {
+		z->peer_cons = cons;
+		z->last_progress_ns = now;
+	}
+	bool stalled = prod - cons >= FERRY_ZC_RING_SLOTS && now - z->last_progress_ns > stall_ns;
+	if (stalled) {
+		volatile struct ferry_zc_ring *m = my_ring(n, c), *p = peer_ring(n, c);
+		log_debug(port->name, "net: channel %u: ours prod %u cons %u wake %u/%u closed %u; peer's prod %u cons %u "
+			  "wake %u/%u closed %u", c, load32(&m->prod), load32(&m->cons), load32(&m->wake_rx),
+			  load32(&m->wake_tx), load32(&m->closed), load32(&p->prod), load32(&p->cons), load32(&p->wake_rx),
+			  load32(&p->wake_tx), load32(&p->closed));
+	}
+	return stalled;
 }
 
-static void channel_notify(struct net_port *port, unsigned c, bool kick)
+/* A doorbell on channel c: the peer sleeps waiting for what we just
+ * published (or for room we just made): its interrupt. */
+static void ring_peer(struct virtio_net_dev *n, unsigned c)
 {
-	vq_set_no_notify(chan_txq(port_dev(port), c), !kick);
+	unsigned pc;
+	struct net_port *peer = net_channel_peer(&n->port, c, &pc);
+	if (!peer) {
+		atomic_fetch_add(&n->doorbells_unbound, 1); /* a race with unbinding, or a confused driver */
+		return;
+	}
+	struct virtio_net_dev *p = port_dev(peer);
+	atomic_fetch_add(&n->doorbells, 1);
+	if (p->vd.transport && peer->up)
+		virtio_pci_signal_queue(p->vd.transport, &p->vd.vq[FERRY_ZC_DOORBELL_QUEUE + pc]);
 }
 
 static const struct net_port_ops port_ops = {
@@ -431,7 +312,7 @@ static const struct net_port_ops port_ops = {
 	.channel_reset = channel_reset,
 	.channel_service = channel_service,
 	.channel_stalled = channel_stalled,
-	.channel_notify = channel_notify,
+	.rx_mark = rx_mark,
 };
 
 /* --- the virtio device ------------------------------------------------------- */
@@ -439,11 +320,10 @@ static const struct net_port_ops port_ops = {
 static void net_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
 {
 	struct virtio_net_dev *n = to_net(vd);
-	if (vq->index == VIRTIO_NET_TXQ(0)) {
+	if (vq->index == VIRTIO_NET_TXQ(0))
 		process_tx0(n);
-	} else if (is_zc_queue(vq->index) && n->port.zc) {
-		channel_service(&n->port, queue_channel(vq->index));
-	}
+	else if (is_doorbell(vq->index) && n->port.zc)
+		ring_peer(n, vq->index - FERRY_ZC_DOORBELL_QUEUE);
 	/* A kick of receive queue 0 needs nothing: buffers are taken as
 	 * frames arrive. */
 }
@@ -452,13 +332,7 @@ static void net_activate(struct virtio_device *vd)
 {
 	struct virtio_net_dev *n = to_net(vd);
 	n->port.zc = n->zc_offered && virtio_has_feature(vd, VIRTIO_NET_F_FERRY_ZC);
-	for (unsigned c = 0; n->port.zc && c < FERRY_ZC_CHANNELS; c++) {
-		memset(n->chan[c].tx_head, 0xff, sizeof(n->chan[c].tx_head));
-		memset(n->chan[c].rx_head, 0xff, sizeof(n->chan[c].rx_head));
-		/* Slots given back are collected when a sender needs them (or by
-		 * the switch's poll): a kick for them would only cost the guest. */
-		vq_set_no_notify(chan_rxq(n, c), true);
-	}
+	memset(n->chan, 0, sizeof(n->chan));
 	net_port_set_up(&n->port, true);
 }
 
@@ -467,11 +341,11 @@ static void net_reset(struct virtio_device *vd)
 	struct virtio_net_dev *n = to_net(vd);
 	net_port_set_up(&n->port, false); /* unbinds every channel */
 	n->port.zc = false;
-	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
-		memset(&n->chan[c], 0, sizeof(n->chan[c]));
-		memset(n->chan[c].tx_head, 0xff, sizeof(n->chan[c].tx_head));
-		memset(n->chan[c].rx_head, 0xff, sizeof(n->chan[c].rx_head));
-	}
+	memset(n->chan, 0, sizeof(n->chan));
+	/* The next driver starts from zeroed rings, with nothing left unread. */
+	if (n->zc_memfd >= 0 &&
+	    fallocate(n->zc_memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)FERRY_ZC_BAR_SIZE) < 0)
+		device_reject(&vd->dev, "cannot clear the zero-copy window: %s", strerror(errno));
 }
 
 static void net_config_write(struct virtio_device *vd, uint32_t off, const void *data, uint32_t len)
@@ -491,6 +365,8 @@ static void net_counters_json_dev(struct virtio_device *vd, cJSON *o)
 	cJSON_AddBoolToObject(o, "zero_copy_driver", n->port.zc);
 	net_counters_json(&n->port.ctr, o);
 	cJSON_AddNumberToObject(o, "writes_to_receive_areas", (double)atomic_load(&n->ro_guard.ctr.rejected));
+	cJSON_AddNumberToObject(o, "doorbells", (double)atomic_load(&n->doorbells));
+	cJSON_AddNumberToObject(o, "doorbells_unbound", (double)atomic_load(&n->doorbells_unbound));
 }
 
 static void ro_guard_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
@@ -563,6 +439,8 @@ static void free_window(struct virtio_net_dev *n)
 {
 	if (n->zc_hva)
 		munmap(n->zc_hva, FERRY_ZC_BAR_SIZE);
+	if (n->zc_private)
+		munmap(n->zc_private, FERRY_ZC_BAR_SIZE);
 	if (n->zc_memfd >= 0)
 		close(n->zc_memfd);
 }
@@ -585,16 +463,16 @@ static void net_destroy(struct virtio_device *vd)
 
 #define NET_OPS(zc)                                                                              \
 	{                                                                                        \
-		.type = VIRTIO_ID_NET, .num_queues = (zc) ? 2 + 2 * FERRY_ZC_CHANNELS : 2,       \
+		.type = VIRTIO_ID_NET, .num_queues = (zc) ? 2 + FERRY_ZC_CHANNELS : 2,           \
 		.queue_size = NET_QUEUE_SIZE,                                                    \
 		.features = NET_FEATURES | ((zc) ? 1ull << VIRTIO_NET_F_FERRY_ZC : 0),           \
 		.config_size = (zc) ? sizeof(struct ferry_net_config) : sizeof(struct virtio_net_config), \
 		.config_write = net_config_write, .queue_notify = net_queue_notify,              \
 		.activate = net_activate, .reset = net_reset, .counters_json = net_counters_json_dev, \
 		.destroy = net_destroy, .pci_setup = net_pci_setup, .bar_mapped = net_bar_mapped, \
-		/* Channel queues: served on the vCPU that kicks, no hop to the  \
-		 * event loop (which spinning guests would have to yield to). */ \
-		.sync_notify = (zc) ? 0x3fffcu : 0,                                              \
+		/* Doorbells: not rings, and served on the vCPU that rings them \
+		 * (no hop to an event loop that spinning guests delay). */      \
+		.sync_notify = (zc) ? 0x3fcu : 0, .doorbell_queues = (zc) ? 0x3fcu : 0,          \
 	}
 
 static const struct virtio_device_ops net_ops = NET_OPS(false);
@@ -644,6 +522,14 @@ int virtio_net_window_create(struct vm *vm, unsigned index, const struct nic_con
 		return -1;
 	}
 	n->zc_hva = hva;
+	/* A second view of the private memory, which the window shows only
+	 * while no channel is bound over it. */
+	hva = mmap(NULL, FERRY_ZC_BAR_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, n->zc_memfd, 0);
+	if (hva == MAP_FAILED) {
+		snprintf(err, errlen, "virtio-net: cannot map its zero-copy memory: %s", strerror(errno));
+		return -1;
+	}
+	n->zc_private = hva;
 	n->zc_gpa = vm_window_gpa(vm, FERRY_ZC_BAR_SIZE);
 	uint64_t half = FERRY_ZC_BAR_SIZE / 2;
 	n->region[0] = gm_add_foreign(&vm->mem, "net-zc-tx", n->zc_gpa, half, n->zc_hva, false, err, errlen);
@@ -691,7 +577,7 @@ int virtio_net_create(struct vm *vm, unsigned index, char *err, size_t errlen)
 	c->max_virtqueue_pairs = 1;
 	c->mtu = (uint16_t)(n->sw->mtu > 65535 ? 65535 : n->sw->mtu);
 	n->cfg.zc.channels = FERRY_ZC_CHANNELS;
-	n->cfg.zc.slots = FERRY_ZC_SLOTS;
+	n->cfg.zc.slots = FERRY_ZC_RING_SLOTS;
 	n->cfg.zc.slot_size = FERRY_ZC_SLOT_SIZE;
 
 	struct net_port *p = &n->port;
@@ -702,6 +588,7 @@ int virtio_net_create(struct vm *vm, unsigned index, char *err, size_t errlen)
 	p->dev = n;
 	p->vm_stopping = &vm->stopping;
 	p->zc_hva = n->zc_hva;
+	p->zc_private = n->zc_private;
 	p->zc_memfd = n->zc_memfd;
 
 	snprintf(n->ro_guard.name, sizeof(n->ro_guard.name), "net-receive-areas");

@@ -90,7 +90,8 @@ static void queue_kicked(struct virtio_pci *vp, struct virtqueue *vq)
 {
 	struct virtio_device *vd = vp->vd;
 	atomic_fetch_add(&vd->notifications, 1);
-	if (!vq->enabled || !(vd->status & VIRTIO_STATUS_DRIVER_OK))
+	bool doorbell = vd->vops->doorbell_queues & (1u << vq->index);
+	if ((!vq->enabled && !doorbell) || !(vd->status & VIRTIO_STATUS_DRIVER_OK))
 		return;
 	vd->vops->queue_notify(vd, vq);
 	if (vq->broken)

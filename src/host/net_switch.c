@@ -19,10 +19,10 @@
 #define ETH_HLEN 14
 #define TAP_BURST 64            /* frames read from the TAP per wake-up */
 #define TAP_FRAME_MAX 65536
-#define TICK_NS (20 * 1000000ull)   /* stall checks, and the timer's pace when idle */
-#define POLL_NS (50 * 1000ull)      /* channels polled this often while they carry traffic */
-#define IDLE_NS (2 * 1000000ull)    /* and this long without traffic: drivers kick again */
-#define STALL_NS (250 * 1000000ull) /* a receiver that reads nothing this long loses its channel */
+#define TICK_NS (20 * 1000000ull)   /* counting, draining and stall checks */
+#define DRAIN_NS (1000 * 1000000ull) /* a channel not drained by then is unbound anyway */
+#define STALL_NS (500 * 1000000ull) /* a receiver that reads nothing this long loses its channel */
+#define LEFTOVER_NS (1000 * 1000000ull) /* what an unbound channel's driver has to read its last frames */
 
 static const char *const drop_names[NET_DROP_MAX] = {
 	[NET_DROP_RUNT] = "runt", [NET_DROP_OVERSIZE] = "oversize", [NET_DROP_SPOOFED] = "spoofed_source",
@@ -100,6 +100,22 @@ static int map_private(struct net_port *p, unsigned c)
 	return a < 0 || b < 0 ? -1 : 0;
 }
 
+/* One area of p's window back on private memory, with the contents it has. */
+static int to_private(struct net_port *p, uint64_t off)
+{
+	memcpy(p->zc_private + off, p->zc_hva + off, FERRY_ZC_AREA_SIZE);
+	atomic_fetch_add(&p->ctr.remaps, 1);
+	return map_at(p->zc_hva + off, p->zc_memfd, off);
+}
+
+/* Tells p's driver where the unread frames of its (now private) receive
+ * area stand among the frames of the copy path (FERRY_ZC_MARK_VALID). */
+static void mark_unread(struct net_port *p, unsigned c)
+{
+	struct ferry_zc_ring *r = (struct ferry_zc_ring *)(p->zc_private + rx_off(c));
+	__atomic_store_n(&r->unbound_mark, FERRY_ZC_MARK_VALID | p->ops->rx_mark(p), __ATOMIC_RELEASE);
+}
+
 static uint32_t area_alloc(struct net_switch *sw)
 {
 	for (uint32_t i = 0; i < sw->pool_areas; i++)
@@ -143,17 +159,28 @@ static void unbind_now(struct net_port *p, unsigned c)
 	if (ch->state == FERRY_ZC_UNBOUND || !q)
 		return;
 	uint32_t a0 = ch->area[0], a1 = ch->area[1];
-	bool ok = map_private(p, c) == 0 && map_private(q, d) == 0;
+	/* The devices count the rings' last frames while they are still mapped. */
+	p->ops->channel_reset(p, c);
+	q->ops->channel_reset(q, d);
+	/* Each area goes back to private memory holding the shared memory's
+	 * contents, so a driver reads the same rings, their unread frames
+	 * included, until it learns of the unbinding. Transmit areas first:
+	 * what a sender wrote before its area went private is then in the
+	 * copy its receiver gets. */
+	bool ok = to_private(p, tx_off(c)) == 0 && to_private(q, tx_off(d)) == 0 &&
+		  to_private(p, rx_off(c)) == 0 && to_private(q, rx_off(d)) == 0;
 	if (!ok) {
 		/* The old mappings stay: still shared between exactly these two,
 		 * which is what they had agreed to; count it and keep the areas. */
 		sw->map_failures++;
 		log_error(p->name, "net: cannot map channel %u back to private memory: %s", c, strerror(errno));
+	} else {
+		mark_unread(p, c);
+		mark_unread(q, d);
 	}
 	set_channel(p, c, FERRY_ZC_UNBOUND, NULL, 0);
 	set_channel(q, d, FERRY_ZC_UNBOUND, NULL, 0);
-	p->ops->channel_reset(p, c);
-	q->ops->channel_reset(q, d);
+	p->chan[c].unbound_ns = q->chan[d].unbound_ns = clock_ns();
 	if (ok) {
 		area_free(sw, a0);
 		area_free(sw, a1);
@@ -165,6 +192,10 @@ static void unbind_now(struct net_port *p, unsigned c)
 	log_debug(p->name, "net: channel %u to %s unbound", c, q->name);
 }
 
+/* Unbinding is a handshake: the channel goes DRAINING, each driver closes
+ * its side after its last frame, and once both rings are read the areas go
+ * back to private memory (net_channel_drained, or the tick). Forced: at
+ * once, whatever is in flight (the peer is gone or stuck). */
 static void unbind(struct net_port *p, unsigned c, bool force)
 {
 	struct net_channel *ch = &p->chan[c];
@@ -172,15 +203,14 @@ static void unbind(struct net_port *p, unsigned c, bool force)
 	if (ch->state == FERRY_ZC_UNBOUND || !q)
 		return;
 	unsigned d = ch->peer_chan;
-	if (force || (p->ops->channel_idle(p, c) && q->ops->channel_idle(q, d))) {
+	if (force) {
 		unbind_now(p, c);
 		return;
 	}
-	/* Frames are in flight: stop new ones, and finish when both sides
-	 * have drained (net_channel_drained). */
 	if (ch->state == FERRY_ZC_BOUND) {
 		ch->state = FERRY_ZC_DRAINING;
 		q->chan[d].state = FERRY_ZC_DRAINING;
+		ch->drain_since_ns = q->chan[d].drain_since_ns = clock_ns();
 		p->ops->channels_changed(p);
 		q->ops->channels_changed(q);
 	}
@@ -200,10 +230,14 @@ void net_channel_drained(struct net_port *p, unsigned c)
 		unbind_now(p, c);
 }
 
+/* An unbound channel whose driver has read the frames left in it (or has
+ * had LEFTOVER_NS to): binding it again replaces that memory. */
 static int free_channel(struct net_port *p)
 {
+	uint64_t now = clock_ns();
 	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
-		if (p->chan[c].state == FERRY_ZC_UNBOUND && p->ops->channel_idle(p, c))
+		if (p->chan[c].state == FERRY_ZC_UNBOUND &&
+		    (p->ops->channel_idle(p, c) || now - p->chan[c].unbound_ns > LEFTOVER_NS))
 			return (int)c;
 	return -1;
 }
@@ -252,12 +286,12 @@ static bool bind(struct net_port *p, struct net_port *q)
 	q->ops->channel_reset(q, (unsigned)d);
 	set_channel(p, (unsigned)c, FERRY_ZC_BOUND, q, (unsigned)d);
 	set_channel(q, (unsigned)d, FERRY_ZC_BOUND, p, (unsigned)c);
+	p->chan[c].epoch++;
+	q->chan[d].epoch++;
 	p->chan[c].area[0] = a0;
 	p->chan[c].area[1] = a1;
 	q->chan[d].area[0] = a1;
 	q->chan[d].area[1] = a0;
-	p->ops->channel_notify(p, (unsigned)c, !sw->polling);
-	q->ops->channel_notify(q, (unsigned)d, !sw->polling);
 	p->ops->channels_changed(p);
 	q->ops->channels_changed(q);
 	log_debug(p->name, "net: cross-talk with %s: channel %d bound to its channel %d", q->name, c, d);
@@ -398,36 +432,15 @@ static void tap_ready(void *arg, uint32_t events)
 	pthread_mutex_unlock(&sw->lock);
 }
 
-static void set_polling(struct net_switch *sw, bool on)
+static void service_all(struct net_switch *sw)
 {
-	sw->polling = on;
 	for (unsigned i = 0; i < sw->nr_ports; i++) {
 		struct net_port *p = sw->port[i];
 		if (p && p->zc)
 			for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
-				p->ops->channel_notify(p, c, !on);
+				if (p->chan[c].state != FERRY_ZC_UNBOUND)
+					p->ops->channel_service(p, c);
 	}
-	if (evl_timer_set(sw->timer, on ? POLL_NS : TICK_NS) < 0 && log_limit_ok(&sw->log))
-		log_error(sw->name, "net: cannot set the channel timer: %s", strerror(errno));
-}
-
-void net_switch_traffic(struct net_switch *sw)
-{
-	sw->last_traffic_ns = clock_ns();
-	if (!sw->polling && sw->timer)
-		set_polling(sw, true);
-}
-
-static bool service_all(struct net_switch *sw)
-{
-	bool moved = false;
-	for (unsigned i = 0; i < sw->nr_ports; i++) {
-		struct net_port *p = sw->port[i];
-		if (p && p->zc)
-			for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
-				moved |= p->ops->channel_service(p, c);
-	}
-	return moved;
 }
 
 /* A peer that stops reading while its sender waits for it must not hold the
@@ -446,6 +459,12 @@ static void check_stalls(struct net_switch *sw, uint64_t now)
 			continue;
 		}
 		for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
+			if (p->chan[c].state == FERRY_ZC_DRAINING && now - p->chan[c].drain_since_ns > DRAIN_NS) {
+				atomic_fetch_add(&p->ctr.stalls, 1);
+				log_warn(p->name, "net: channel %u to %s did not drain; unbound", c, p->chan[c].peer->name);
+				unbind(p, c, true);
+				continue;
+			}
 			if (p->chan[c].state == FERRY_ZC_UNBOUND || !p->ops->channel_stalled(p, c, now, STALL_NS))
 				continue;
 			atomic_fetch_add(&p->ctr.stalls, 1);
@@ -456,27 +475,15 @@ static void check_stalls(struct net_switch *sw, uint64_t now)
 	}
 }
 
-/* The network's timer: every POLL_NS while channels carry traffic (moving
- * their frames, so that drivers need not kick), every TICK_NS otherwise.
- * After IDLE_NS without traffic drivers are asked to kick again, and the
- * channels are looked at once more for frames posted meanwhile. */
+/* Every TICK_NS: channels' frames counted, drained ones unbound, stalls. */
 static void tick(void *arg, uint32_t events)
 {
 	struct net_switch *sw = arg;
 	(void)events;
 	pthread_mutex_lock(&sw->lock);
 	uint64_t now = clock_ns();
-	if (service_all(sw))
-		sw->last_traffic_ns = now;
-	if (sw->polling && now - sw->last_traffic_ns > IDLE_NS) {
-		set_polling(sw, false);
-		if (service_all(sw))
-			net_switch_traffic(sw);
-	}
-	if (now - sw->last_stall_check_ns >= TICK_NS) {
-		sw->last_stall_check_ns = now;
-		check_stalls(sw, now);
-	}
+	service_all(sw);
+	check_stalls(sw, now);
 	pthread_mutex_unlock(&sw->lock);
 }
 

@@ -75,21 +75,23 @@ struct net_port_ops {
 	/* Channel c's binding ends (or starts): what it had in flight is
 	 * forgotten (transmissions complete). */
 	void (*channel_reset)(struct net_port *p, unsigned c);
-	/* Moves what the driver posted on channel c (frames, slots given
-	 * back) without waiting for a kick; true if anything moved. */
+	/* Periodic, for a channel that is not unbound: count its frames,
+	 * finish a drained unbinding. */
 	bool (*channel_service)(struct net_port *p, unsigned c);
-	/* Whether channel c's sender is held up by its peer (every slot in
-	 * flight, or the next frame's slot not given back) with no progress
-	 * for stall_ns. */
+	/* Whether channel c's sender is held up by its peer (its ring full)
+	 * with no progress for stall_ns. */
 	bool (*channel_stalled)(struct net_port *p, unsigned c, uint64_t now_ns, uint64_t stall_ns);
-	/* Whether the driver should kick channel c's transmit queue (false
-	 * while the switch polls it). */
-	void (*channel_notify)(struct net_port *p, unsigned c, bool kick);
+	/* The used index of receive queue 0 now: where a channel's unread
+	 * frames belong among the frames of the copy path. */
+	uint16_t (*rx_mark)(struct net_port *p);
 };
 
 /* A channel of a NIC, as the switch sees it. */
 struct net_channel {
 	uint8_t state;               /* FERRY_ZC_* */
+	uint8_t epoch;               /* counts bindings, for the driver */
+	uint64_t drain_since_ns;
+	uint64_t unbound_ns;         /* when the last binding ended */
 	struct net_port *peer;
 	unsigned peer_chan;
 	uint32_t area[2];            /* shared areas: [0] this port's transmit, [1] its receive */
@@ -111,6 +113,7 @@ struct net_port {
 	 * laid out like the window. */
 	uint8_t *zc_hva;
 	int zc_memfd;
+	uint8_t *zc_private;         /* ferry's own view of that private memory */
 	struct net_channel chan[FERRY_ZC_CHANNELS];
 	struct net_counters ctr;
 	struct log_limit log;
@@ -126,10 +129,7 @@ struct net_switch {
 	/* The external port. */
 	struct tap *tap;
 	struct evl_handler *tap_handler, *timer;
-	/* Channels are polled, not kicked, while they carry traffic: a kick
-	 * costs a guest far more than a poll costs ferry. */
-	bool polling;
-	uint64_t last_traffic_ns, last_stall_check_ns;
+	uint64_t last_stall_check_ns;
 	struct eventloop *evl;
 	struct net_counters tap_ctr;
 	/* Shared memory for bound channels: areas of FERRY_ZC_AREA_SIZE in
@@ -168,10 +168,6 @@ void net_port_set_up(struct net_port *p, bool up);
 /* Unbinds every channel of the port (the control socket's "unbind", tests
  * of the switch-over). Lock held. Returns how many were bound. */
 unsigned net_port_unbind_all(struct net_port *p);
-/* A driver kicked a channel: poll the network's channels from now on, until
- * they go quiet. Lock held. */
-void net_switch_traffic(struct net_switch *sw);
-
 /* Unbinds one channel at once (its rules were broken). Lock held. */
 void net_channel_unbind(struct net_port *p, unsigned c);
 /* A draining channel whose queues went idle: finish unbinding it. */

@@ -96,6 +96,7 @@ struct vm {
 	unsigned pause_requests;
 	unsigned paused_vcpus;
 	unsigned running_vcpus;       /* threads started and not yet ended */
+	bool user_paused;             /* paused through the control socket (its thread only) */
 
 	/* Device memory windows (BARs backed by memory, registered with KVM
 	 * before the PCI bus exists) are placed from here up, in the 64-bit

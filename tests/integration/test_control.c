@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -200,6 +201,63 @@ static void bad_requests_are_answered(void **state)
 	free(sock);
 }
 
+static long file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static const char *vm_state(int fd)
+{
+	static char state[32];
+	cJSON *ans = control_call(fd, "{\"cmd\": \"status\"}");
+	cJSON *vm = ans ? cJSON_GetArrayItem(cJSON_GetObjectItem(ans, "vms"), 0) : NULL;
+	cJSON *st = vm ? cJSON_GetObjectItem(vm, "state") : NULL;
+	snprintf(state, sizeof(state), "%s", cJSON_IsString(st) ? st->valuestring : "?");
+	cJSON_Delete(ans);
+	return state;
+}
+
+static bool call_ok(int fd, const char *req)
+{
+	cJSON *ans = control_call(fd, req);
+	bool ok = ans && answer_ok(ans);
+	cJSON_Delete(ans);
+	return ok;
+}
+
+/* A paused VM runs no guest code (a guest printing all the time prints
+ * nothing), says so in its status, and runs again once resumed; pausing
+ * twice or resuming a running VM is an error. */
+static void pause_and_resume(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *sock = xasprintf("%s/ctl.sock", tmp), *log = xasprintf("%s/vm0.log", tmp);
+	int pid = start_ferry(sock, "app=chatter lines=100000000");
+	int fd = control_connect(sock);
+	assert_true(fd >= 0);
+	assert_string_equal(vm_state(fd), "running");
+	assert_true(call_ok(fd, "{\"cmd\": \"pause\", \"vm\": \"vm0\"}"));
+	assert_string_equal(vm_state(fd), "paused");
+	assert_false(call_ok(fd, "{\"cmd\": \"pause\", \"vm\": \"vm0\"}"));
+	long before = file_size(log);
+	usleep(300000);
+	assert_int_equal(file_size(log), before);
+	assert_true(call_ok(fd, "{\"cmd\": \"resume\", \"vm\": \"vm0\"}"));
+	assert_false(call_ok(fd, "{\"cmd\": \"resume\", \"vm\": \"vm0\"}"));
+	assert_string_equal(vm_state(fd), "running");
+	for (int i = 0; i < 100 && file_size(log) == before; i++)
+		usleep(20000);
+	assert_true(file_size(log) > before);
+	/* Stopping a paused VM works too. */
+	assert_true(call_ok(fd, "{\"cmd\": \"pause\", \"vm\": \"vm0\"}"));
+	close(fd);
+	stop_vm_and_wait(sock, pid);
+	free(sock);
+	free(log);
+}
+
 /* Clients connect and hang up all through start-up, the run and shutdown
  * (the VM powers off on its own while they churn). Under ASan this found a
  * use-after-free in the socket's teardown. */
@@ -230,6 +288,7 @@ int main(void)
 		T(clients_that_hang_up),
 		T(idle_clients_cannot_lock_others_out),
 		T(bad_requests_are_answered),
+		T(pause_and_resume),
 		T(churn_through_start_and_shutdown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
