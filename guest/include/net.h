@@ -175,7 +175,9 @@ struct udp_dgram {
 };
 struct udp_sock;
 /* Opens a socket on port (0: an ephemeral port) with room for `depth`
- * queued datagrams (0: 128). NULL if the port is taken or no memory. */
+ * queued datagrams (0: 128; rounded up to a power of two), the one
+ * udp_recv last returned included. NULL if the port is taken, all 8
+ * sockets are open, or there is no memory. */
 struct udp_sock *udp_open(uint16_t port, unsigned depth);
 void udp_close(struct udp_sock *s);
 uint16_t udp_port(const struct udp_sock *s);
