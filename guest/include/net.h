@@ -14,7 +14,7 @@
  * driver:
  *     net_init()  reads ip=ADDR/PREFIX[,ADDR/PREFIX...] (one per NIC, in PCI
  *                 order; prefix default 24) and net_spin_us=N (how long a
- *                 waiter polls before it halts for an interrupt; default 200).
+ *                 waiter polls before it halts for an interrupt; default 50).
  */
 #ifndef GUEST_NET_H
 #define GUEST_NET_H
