@@ -14,7 +14,7 @@
  * driver:
  *     net_init()  reads ip=ADDR/PREFIX[,ADDR/PREFIX...] (one per NIC, in PCI
  *                 order; prefix default 24) and net_spin_us=N (how long a
- *                 waiter polls before it halts for an interrupt; default 200).
+ *                 waiter polls before it halts for an interrupt; default 50).
  */
 #ifndef GUEST_NET_H
 #define GUEST_NET_H
@@ -177,7 +177,9 @@ struct udp_dgram {
 };
 struct udp_sock;
 /* Opens a socket on port (0: an ephemeral port) with room for `depth`
- * queued datagrams (0: 128). NULL if the port is taken or no memory. */
+ * queued datagrams (0: 128; rounded up to a power of two), the one
+ * udp_recv last returned included. NULL if the port is taken, all 8
+ * sockets are open, or there is no memory. */
 struct udp_sock *udp_open(uint16_t port, unsigned depth);
 void udp_close(struct udp_sock *s);
 uint16_t udp_port(const struct udp_sock *s);

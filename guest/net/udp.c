@@ -187,12 +187,15 @@ bool udp_recv(struct udp_sock *s, struct udp_dgram *d, uint64_t timeout_ns)
 			s->holding = true;
 			return true;
 		}
-		if (net_poll())
+		/* Frames for others must not keep us past the timeout. */
+		bool polled = net_poll() > 0;
+		if (s->head != s->tail)
 			continue;
 		spent = time_ns() - start;
 		if (spent >= timeout_ns)
 			return false;
-		net_wait(timeout_ns == TIMEOUT_NEVER ? TIMEOUT_NEVER : timeout_ns - spent);
+		if (!polled)
+			net_wait(timeout_ns == TIMEOUT_NEVER ? TIMEOUT_NEVER : timeout_ns - spent);
 	}
 }
 

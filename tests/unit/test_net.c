@@ -120,9 +120,23 @@ static void fake_tx_cancel(struct netif *ifc, void *frame)
 	release_tx(frame);
 }
 
+static uint32_t udp_frame(uint8_t *f, uint16_t sport, uint16_t dport, const void *data, uint32_t len);
+static void inject(const void *data, uint32_t len);
+/* An endless stream of datagrams to port 8, one every 100 us, until
+ * flood_until (then the stack is not minding its timeout: fail). */
+static bool flood;
+static uint64_t flood_until;
+
 static void *fake_rx_get(struct netif *ifc, uint32_t *len)
 {
 	(void)ifc;
+	if (flood && rx_head == rx_tail) {
+		uint8_t f[64];
+		if (now_ns > flood_until)
+			fail_msg("still receiving long after the timeout");
+		now_ns += 100000;
+		inject(f, udp_frame(f, 1, 8, "", 0));
+	}
 	if (rx_head == rx_tail)
 		return NULL;
 	*len = rxq[rx_head % MAX_FRAMES].len;
@@ -201,6 +215,7 @@ static int setup(void **state)
 	q_head = q_tail = 0;
 	now_ns = 1000000000ull;
 	on_wait = NULL;
+	flood = false;
 	rx_head = rx_tail = 0;
 	flushes = 0;
 	memset(txbuf_used, 0, sizeof(txbuf_used));
@@ -770,6 +785,15 @@ static void udp_delivers_and_checks(void **state)
 	assert_true(udp_recv(s, &d, 0));
 	assert_true(udp_recv(s, &d, 0));
 	assert_false(udp_recv(s, &d, 1000000));
+
+	/* An endless stream of frames for another port does not hold a
+	 * receiver past its timeout. */
+	uint64_t t0 = now_ns;
+	flood = true;
+	flood_until = t0 + 1000000000ull;
+	assert_false(udp_recv(s, &d, 5000000));
+	flood = false;
+	assert_true(now_ns - t0 >= 5000000);
 	udp_close(s);
 }
 
