@@ -25,6 +25,10 @@
 /* The message-queue page window (BAR 2 of the msgq device) starts here;
  * ferry registers it with KVM before the PCI bus exists. */
 #define FERRY_MSGQ_WINDOW_GPA  FERRY_PCI_MMIO64_GPA
+/* A static link's shared memory (BAR 2 of the ivshmem device), also
+ * registered before the PCI bus exists: above the largest message window
+ * (2 x 65536 slots of 2 MiB, 256 GiB), aligned for the largest link. */
+#define FERRY_IVSHMEM_GPA      0xc000000000ull  /* 768 GiB */
 
 #define FERRY_IOAPIC_GPA       0xfec00000ull
 #define FERRY_LAPIC_GPA        0xfee00000ull

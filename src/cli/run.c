@@ -16,6 +16,7 @@
 #include "cli/cli.h"
 #include "devices/msgq.h"
 #include "host/cpu_scheduler.h"
+#include "host/link.h"
 #include "host/mem_scheduler.h"
 #include "vmm/clock.h"
 #include "vmm/config.h"
@@ -302,7 +303,7 @@ int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	vmm.cfg = &cfg;
-	if (msgq_setup(&vmm, &cfg, err, sizeof(err)) < 0) {
+	if (msgq_setup(&vmm, &cfg, err, sizeof(err)) < 0 || link_service_create(&cfg, &vmm.links, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ferry run: %s\n", err);
 		vmm_destroy(&vmm);
 		config_free(&cfg);

@@ -11,6 +11,7 @@
 #include "devices/cpu_reserve.h"
 #include "devices/debug_exit.h"
 #include "devices/device.h"
+#include "devices/ivshmem.h"
 #include "devices/msgq.h"
 #include "devices/pci.h"
 #include "devices/serial.h"
@@ -95,7 +96,9 @@ int vm_add_exit_hook(struct vm *vm, void (*fn)(void *arg), void *arg)
 static int add_device_memory(struct vm *vm, char *err, size_t errlen)
 {
 	const struct device_config *mq = config_find_device(vm->cfg, DEV_MSGQ);
-	return mq ? msgq_window_create(vm, mq, err, errlen) : 0;
+	if (mq && msgq_window_create(vm, mq, err, errlen) < 0)
+		return -1;
+	return ivshmem_memory_create(vm, err, errlen);
 }
 
 static int add_devices(struct vm *vm, const char *log_dir, bool console, char *err, size_t errlen)
@@ -131,7 +134,8 @@ static int add_devices(struct vm *vm, const char *log_dir, bool console, char *e
 			break;
 		}
 	}
-	return 0;
+	/* A VM in a link (config "links", or an "shm" network) gets its end. */
+	return ivshmem_create(vm, err, errlen);
 }
 
 static int load_kernel(struct vm *vm, char *err, size_t errlen)
@@ -166,6 +170,7 @@ struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
 	vm->kvm = &vmm->kvm;
 	vm->evl = vmm->evl;
 	vm->fd = -1;
+	vm->ivshmem_region = -1;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	bus_init(&vm->pio, "pio");

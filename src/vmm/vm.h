@@ -69,6 +69,7 @@ struct vm {
 	struct msgq_dev *msgq;        /* the message queue, if configured */
 	struct balloon *balloon;      /* the balloon, if configured */
 	struct cpu_reserve *cpu_reserve; /* vCPU parking, if configured */
+	int ivshmem_region;           /* memory region of its link's shared memory, or -1 */
 	/* Run on a vCPU thread after each exit to ferry: work that waits for
 	 * the VM's "next natural exit" (deferred message sends). */
 	struct {

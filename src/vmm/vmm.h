@@ -10,6 +10,7 @@
 
 struct eventloop;
 struct msgq_switch;
+struct link_service;
 struct ferry_config;
 
 struct vmm {
@@ -17,6 +18,7 @@ struct vmm {
 	struct eventloop *evl;
 	const struct ferry_config *cfg;  /* the whole run, for devices that span VMs */
 	struct msgq_switch *msgq;        /* message switch, if any VM has a msgq */
+	struct link_service *links;      /* shared-memory links, if the config has any */
 	pthread_mutex_t lock;
 	pthread_cond_t vm_stopped;  /* signalled whenever a VM stops */
 	/* The host CPUs ferry may run on, read once at start-up: sandboxed
