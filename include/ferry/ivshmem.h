@@ -4,6 +4,8 @@
 #ifndef FERRY_IVSHMEM_H
 #define FERRY_IVSHMEM_H
 
+#include <stdint.h>
+
 #define IVSHMEM_PCI_VENDOR   0x1af4
 #define IVSHMEM_PCI_DEVICE   0x1110
 #define IVSHMEM_PCI_CLASS    0x050000   /* memory controller: RAM */
