@@ -2,10 +2,14 @@
  * (the protocol is described in include/ivshmem.h). */
 #include "ivshmem.h"
 
+#include <ferry/ivshmem.h>
+
+#include "interrupt.h"
 #include "kernel.h"
 #include "kstring.h"
 #include "paging.h"
 #include "pci.h"
+#include "smp.h"
 #include "timer.h"
 #include "x86.h"
 
@@ -16,6 +20,12 @@
 static int state;                /* 0: not probed, 1: present, -1: absent */
 static uint8_t *base;
 static uint64_t size;
+static struct pci_dev *dev;
+static uintptr_t regs;           /* BAR 0, mapped; 0 if the device has none */
+static int position = -1;
+#define MAX_VECTORS 16
+static unsigned nr_vectors;
+static uint64_t irqs[MAX_VECTORS];
 
 static int probe(void)
 {
@@ -38,7 +48,14 @@ static int probe(void)
 	}
 	base = (uint8_t *)(uintptr_t)bar->addr;
 	size = bar->size;
-	pr_info("ivshmem: %lu MiB of shared memory at %#lx\n", (unsigned long)(size / MiB), (unsigned long)bar->addr);
+	dev = d;
+	struct pci_bar *rb = &d->bar[IVSHMEM_REG_BAR];
+	if (!rb->io && rb->size >= IVSHMEM_REG_SIZE)
+		regs = pci_map_bar(d, IVSHMEM_REG_BAR);
+	if (regs)
+		position = (int)mmio_read32(regs + IVSHMEM_IV_POSITION);
+	pr_info("ivshmem: %lu MiB of shared memory at %#lx, position %d\n", (unsigned long)(size / MiB),
+		(unsigned long)bar->addr, position);
 	return 0;
 }
 
@@ -57,6 +74,62 @@ uint8_t *ivshmem_base(void)
 uint64_t ivshmem_size(void)
 {
 	return state == 1 ? size : 0;
+}
+
+int ivshmem_position(void)
+{
+	return state == 1 ? position : -1;
+}
+
+static void vector_interrupt(void *arg)
+{
+	__atomic_add_fetch(&irqs[(uintptr_t)arg], 1, __ATOMIC_RELAXED);
+}
+
+int ivshmem_irq_init(void)
+{
+	if (ivshmem_open() < 0)
+		return -1;
+	if (nr_vectors)
+		return (int)nr_vectors;
+	int entries = pci_msix_init(dev);
+	if (entries < 1)
+		return -1;
+	unsigned n = entries < MAX_VECTORS ? (unsigned)entries : MAX_VECTORS;
+	for (unsigned i = 0; i < n; i++) {
+		int vector = irq_alloc_vector(vector_interrupt, (void *)(uintptr_t)i);
+		if (vector < 0 || pci_msix_route(dev, i, (uint8_t)vector, this_cpu()->apic_id) < 0) {
+			kprintf("ivshmem: no interrupt vector for MSI-X entry %u\n", i);
+			return -1;
+		}
+	}
+	pci_msix_unmask_function(dev);
+	nr_vectors = n;
+	return (int)n;
+}
+
+uint64_t ivshmem_irq_count(unsigned vector)
+{
+	return vector < MAX_VECTORS ? __atomic_load_n(&irqs[vector], __ATOMIC_RELAXED) : 0;
+}
+
+int ivshmem_doorbell(uint16_t peer, uint16_t vector)
+{
+	if (ivshmem_open() < 0 || !regs)
+		return -1;
+	mmio_write32(regs + IVSHMEM_DOORBELL, IVSHMEM_DOORBELL_VALUE(peer, vector));
+	return 0;
+}
+
+uint32_t ivshmem_reg_read(unsigned off)
+{
+	return ivshmem_open() == 0 && regs && off < IVSHMEM_REG_SIZE ? mmio_read32(regs + off) : 0xffffffffu;
+}
+
+void ivshmem_reg_write(unsigned off, uint32_t val)
+{
+	if (ivshmem_open() == 0 && regs && off < IVSHMEM_REG_SIZE)
+		mmio_write32(regs + off, val);
 }
 
 /* The ring protocol. Fields the other VM writes are read once per use with

@@ -57,8 +57,8 @@
  * access to a page of shared memory costs a fault in the host, and the
  * rings are meant to be measured as they run, not as they are first mapped.
  *
- * There are no interrupts (ivshmem-plain has none) and no exits: everything
- * here is plain loads and stores, run natively in ring 3. Waiting spins,
+ * The rings use no interrupts (ivshmem-plain has none) and no exits:
+ * everything here is plain loads and stores, run natively in ring 3. Waiting spins,
  * then sleeps in short steps. One message at a time on the receive side: a
  * message stays in its slots until released, and must be released before
  * the next receive. Not thread-safe: one CPU uses the rings. */
@@ -79,6 +79,25 @@
 int ivshmem_open(void);
 uint8_t *ivshmem_base(void);
 uint64_t ivshmem_size(void);
+
+/* The registers in BAR 0, where the device has them (ferry's links, QEMU's
+ * ivshmem-doorbell; also ivshmem-plain, where IVPosition reads 0): this
+ * VM's peer id, and doorbells that raise an MSI-X vector in a peer. The ring
+ * transport below uses none of it. */
+/* IVPosition, as read when the device was opened; -1 without registers. */
+int ivshmem_position(void);
+/* Routes every MSI-X vector of the device to this CPU, each to a handler
+ * that counts it. The number of vectors, or -1 (no MSI-X: ivshmem-plain). */
+int ivshmem_irq_init(void);
+/* Interrupts vector `vector` has raised here so far. */
+uint64_t ivshmem_irq_count(unsigned vector);
+/* Rings `vector` of peer `peer` (Doorbell register). 0, or -1 without
+ * registers; the device may drop a doorbell without telling. */
+int ivshmem_doorbell(uint16_t peer, uint16_t vector);
+/* Plain register access (BAR 0 offset), for tests of the device; reads
+ * give all ones without registers. */
+uint32_t ivshmem_reg_read(unsigned off);
+void ivshmem_reg_write(unsigned off, uint32_t val);
 
 /* The ring protocol. */
 #define SHM_RING_MAGIC   0x474e495259525246ull  /* "FRRYRING" */

@@ -1,5 +1,6 @@
 /* PCI enumeration and configuration through ports 0xcf8/0xcfc. Each access is
  * two VM exits, so enumeration reads only what it keeps. */
+#include <ferry/ivshmem.h>
 #include <ferry/layout.h>
 #include <ferry/pci_regs.h>
 #include <ferry/virtio.h>
@@ -177,6 +178,9 @@ static const char *describe(const struct pci_dev *d)
 		[VIRTIO_ID_BALLOON] = "virtio-balloon",
 	};
 
+	/* ivshmem's ID falls in the range virtio's device types map to. */
+	if (d->vendor == PCI_VENDOR_ID_REDHAT_QUMRANET && d->device == IVSHMEM_PCI_DEVICE)
+		return "ivshmem";
 	if (d->vendor == PCI_VENDOR_ID_REDHAT_QUMRANET && d->device >= VIRTIO_PCI_DEVICE_ID_BASE) {
 		unsigned type = d->device - VIRTIO_PCI_DEVICE_ID_BASE;
 		return type < ARRAY_SIZE(virtio) && virtio[type] ? virtio[type] : "virtio";

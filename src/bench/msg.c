@@ -5,10 +5,12 @@
  * a header, so what is timed is the transport, not the guests filling and
  * summing memory; examples/msgq.json checks every byte).
  *
- * With QEMU installed, the copy measurements run again between two QEMU VMs
- * with the same guest and the same command lines plus transport=ivshmem: a
- * ring in memory the two share through ivshmem-plain, QEMU's way for VMs to
- * exchange data (docs/devices/msgq.md, "Compared with QEMU"). */
+ * The copy measurements run again with the same guest and the same command
+ * lines plus transport=ivshmem: a ring in memory two VMs share through an
+ * ivshmem device, between two ferry VMs coupled by a static link
+ * (docs/devices/ivshmem.md), and, with QEMU installed, between two QEMU VMs
+ * through ivshmem-plain, QEMU's way for VMs to exchange data
+ * (docs/devices/msgq.md, "Compared with QEMU"). */
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -34,17 +36,22 @@ static const char msg_help[] =
 	"is the median of --repeat runs (default 3). With qemu-system-x86_64 installed\n"
 	"(and without --no-qemu), the copy throughputs, the 64 B message rate and the\n"
 	"latencies are measured again between two QEMU VMs (q35) running the same guest\n"
-	"over ivshmem shared memory (transport=ivshmem): the qemu column. Targets on the\n"
-	"project's machines: at 2 MiB remap >= 10x copy; at 4 KiB adaptive within 10%\n"
-	"of the faster of copy and remap; deferred >= 5x immediate for 64 B.\n";
+	"over ivshmem shared memory (transport=ivshmem): the qemu column. The same runs\n"
+	"between two ferry VMs coupled by a static link (an ivshmem device each) make\n"
+	"the ferry ivshmem column. Targets on the project's machines: at 2 MiB remap\n"
+	">= 10x copy; at 4 KiB adaptive within 10% of the faster of copy and remap;\n"
+	"deferred >= 5x immediate for 64 B.\n";
 
 #define QEMU_SHM_MIB 64  /* two rings of 32 MiB: 15 messages of 2 MiB each */
+#define LINK_MIB QEMU_SHM_MIB  /* ferry's link: the same rings */
 
 static char self[PATH_MAX], kernel[PATH_MAX];
 static char tmpdir[] = "/tmp/ferry-bench-msg-XXXXXX";
 static char shmdir[] = "/dev/shm/ferry-bench-msg-XXXXXX";
 
-enum vmm { FERRY, QEMU };
+/* FERRY: msgq devices; FERRY_IVSHMEM: a static link, the guests' ivshmem
+ * transport; QEMU: ivshmem-plain, the same transport. */
+enum vmm { FERRY, FERRY_IVSHMEM, QEMU };
 
 /* The result objects ("...: result {...}" lines) a console printed. */
 static cJSON *results_in(char *console)
@@ -58,8 +65,10 @@ static cJSON *results_in(char *console)
 	return out;
 }
 
-/* A sender/receiver pair in one ferry process, talking through msgq. */
-static cJSON *run_ferry_pair(bool huge, const char *tx, const char *rx)
+/* A sender/receiver pair in one ferry process, talking through msgq, or
+ * (`link`) through the ivshmem devices of a static link, with the QEMU
+ * pair's command lines. */
+static cJSON *run_ferry_pair(bool huge, bool link, const char *tx, const char *rx)
 {
 	char cfg[PATH_MAX + 32];
 	snprintf(cfg, sizeof(cfg), "%s/pair.json", tmpdir);
@@ -68,14 +77,23 @@ static cJSON *run_ferry_pair(bool huge, const char *tx, const char *rx)
 		return NULL;
 	const char *dev = huge ? ", \"send_slots\": 64, \"recv_slots\": 64, \"max_msg_pages\": 1"
 			       : ", \"send_slots\": 1024, \"recv_slots\": 1024";
-	fprintf(f,
-		"{\"vms\": ["
-		"{\"name\": \"tx\", \"memory_mib\": 64, \"hugepages\": %s, \"kernel\": \"%s\", \"cmdline\": \"%s\","
-		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"rx\"]%s}]},"
-		"{\"name\": \"rx\", \"memory_mib\": 64, \"hugepages\": %s, \"kernel\": \"%s\", \"cmdline\": \"%s\","
-		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"tx\"]%s}]}]}\n",
-		huge ? "true" : "false", kernel, tx, dev, huge ? "true" : "false", kernel, rx, dev);
-	fclose(f);
+	if (link)
+		fprintf(f,
+			"{\"vms\": ["
+			"{\"name\": \"tx\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"%s transport=ivshmem\"},"
+			"{\"name\": \"rx\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"%s transport=ivshmem\"}],"
+			" \"links\": [{\"vms\": [\"tx\", \"rx\"], \"size_mib\": %d}]}\n",
+			kernel, tx, kernel, rx, LINK_MIB);
+	else
+		fprintf(f,
+			"{\"vms\": ["
+			"{\"name\": \"tx\", \"memory_mib\": 64, \"hugepages\": %s, \"kernel\": \"%s\", \"cmdline\": \"%s\","
+			" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"rx\"]%s}]},"
+			"{\"name\": \"rx\", \"memory_mib\": 64, \"hugepages\": %s, \"kernel\": \"%s\", \"cmdline\": \"%s\","
+			" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"tx\"]%s}]}]}\n",
+			huge ? "true" : "false", kernel, tx, dev, huge ? "true" : "false", kernel, rx, dev);
+	if (fclose(f) != 0)
+		return NULL;
 	char *argv[] = { self, "run", cfg, "--console", "--quiet", "--timeout", "300", "--log-dir", tmpdir, NULL };
 	struct child c;
 	if (child_spawn(&c, argv) < 0)
@@ -134,12 +152,14 @@ static cJSON *run_qemu_pair(const char *tx, const char *rx)
 	return results_in(c[1].buf);
 }
 
-/* Runs a sender/receiver pair (`huge`: 2 MiB pages, for ferry); returns
- * the result objects their consoles printed (an array), or NULL if the run
- * failed. */
+/* Runs a sender/receiver pair (`huge`: 2 MiB pages, for ferry's msgq);
+ * returns the result objects their consoles printed (an array), or NULL if
+ * the run failed. */
 static cJSON *run_pair(enum vmm vmm, bool huge, const char *tx, const char *rx)
 {
-	return vmm == QEMU ? run_qemu_pair(tx, rx) : run_ferry_pair(huge, tx, rx);
+	if (vmm == QEMU)
+		return run_qemu_pair(tx, rx);
+	return run_ferry_pair(vmm == FERRY && huge, vmm == FERRY_IVSHMEM, tx, rx);
 }
 
 static double field(cJSON *o, const char *k)
@@ -279,27 +299,33 @@ int bench_msg(int argc, char **argv)
 	/* The QEMU runs take the copy runs' command lines as they are. */
 	const char *modes[3] = { "copy", "remap", "adaptive" };
 	char tx[512];
-	cJSON *small[3], *large[2][3], *qsmall = NULL, *qlarge = NULL;
+	cJSON *small[3], *large[2][3], *qsmall = NULL, *qlarge = NULL, *fsmall = NULL, *flarge = NULL;
 	unsigned long cnt = (unsigned long)count;
 	for (int m = 0; m < 3; m++) {
 		snprintf(tx, sizeof(tx), "app=msgbulk role=send peer=rx sizes=64,4K,64K count=%lu mode=%s check=header", cnt,
 			 modes[m]);
 		small[m] = run_pair_median(FERRY, false, tx, "app=msgbulk role=recv");
+		if (m == 0)
+			fsmall = run_pair_median(FERRY_IVSHMEM, false, tx, "app=msgbulk role=recv");
 		if (qemu && m == 0)
 			qsmall = run_pair_median(QEMU, false, tx, "app=msgbulk role=recv");
 		for (int p = 0; p < 2; p++) {
 			snprintf(tx, sizeof(tx), "app=msgbulk role=send peer=rx sizes=2M count=%lu mode=%s post=%s check=header",
 				 cnt, modes[m], p ? "deferred" : "immediate");
 			large[p][m] = run_pair_median(FERRY, true, tx, "app=msgbulk role=recv");
+			if (m == 0 && p == 0)
+				flarge = run_pair_median(FERRY_IVSHMEM, true, tx, "app=msgbulk role=recv");
 			if (qemu && m == 0 && p == 0)
 				qlarge = run_pair_median(QEMU, true, tx, "app=msgbulk role=recv");
 		}
 	}
-	cJSON *post[2], *qpost = NULL;
+	cJSON *post[2], *qpost = NULL, *fpost = NULL;
 	for (int p = 0; p < 2; p++) {
 		snprintf(tx, sizeof(tx), "app=msgbulk role=send peer=rx sizes=64 count=%lu post=%s check=header",
 			 cnt * 20, p ? "deferred" : "immediate");
 		post[p] = run_pair_median(FERRY, false, tx, "app=msgbulk role=recv");
+		if (p == 0)
+			fpost = run_pair_median(FERRY_IVSHMEM, false, tx, "app=msgbulk role=recv");
 		if (qemu && p == 0)
 			qpost = run_pair_median(QEMU, false, tx, "app=msgbulk role=recv");
 	}
@@ -308,7 +334,7 @@ int bench_msg(int argc, char **argv)
 		uint32_t size;
 		bool huge;
 	} lat_sizes[] = { { 64, false }, { 4096, false }, { 65536, false }, { 2u << 20, true } };
-	struct latency lat[4][2], qlat[4]; /* [size][post] */
+	struct latency lat[4][2], qlat[4], flat[4]; /* [size][post] */
 	for (int s = 0; s < 4; s++) {
 		for (int p = 0; p < 2; p++) {
 			snprintf(tx, sizeof(tx), "app=msgping role=ping peer=rx count=%lu size=%u post=%s",
@@ -316,8 +342,10 @@ int bench_msg(int argc, char **argv)
 			char rx[128];
 			snprintf(rx, sizeof(rx), "app=msgping role=pong post=%s", p ? "deferred" : "immediate");
 			lat[s][p] = ping_pair(FERRY, lat_sizes[s].huge, tx, rx);
-			if (p == 0)
+			if (p == 0) {
+				flat[s] = ping_pair(FERRY_IVSHMEM, false, tx, rx);
 				qlat[s] = qemu ? ping_pair(QEMU, false, tx, rx) : (struct latency){ -1, -1 };
+			}
 		}
 	}
 
@@ -332,6 +360,8 @@ int bench_msg(int argc, char **argv)
 	struct bulk imm = bulk_of(post[0], 64), def = bulk_of(post[1], 64);
 	struct bulk q64 = bulk_of(qsmall, 64), q4k = bulk_of(qsmall, 4096), q64k = bulk_of(qsmall, 65536);
 	struct bulk q2m = bulk_of(qlarge, 2u << 20), qrate = bulk_of(qpost, 64);
+	struct bulk f64 = bulk_of(fsmall, 64), f4k = bulk_of(fsmall, 4096), f64k = bulk_of(fsmall, 65536);
+	struct bulk f2m = bulk_of(flarge, 2u << 20), frate = bulk_of(fpost, 64);
 	const char *names[4] = { "64b", "4k", "64k", "2m" };
 	if (json) {
 		cJSON *j = cJSON_CreateObject();
@@ -356,6 +386,18 @@ int bench_msg(int argc, char **argv)
 			snprintf(key, sizeof(key), "latency_%s_deferred_us", names[s]);
 			cJSON_AddNumberToObject(j, key, lat[s][1].median);
 		}
+		/* The same runs as the qemu_* keys, between ferry VMs of a link. */
+		cJSON_AddStringToObject(j, "ferry_ivshmem_transport", "ivshmem, ferry static link");
+		cJSON_AddNumberToObject(j, "ferry_ivshmem_copy_2m_mbps", f2m.mbps);
+		cJSON_AddNumberToObject(j, "ferry_ivshmem_copy_4k_mbps", f4k.mbps);
+		cJSON_AddNumberToObject(j, "ferry_ivshmem_copy_64k_mbps", f64k.mbps);
+		cJSON_AddNumberToObject(j, "ferry_ivshmem_copy_64b_msgs", f64.msgs);
+		cJSON_AddNumberToObject(j, "ferry_ivshmem_64b_msgs", frate.msgs);
+		for (int s = 0; s < 4; s++) {
+			char key[64];
+			snprintf(key, sizeof(key), "ferry_ivshmem_latency_%s_us", names[s]);
+			cJSON_AddNumberToObject(j, key, flat[s].median);
+		}
 		if (qemu) {
 			cJSON_AddStringToObject(j, "qemu_transport", "ivshmem-plain, q35");
 			cJSON_AddNumberToObject(j, "qemu_copy_2m_mbps", q2m.mbps);
@@ -374,13 +416,14 @@ int bench_msg(int argc, char **argv)
 		free(text);
 		cJSON_Delete(j);
 	} else {
-		printf("throughput, 4 KiB pages, immediate      copy                remap               adaptive%s\n",
-		       qemu ? "            qemu ivshmem (copy)" : "");
-		struct bulk *rows[3] = { s64, s4k, s64k }, qrows[3] = { q64, q4k, q64k };
+		printf("throughput, 4 KiB pages, immediate      copy                remap               adaptive"
+		       "            ferry ivshmem (copy)%s\n", qemu ? " qemu ivshmem (copy)" : "");
+		struct bulk *rows[3] = { s64, s4k, s64k }, qrows[3] = { q64, q4k, q64k }, frows[3] = { f64, f4k, f64k };
 		const char *rnames[3] = { "64 B", "4 KiB", "64 KiB" };
 		for (int r = 0; r < 3; r++) {
 			printf("  %-8s %8.1f MB/s %7.0f/s %8.1f MB/s %7.0f/s %8.1f MB/s %7.0f/s", rnames[r], rows[r][0].mbps,
 			       rows[r][0].msgs, rows[r][1].mbps, rows[r][1].msgs, rows[r][2].mbps, rows[r][2].msgs);
+			printf(" %8.1f MB/s %7.0f/s", frows[r].mbps, frows[r].msgs);
 			if (qemu)
 				printf(" %8.1f MB/s %7.0f/s", qrows[r].mbps, qrows[r].msgs);
 			printf("\n");
@@ -390,6 +433,8 @@ int bench_msg(int argc, char **argv)
 			printf("  %-9s %9.0f MB/s %6.0f/s %8.0f MB/s %6.0f/s %8.0f MB/s %6.0f/s\n",
 			       p ? "deferred" : "immediate", s2m[p][0].mbps, s2m[p][0].msgs, s2m[p][1].mbps, s2m[p][1].msgs,
 			       s2m[p][2].mbps, s2m[p][2].msgs);
+		printf("  %-9s %9.0f MB/s %6.0f/s   (ferry ivshmem, copy; remap / ferry ivshmem: %.1fx)\n", "ivshmem",
+		       f2m.mbps, f2m.msgs, s2m[0][1].mbps / f2m.mbps);
 		if (qemu)
 			printf("  %-9s %9.0f MB/s %6.0f/s   (qemu ivshmem, copy; remap / qemu: %.1fx)\n", "qemu", q2m.mbps,
 			       q2m.msgs, s2m[0][1].mbps / q2m.mbps);
@@ -400,6 +445,7 @@ int bench_msg(int argc, char **argv)
 		       100.0 * s4k[2].mbps / best4k);
 		printf("posting 64 B messages: immediate %.0f/s, deferred %.0f/s: %.1fx   (target: >= 5x)\n", imm.msgs, def.msgs,
 		       def.msgs / imm.msgs);
+		printf("  ferry ivshmem: %.0f/s\n", frate.msgs);
 		if (qemu)
 			printf("  qemu ivshmem: %.0f/s\n", qrate.msgs);
 		printf("one-way latency (half the round trip), median / p99\n");
@@ -407,6 +453,7 @@ int bench_msg(int argc, char **argv)
 		for (int s = 0; s < 4; s++) {
 			printf("  %-8s immediate %8.1f / %8.1f us   deferred %8.1f / %8.1f us", lnames[s], lat[s][0].median,
 			       lat[s][0].p99, lat[s][1].median, lat[s][1].p99);
+			printf("   ferry ivshmem %8.1f / %8.1f us", flat[s].median, flat[s].p99);
 			if (qemu)
 				printf("   qemu ivshmem %8.1f / %8.1f us", qlat[s].median, qlat[s].p99);
 			printf("\n");
@@ -422,6 +469,9 @@ int bench_msg(int argc, char **argv)
 	cJSON_Delete(qsmall);
 	cJSON_Delete(qlarge);
 	cJSON_Delete(qpost);
+	cJSON_Delete(fsmall);
+	cJSON_Delete(flarge);
+	cJSON_Delete(fpost);
 	bench_remove_dir("msg", tmpdir);
 	if (qemu)
 		bench_remove_dir("msg", shmdir);

@@ -16,6 +16,7 @@
 #include "cli/cli.h"
 #include "devices/msgq.h"
 #include "host/cpu_scheduler.h"
+#include "host/link.h"
 #include "host/mem_scheduler.h"
 #include "host/net_switch.h"
 #include "vmm/clock.h"
@@ -303,7 +304,8 @@ int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	vmm.cfg = &cfg;
-	if (msgq_setup(&vmm, &cfg, err, sizeof(err)) < 0 || net_setup(&vmm, &cfg, err, sizeof(err)) < 0) {
+	if (msgq_setup(&vmm, &cfg, err, sizeof(err)) < 0 || net_setup(&vmm, &cfg, err, sizeof(err)) < 0 ||
+	    link_service_create(&cfg, &vmm.links, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ferry run: %s\n", err);
 		vmm_destroy(&vmm);
 		config_free(&cfg);

@@ -11,6 +11,7 @@
 #include "devices/cpu_reserve.h"
 #include "devices/debug_exit.h"
 #include "devices/device.h"
+#include "devices/ivshmem.h"
 #include "devices/msgq.h"
 #include "devices/pci.h"
 #include "devices/serial.h"
@@ -108,7 +109,7 @@ static int add_device_memory(struct vm *vm, char *err, size_t errlen)
 	for (unsigned i = 0; i < vm->cfg->nr_nics; i++)
 		if (virtio_net_window_create(vm, i, &vm->cfg->nics[i], err, errlen) < 0)
 			return -1;
-	return 0;
+	return ivshmem_memory_create(vm, err, errlen);
 }
 
 static int add_devices(struct vm *vm, const char *log_dir, bool console, char *err, size_t errlen)
@@ -147,7 +148,8 @@ static int add_devices(struct vm *vm, const char *log_dir, bool console, char *e
 	for (unsigned i = 0; i < vm->cfg->nr_nics; i++)
 		if (virtio_net_create(vm, i, err, errlen) < 0)
 			return -1;
-	return 0;
+	/* A VM in a link (config "links", or an "shm" network) gets its end. */
+	return ivshmem_create(vm, err, errlen);
 }
 
 static int load_kernel(struct vm *vm, char *err, size_t errlen)
@@ -183,6 +185,7 @@ struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
 	vm->evl = vmm->evl;
 	vm->fd = -1;
 	vm->next_window_gpa = FERRY_PCI_MMIO64_GPA;
+	vm->ivshmem_region = -1;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	bus_init(&vm->pio, "pio");

@@ -73,6 +73,8 @@ struct vm {
 	struct virtio_net_dev *nics_pending; /* NIC windows whose devices are not made yet */
 	struct virtio_net_dev *nics[CFG_MAX_NICS];
 	unsigned nr_nics;
+	int ivshmem_region;           /* memory region of its link's shared memory, or -1 */
+	uint64_t ivshmem_gpa;         /* where that memory is (BAR 2 of its ivshmem device) */
 	/* Run on a vCPU thread after each exit to ferry: work that waits for
 	 * the VM's "next natural exit" (deferred message sends). */
 	struct {

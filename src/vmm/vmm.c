@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "host/eventloop.h"
+#include "host/link.h"
 #include "host/msgq_switch.h"
 #include "host/net_switch.h"
 #include "vmm/memory.h"
@@ -50,6 +51,7 @@ void vmm_destroy(struct vmm *vmm)
 		net_switch_destroy(vmm->nets[i]);
 	evl_destroy(vmm->evl);
 	msgq_switch_destroy(vmm->msgq);
+	link_service_destroy(vmm->links);
 	gm_release_hugepages();
 	kvm_close(&vmm->kvm);
 	pthread_cond_destroy(&vmm->vm_stopped);

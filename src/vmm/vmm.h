@@ -12,6 +12,7 @@
 struct eventloop;
 struct msgq_switch;
 struct net_switch;
+struct link_service;
 struct ferry_config;
 
 struct vmm {
@@ -21,6 +22,7 @@ struct vmm {
 	struct msgq_switch *msgq;        /* message switch, if any VM has a msgq */
 	struct net_switch *nets[CFG_MAX_NETWORKS]; /* one per network of the config */
 	unsigned nr_nets;
+	struct link_service *links;      /* shared-memory links, if the config has any */
 	pthread_mutex_t lock;
 	pthread_cond_t vm_stopped;  /* signalled whenever a VM stops */
 	/* The host CPUs ferry may run on, read once at start-up: sandboxed
