@@ -1,10 +1,11 @@
 #!/bin/sh
 # Installs, with apt-get, whatever ferry needs that this Debian machine lacks:
 # the compiler and libraries to build, cmocka for the tests, QEMU as the
-# reference VMM that tests and benchmarks compare against.
+# reference VMM that tests and benchmarks compare against, ACPICA's iasl to
+# check the ACPI tables ferry writes.
 set -eu
 
-PACKAGES="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps"
+PACKAGES="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps acpica-tools"
 
 missing=""
 for p in $PACKAGES; do
