@@ -8,116 +8,16 @@
 #include "helpers.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define MIB (1024.0 * 1024.0)
 #define RAM_MIB 512
 
 #define tmp test_dir
-
-struct qemu {
-	pid_t pid;
-	int qmp;
-	char *console;   /* path of the guest's serial output */
-	char buf[65536];
-	size_t len;
-};
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void require_qemu(void)
-{
-	require_kvm();
-	if (!have_qemu())
-		fail_msg("qemu-system-x86_64 is not installed (make test installs it)");
-}
-
-static void qemu_stop(struct qemu *q)
-{
-	if (q->qmp >= 0)
-		close(q->qmp);
-	q->qmp = -1;
-	if (q->pid > 0) {
-		kill(q->pid, SIGKILL);
-		waitpid(q->pid, NULL, 0);
-		q->pid = 0;
-	}
-}
-
-/* Reads one JSON line from QMP (a reply or an event); NULL after timeout. */
-static cJSON *qmp_read(struct qemu *q, double timeout_s)
-{
-	double deadline = now_s() + timeout_s;
-	for (;;) {
-		char *nl = memchr(q->buf, '\n', q->len);
-		if (nl) {
-			*nl = '\0';
-			cJSON *j = cJSON_Parse(q->buf);
-			size_t used = (size_t)(nl + 1 - q->buf);
-			memmove(q->buf, nl + 1, q->len - used);
-			q->len -= used;
-			if (j)
-				return j;
-			continue;
-		}
-		if (now_s() > deadline || q->len == sizeof(q->buf))
-			return NULL;
-		struct timeval tv = { 0, 100000 };
-		setsockopt(q->qmp, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		ssize_t n = recv(q->qmp, q->buf + q->len, sizeof(q->buf) - q->len, 0);
-		if (n > 0)
-			q->len += (size_t)n;
-		else if (n == 0)
-			return NULL;
-	}
-}
-
-/* Sends a command and returns its "return" value (owned by the caller's
- * root, returned in *root); fails the test on an error reply. */
-static cJSON *qmp(struct qemu *q, const char *cmd, cJSON **root)
-{
-	size_t len = strlen(cmd);
-	if (send(q->qmp, cmd, len, MSG_NOSIGNAL) != (ssize_t)len || send(q->qmp, "\n", 1, MSG_NOSIGNAL) != 1)
-		fail_msg("QMP send failed: %s", strerror(errno));
-	for (;;) {
-		cJSON *j = qmp_read(q, 20);
-		if (!j)
-			fail_msg("no QMP reply to %s", cmd);
-		cJSON *ret = cJSON_GetObjectItem(j, "return");
-		if (ret) {
-			*root = j;
-			return ret;
-		}
-		cJSON *err = cJSON_GetObjectItem(j, "error");
-		if (err) {
-			char *text = cJSON_PrintUnformatted(err);
-			fail_msg("QMP %s failed: %s", cmd, text);
-		}
-		cJSON_Delete(j); /* an event */
-	}
-}
-
-static void qmp_do(struct qemu *q, const char *cmd)
-{
-	cJSON *root;
-	qmp(q, cmd, &root);
-	cJSON_Delete(root);
-}
 
 static void qemu_start(struct qemu *q, const char *append)
 {
@@ -134,38 +34,7 @@ static void qemu_start(struct qemu *q, const char *append)
 		"-device", "virtio-balloon-pci,id=balloon0,disable-legacy=on,deflate-on-oom=on,free-page-reporting=on",
 		NULL,
 	};
-	q->qmp = -1;
-	q->len = 0;
-	q->pid = fork();
-	if (q->pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	if (q->pid < 0)
-		fail_msg("fork: %s", strerror(errno));
-
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
-	for (double deadline = now_s() + 30; q->qmp < 0; usleep(50000)) {
-		if (now_s() > deadline || waitpid(q->pid, NULL, WNOHANG) == q->pid) {
-			q->pid = 0;
-			fail_msg("QEMU did not open its QMP socket");
-		}
-		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			q->qmp = fd;
-		else
-			close(fd);
-	}
-	cJSON *greeting = qmp_read(q, 20);
-	if (!greeting || !cJSON_GetObjectItem(greeting, "QMP"))
-		fail_msg("no QMP greeting");
-	cJSON_Delete(greeting);
-	qmp_do(q, "{\"execute\":\"qmp_capabilities\"}");
+	qemu_start_qmp(q, argv, sock);
 	free(sock);
 	free(serial);
 	free(qmparg);
