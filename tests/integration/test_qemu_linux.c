@@ -98,13 +98,13 @@ static void run(const char *machine, unsigned long long ecam, bool drive_balloon
 	struct qemu q = { 0 };
 	struct guest_watch w;
 	char *cl = xasprintf("ferry.expect=rng,balloon ferry.ecam=0x%llx ferry.exit=port%s", ecam,
-			     drive_balloon ? " ferry.touch=48 ferry.balloon=48" : "");
+			     drive_balloon ? " ferry.touch=16 ferry.balloon=24" : "");
 	start(&q, &w, machine, cl);
 	free(cl);
 	if (drive_balloon) {
 		if (!watch_for(&w, "virtio-balloon: waiting", BOOT_DEADLINE_S))
 			fail_with_console(&q, &w, "the init did not reach the balloon check");
-		balloon_to(&q, &w, 128 - 48);
+		balloon_to(&q, &w, 128 - 24);
 		balloon_to(&q, &w, 128);
 	}
 	if (watch_exit(&w, BOOT_DEADLINE_S) != 1)
