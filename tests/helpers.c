@@ -404,9 +404,10 @@ void qemu_start_qmp(struct qemu *q, char *const argv[], const char *qmp_sock)
 	q->pid = fork();
 	if (q->pid == 0) {
 		int null = open("/dev/null", O_RDWR);
+		int out = q->log ? open(q->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : null;
 		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
+		dup2(out, 1);
+		dup2(out, 2);
 		execvp(argv[0], argv);
 		_exit(127);
 	}
@@ -480,6 +481,18 @@ static bool watch_poll(struct guest_watch *w, char **text)
 	if (c && w->t_user < 0 && strstr(c, "linux-init: "))
 		w->t_user = t - w->t0;
 	*text = c;
+	if (!w->exited && w->vmm_log) {
+		/* QEMU stays up, paused, after an emulation failure: fail now. */
+		char *log = read_file(w->vmm_log);
+		if (log && strstr(log, "KVM internal error")) {
+			kill(w->pid, SIGKILL);
+			waitpid(w->pid, NULL, 0);
+			w->exited = true;
+			w->t_end = t - w->t0;
+			w->status = -2;
+		}
+		free(log);
+	}
 	if (!w->exited) {
 		int st;
 		if (waitpid(w->pid, &st, WNOHANG) == w->pid) {

@@ -61,6 +61,7 @@ struct qemu {
 	pid_t pid;
 	int qmp;
 	char *console;   /* path of the guest's serial output, if the caller keeps one */
+	char *log;       /* if set: QEMU's own stdout and stderr go here */
 	char buf[65536];
 	size_t len;
 };
@@ -107,8 +108,9 @@ struct guest_watch {
 	int pid;
 	const char *console;
 	double t0, t_first, t_user, t_end;  /* -1 until seen */
-	int status;                         /* exit status once exited */
+	int status;                         /* exit status once exited; -2: KVM internal error */
 	bool exited;
+	const char *vmm_log;                /* optional: QEMU's output, checked for "KVM internal error" */
 };
 void watch_start(struct guest_watch *w, int pid, const char *console, double t0);
 /* True once text is on the console; false if the VMM exited or timeout_s passed first. */

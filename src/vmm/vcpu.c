@@ -45,13 +45,18 @@ void vcpu_signals_init(void)
  * kicks itself out of KVM_RUN every millisecond and records the guest's RIP;
  * when the VM is destroyed the samples go to PATH.<vm>.vcpu<N> as "count rip"
  * lines, most frequent first. Map them with System.map or
- * `addr2line -f -e vmlinux` (linux/README.md). */
+ * `addr2line -f -e vmlinux` (linux/README.md). FERRY_PROFILE_MS=N keeps only
+ * the first N samples (about the first N ms of guest time). */
 #define PROFILE_MAX_SAMPLES (1u << 21)
 
 static void profile_start(struct vcpu *vcpu)
 {
 	if (!getenv("FERRY_PROFILE"))
 		return;
+	/* FERRY_PROFILE_MS=N: only the first N ms (one sample each). */
+	const char *ms = getenv("FERRY_PROFILE_MS");
+	vcpu->max_samples = ms && atol(ms) > 0 && (unsigned long)atol(ms) < PROFILE_MAX_SAMPLES ? (size_t)atol(ms)
+											: PROFILE_MAX_SAMPLES;
 	vcpu->samples = malloc(PROFILE_MAX_SAMPLES * sizeof(*vcpu->samples));
 	struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = KICK_SIGNAL };
 	sev._sigev_un._tid = gettid();
@@ -73,7 +78,7 @@ static void profile_start(struct vcpu *vcpu)
 static void profile_sample(struct vcpu *vcpu)
 {
 	struct kvm_regs regs;
-	if (vcpu->profiling && vcpu->nr_samples < PROFILE_MAX_SAMPLES && ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0)
+	if (vcpu->profiling && vcpu->nr_samples < vcpu->max_samples && ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0)
 		vcpu->samples[vcpu->nr_samples++] = regs.rip;
 }
 

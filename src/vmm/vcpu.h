@@ -32,7 +32,7 @@ struct vcpu {
 	atomic_ullong parked_ns, cpu_ns_while_parked;
 	/* FERRY_PROFILE: guest RIPs sampled every millisecond (see vcpu.c). */
 	uint64_t *samples;
-	size_t nr_samples;
+	size_t nr_samples, max_samples;
 	bool profiling;
 	timer_t profile_timer;
 };

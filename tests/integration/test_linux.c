@@ -168,15 +168,17 @@ static void devices_balloon_port_exit(void **state)
 		fail_with_logs(&f, "the init did not reach the balloon check");
 
 	/* The init touched 16 MiB and freed it: the host holds those pages
-	 * until the balloon, which takes recently freed pages first, gives
-	 * them back. */
+	 * until the balloon takes them or free page reporting returns them
+	 * (which may already have begun). Which free pages the balloon gets is
+	 * up to Linux's allocator, so only part of the 16 MiB is sure to come
+	 * back through it (8-12 MiB in this test's runs). */
 	double before = resident_mib(&f);
 	balloon_to(&f, "24M", 24 * 256);
 	double inflated = resident_mib(&f);
 	balloon_to(&f, "0", 0);
 	printf("resident memory: %.1f MiB before, %.1f MiB with 24 MiB in the balloon\n", before, inflated);
-	if (before - inflated < 8)
-		fail_with_logs(&f, "the host's resident memory did not follow the balloon (less than 8 MiB returned)");
+	if (before - inflated < 4)
+		fail_with_logs(&f, "the host's resident memory did not follow the balloon (less than 4 MiB returned)");
 
 	if (watch_exit(&f.w, 120) != 0)
 		fail_with_logs(&f, "ferry did not exit with status 0");
@@ -208,8 +210,11 @@ static void devices_balloon_port_exit(void **state)
 			 json_num(vm, "counters.balloon.inflated"), json_num(vm, "counters.balloon.deflated"),
 			 json_num(vm, "counters.balloon.rejected"),
 			 json_num(vm, "counters.balloon.touched_after_inflate"));
-	if (json_num(vm, "counters.balloon.reported_bytes") <= 0)
-		fail_msg("no free page reporting: reported_bytes is 0");
+	/* host_freed_bytes counts both the balloon's and reporting's releases. */
+	double reported = json_num(vm, "counters.balloon.reported_bytes");
+	if (json_num(vm, "counters.balloon.host_freed_bytes") - reported < 24 << 20 || reported <= 0)
+		fail_msg("ferry released %.0f bytes in all, %.0f of them for free page reporting (want 24 MiB for "
+			 "the balloon and some reported)", json_num(vm, "counters.balloon.host_freed_bytes"), reported);
 	if (json_num(vm, "counters.virtio-rng.bytes") < 4096)
 		fail_msg("virtio-rng moved %.0f bytes", json_num(vm, "counters.virtio-rng.bytes"));
 	if (json_num(vm, "counters.pci.rejected") != 0 || json_num(vm, "counters.guest_memory_rejected") != 0)
