@@ -144,5 +144,7 @@ cp vmlinux System.map "$RESULT.tmp/"
 cp .config "$RESULT.tmp/config"
 rm -rf "$RESULT"
 mv "$RESULT.tmp" "$RESULT"
+# Keep the four newest kernels (other branches may want theirs), drop older ones.
+ls -1dt "$CACHE"/[0-9a-f]*[0-9a-f] 2>/dev/null | grep -E '/[0-9a-f]{16}$' | tail -n +5 | xargs -r rm -rf
 install_result
 echo "linux-guest: built $HASH in $(( $(date +%s) - start )) s"

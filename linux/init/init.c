@@ -340,10 +340,11 @@ static void test_reporting(long timeout)
 	sleep((unsigned)timeout);
 }
 
-/* Reads the ECAM window from ring 3: the host bridge's ID at 00:00.0, zero
- * beyond the first 256 bytes of a function that exists, all ones for one
- * that does not; and the same IDs as configuration mechanism #1 gives
- * (sysfs). */
+/* Reads the ECAM window from ring 3 and compares it with what Linux found
+ * through its own configuration access (sysfs): every function on bus 0
+ * that sysfs lists has the same vendor and device ID in ECAM, every slot it
+ * does not list reads all ones. Prints what the extended space (offset
+ * 0x100) of 00:00.0 reads: ferry answers 0, QEMU all ones. */
 static void test_ecam(unsigned long base)
 {
 	int fd = open("/dev/mem", O_RDONLY | O_SYNC | O_CLOEXEC);
@@ -358,26 +359,29 @@ static void test_ecam(unsigned long base)
 		fail("ecam: mmap 0x%lx: %s", base, strerror(errno));
 		return;
 	}
-	char path[64], want[16];
-	uint32_t id = cfg[0], ext = cfg[0x100 / 4], last = cfg[0xffc / 4], absent = cfg[(31 << 15) / 4];
-	int ok = 0, devices = 0;
+	int present = 0, bad = 0;
 	for (unsigned dev = 0; dev < 32; dev++) {
+		char path[96], vendor[16] = "", device[16] = "";
 		uint32_t v = cfg[(dev << 15) / 4];
-		if ((v & 0xffff) == 0xffff)
-			continue;
-		devices++;
 		snprintf(path, sizeof(path), "/sys/bus/pci/devices/0000:00:%02x.0/vendor", dev);
-		read_file(path, want, sizeof(want));
-		if (strtoul(want, NULL, 0) == (v & 0xffff))
-			ok++;
+		bool listed = read_file(path, vendor, sizeof(vendor)) > 0;
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/0000:00:%02x.0/device", dev);
+		read_file(path, device, sizeof(device));
+		uint32_t want = listed ? (uint32_t)(strtoul(device, NULL, 0) << 16 | strtoul(vendor, NULL, 0))
+				       : 0xffffffffu;
+		if (v != want) {
+			say("ecam: 00:%02x.0 reads %08x, configuration mechanism gave %08x", dev, v, want);
+			bad++;
+		}
+		present += listed;
 	}
+	uint32_t ext = cfg[0x100 / 4], last = cfg[0xffc / 4];
 	munmap((void *)cfg, len);
-	if (id != 0x0d578086 || ext != 0 || last != 0 || absent != 0xffffffff || ok != devices)
-		fail("ecam: 00:00.0 id %08x, [0x100] %08x, [0xffc] %08x, 00:1f.0 %08x, %d of %d IDs match sysfs",
-		     id, ext, last, absent, ok, devices);
+	if (bad || !present)
+		fail("ecam: %d of 32 slots differ from sysfs, %d functions", bad, present);
 	else
-		say("ecam ok: 00:00.0 id %08x, extended space reads 0, %d functions match mechanism #1", id,
-		    devices);
+		say("ecam ok: %d functions match sysfs, empty slots read all ones; extended space of 00:00.0 "
+		    "reads %08x at 0x100, %08x at 0xffc", present, ext, last);
 }
 
 static void test_net(void)

@@ -31,10 +31,12 @@ static void start(struct qemu *q, struct guest_watch *w, const char *machine, co
 	char *qmparg = xasprintf("unix:%s,server=on,wait=off", sock);
 	char *append = xasprintf("%s %s", LINUX_CMDLINE, cmdline);
 	char *argv[] = {
-		/* -cpu host: the CPUID ferry gives (KVM's supported set). With
+		/* The host's CPUID, as ferry gives (KVM's supported set). With
 		 * QEMU's default model Linux sets X86_BUG_FXSAVE_LEAK (no
-		 * XSAVEERPTR) and runs fnclex, which this host cannot emulate. */
-		"qemu-system-x86_64", "-M", (char *)machine, "-accel", "kvm", "-cpu", "host", "-m", "128M", "-smp", "1",
+		 * XSAVEERPTR) and runs fnclex, which this host cannot emulate;
+		 * "host" alone fails here setting MSR_IA32_ARCH_CAPABILITIES. */
+		"qemu-system-x86_64", "-M", (char *)machine, "-accel", "kvm", "-cpu", "host,-arch-capabilities",
+		"-m", "128M", "-smp", "1",
 		"-display", "none", "-no-reboot", "-net", "none", "-monitor", "none",
 		"-serial", serial, "-qmp", qmparg,
 		"-kernel", (char *)linux_kernel(), "-append", append,
