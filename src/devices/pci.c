@@ -208,10 +208,10 @@ static void config_address_io(void *opaque, uint64_t off, uint8_t *data, uint32_
 	pthread_mutex_unlock(&bus->lock);
 }
 
-void pci_bus_config_access(struct pci_bus *bus, unsigned busnr, unsigned slot, unsigned fn, uint32_t reg,
-			   uint8_t *data, uint32_t len, bool is_write)
+/* One access with bus->lock held. */
+static void config_access_locked(struct pci_bus *bus, unsigned busnr, unsigned slot, unsigned fn, uint32_t reg,
+				 uint8_t *data, uint32_t len, bool is_write)
 {
-	pthread_mutex_lock(&bus->lock);
 	struct pci_device *pdev = busnr == 0 && slot < PCI_MAX_SLOTS && fn == 0 ? bus->slot[slot] : NULL;
 	if (!pdev || (len != 1 && len != 2 && len != 4) || reg % len || reg + len > PCI_EXT_CFG_SIZE) {
 		if (!is_write)
@@ -228,6 +228,13 @@ void pci_bus_config_access(struct pci_bus *bus, unsigned busnr, unsigned slot, u
 		uint32_t v = config_read(pdev, reg, len);
 		memcpy(data, &v, len);
 	}
+}
+
+void pci_bus_config_access(struct pci_bus *bus, unsigned busnr, unsigned slot, unsigned fn, uint32_t reg,
+			   uint8_t *data, uint32_t len, bool is_write)
+{
+	pthread_mutex_lock(&bus->lock);
+	config_access_locked(bus, busnr, slot, fn, reg, data, len, is_write);
 	pthread_mutex_unlock(&bus->lock);
 }
 
@@ -236,14 +243,12 @@ static void config_data_io(void *opaque, uint64_t off, uint8_t *data, uint32_t l
 	struct pci_bus *bus = opaque;
 	pthread_mutex_lock(&bus->lock);
 	uint32_t a = bus->config_address;
+	if (a & PCI_CONFIG_ENABLE)
+		config_access_locked(bus, (a >> 16) & 0xff, (a >> 11) & 0x1f, (a >> 8) & 7,
+				     (a & 0xfc) + (uint32_t)off, data, len, is_write);
+	else if (!is_write)
+		memset(data, 0xff, len);
 	pthread_mutex_unlock(&bus->lock);
-	if (!(a & PCI_CONFIG_ENABLE)) {
-		if (!is_write)
-			memset(data, 0xff, len);
-		return;
-	}
-	pci_bus_config_access(bus, (a >> 16) & 0xff, (a >> 11) & 0x1f, (a >> 8) & 7, (a & 0xfc) + (uint32_t)off,
-			      data, len, is_write);
 }
 
 struct device *pci_bus_device(struct pci_bus *bus)

@@ -12,6 +12,7 @@
 #include "ferry/layout.h"
 #include "vmm/acpi.h"
 #include "vmm/aml.h"
+#include "vmm/vm.h"
 
 static void expect_aml(struct aml *a, const uint8_t *want, size_t len)
 {
@@ -329,6 +330,71 @@ static void ecam_decoding(void **state)
 	assert_false(pci_ecam_decode(0, 0, &a));
 }
 
+/* Configuration space through the ECAM window on a VM's MMIO bus (no KVM:
+ * the bus alone): the host bridge's ID, zero beyond 256 bytes, all ones for
+ * an empty slot, the same register as mechanism #1, refusals counted. */
+static void ecam_config_space(void **state)
+{
+	(void)state;
+	struct vm *vm = calloc(1, sizeof(*vm));
+	assert_non_null(vm);
+	snprintf(vm->name, sizeof(vm->name), "t");
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+	char err[200];
+	struct pci_bus *bus = pci_bus_create(vm, err, sizeof(err));
+	assert_non_null(bus);
+
+	uint8_t d[4];
+	uint32_t v;
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA, d, 4, false));
+	memcpy(&v, d, 4);
+	assert_int_equal(v, 0x0d578086);
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + 2, d, 2, false));
+	assert_int_equal(d[0] | d[1] << 8, 0x0d57);
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + 0x100, d, 4, false));
+	memcpy(&v, d, 4);
+	assert_int_equal(v, 0);
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + 0xffc, d, 4, false));
+	memcpy(&v, d, 4);
+	assert_int_equal(v, 0);
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + (5u << 15), d, 4, false)); /* empty slot */
+	memcpy(&v, d, 4);
+	assert_int_equal(v, 0xffffffff);
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + (1u << 12), d, 4, false)); /* function 1 */
+	memcpy(&v, d, 4);
+	assert_int_equal(v, 0xffffffff);
+
+	/* A write through ECAM is what mechanism #1 reads back. */
+	d[0] = 0x5a;
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + PCI_INTERRUPT_LINE, d, 1, true));
+	uint32_t addr = PCI_CONFIG_ENABLE | (PCI_INTERRUPT_LINE & 0xfc);
+	memcpy(d, &addr, 4);
+	assert_true(bus_dispatch(&vm->pio, PCI_CONFIG_ADDRESS_PORT, d, 4, true));
+	assert_true(bus_dispatch(&vm->pio, PCI_CONFIG_DATA_PORT + (PCI_INTERRUPT_LINE & 3), d, 1, false));
+	assert_int_equal(d[0], 0x5a);
+	/* Writes beyond 256 bytes change nothing. */
+	memset(d, 0xab, 4);
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + 0x200, d, 4, true));
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + 0x200, d, 4, false));
+	memcpy(&v, d, 4);
+	assert_int_equal(v, 0);
+
+	/* Misaligned and 8-byte accesses are refused and counted. */
+	struct device *dev = pci_bus_device(bus);
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA + 1, d, 4, false));
+	memcpy(&v, d, 4);
+	assert_int_equal(v, 0xffffffff);
+	uint8_t q[8];
+	assert_true(bus_dispatch(&vm->mmio, FERRY_PCI_ECAM_GPA, q, 8, false));
+	assert_int_equal(atomic_load(&dev->ctr.rejected), 2);
+
+	dev->ops->destroy(dev);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	free(vm);
+}
+
 static void sleep_register(void **state)
 {
 	(void)state;
@@ -347,6 +413,7 @@ int main(void)
 		cmocka_unit_test(acpi_tables_describe_the_machine),
 		cmocka_unit_test(acpi_tables_pass_iasl),
 		cmocka_unit_test(ecam_decoding),
+		cmocka_unit_test(ecam_config_space),
 		cmocka_unit_test(sleep_register),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
