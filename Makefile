@@ -9,7 +9,7 @@ CFLAGS   ?= -O2 -g
 HOST_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -Iinclude -Isrc -D_GNU_SOURCE -pthread -MMD -MP
 HOST_LIBS   := -lcjson -lseccomp -lpthread -lm
 
-.PHONY: all clean test demo deps
+.PHONY: all clean test demo deps linux-guest
 all: ferry guest tests
 
 include guest/guest.mk
@@ -22,6 +22,12 @@ clean:
 
 deps:
 	scripts/install-deps.sh
+
+# The Linux test guest (linux/README.md): build/linux/vmlinux, built from
+# Debian's linux-source-6.1 and cached under $(FERRY_CACHE) (default
+# /var/cache/ferry) by a hash of its inputs. Installs its build tools.
+linux-guest:
+	scripts/linux-guest.sh $(BUILD)/linux
 
 # Several VMs that boot and report; their consoles are copied to the terminal.
 demo: deps

@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
+double now_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -326,4 +328,243 @@ __attribute__((constructor)) static void apply_test_filter(void)
 	const char *f = getenv("FERRY_TEST_FILTER");
 	if (f && *f)
 		cmocka_set_test_filter(f);
+}
+
+void require_qemu(void)
+{
+	require_kvm();
+	if (!have_qemu())
+		fail_msg("qemu-system-x86_64 is not installed (make test installs it)");
+}
+
+void qemu_stop(struct qemu *q)
+{
+	if (q->qmp >= 0)
+		close(q->qmp);
+	q->qmp = -1;
+	if (q->pid > 0) {
+		kill(q->pid, SIGKILL);
+		waitpid(q->pid, NULL, 0);
+		q->pid = 0;
+	}
+}
+
+cJSON *qmp_read(struct qemu *q, double timeout_s)
+{
+	double deadline = now_s() + timeout_s;
+	for (;;) {
+		char *nl = memchr(q->buf, '\n', q->len);
+		if (nl) {
+			*nl = '\0';
+			cJSON *j = cJSON_Parse(q->buf);
+			size_t used = (size_t)(nl + 1 - q->buf);
+			memmove(q->buf, nl + 1, q->len - used);
+			q->len -= used;
+			if (j)
+				return j;
+			continue;
+		}
+		if (now_s() > deadline || q->len == sizeof(q->buf))
+			return NULL;
+		struct timeval tv = { 0, 100000 };
+		setsockopt(q->qmp, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		ssize_t n = recv(q->qmp, q->buf + q->len, sizeof(q->buf) - q->len, 0);
+		if (n > 0)
+			q->len += (size_t)n;
+		else if (n == 0)
+			return NULL;
+	}
+}
+
+/* What went wrong with QEMU, for a failure message: how it ended (if it
+ * has), what it said (its log, if kept), and the guest's console. */
+static char *qemu_diagnosis(struct qemu *q)
+{
+	int st = 0;
+	char how[64] = "still running";
+	if (q->pid > 0 && waitpid(q->pid, &st, WNOHANG) == q->pid) {
+		q->pid = 0;
+		if (WIFEXITED(st))
+			snprintf(how, sizeof(how), "exited with %d", WEXITSTATUS(st));
+		else
+			snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(st));
+	}
+	char *err = q->log ? read_file(q->log) : NULL, *con = q->console ? read_file(q->console) : NULL;
+	char *d = xasprintf("QEMU %s; its output:\n%s\nconsole:\n%s", how, err ? err : "", con ? con : "");
+	free(err);
+	free(con);
+	return d;
+}
+
+cJSON *qmp(struct qemu *q, const char *cmd, cJSON **root)
+{
+	/* One send with the newline: QEMU acts on a complete object at once,
+	 * so after "quit" a second send could find the socket closed. */
+	char *line = xasprintf("%s\n", cmd);
+	size_t len = strlen(line);
+	if (send(q->qmp, line, len, MSG_NOSIGNAL) != (ssize_t)len)
+		fail_msg("QMP send of %s failed: %s\n%s", cmd, strerror(errno), qemu_diagnosis(q));
+	free(line);
+	for (;;) {
+		cJSON *j = qmp_read(q, 20);
+		if (!j)
+			fail_msg("no QMP reply to %s\n%s", cmd, qemu_diagnosis(q));
+		cJSON *ret = cJSON_GetObjectItem(j, "return");
+		if (ret) {
+			*root = j;
+			return ret;
+		}
+		cJSON *err = cJSON_GetObjectItem(j, "error");
+		if (err) {
+			char *text = cJSON_PrintUnformatted(err);
+			fail_msg("QMP %s failed: %s", cmd, text);
+		}
+		cJSON_Delete(j); /* an event */
+	}
+}
+
+void qmp_do(struct qemu *q, const char *cmd)
+{
+	cJSON *root;
+	qmp(q, cmd, &root);
+	cJSON_Delete(root);
+}
+
+void qemu_start_qmp(struct qemu *q, char *const argv[], const char *qmp_sock)
+{
+	q->qmp = -1;
+	q->len = 0;
+	q->pid = fork();
+	if (q->pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		int out = q->log ? open(q->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : null;
+		dup2(null, 0);
+		dup2(out, 1);
+		dup2(out, 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	if (q->pid < 0)
+		fail_msg("fork: %s", strerror(errno));
+
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", qmp_sock);
+	for (double deadline = now_s() + 30; q->qmp < 0; usleep(50000)) {
+		if (now_s() > deadline || waitpid(q->pid, NULL, WNOHANG) == q->pid) {
+			q->pid = 0;
+			fail_msg("QEMU did not open its QMP socket");
+		}
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			q->qmp = fd;
+		else
+			close(fd);
+	}
+	cJSON *greeting = qmp_read(q, 20);
+	if (!greeting || !cJSON_GetObjectItem(greeting, "QMP"))
+		fail_msg("no QMP greeting");
+	cJSON_Delete(greeting);
+	qmp_do(q, "{\"execute\":\"qmp_capabilities\"}");
+}
+
+int spawn_background_log(char *const argv[], const char *out_path)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		int null = open("/dev/null", O_RDONLY);
+		if (out < 0 || null < 0)
+			_exit(127);
+		dup2(null, 0);
+		dup2(out, 1);
+		dup2(out, 2);
+		setpgid(0, 0);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	return (int)pid;
+}
+
+const char *linux_kernel(void)
+{
+	const char *p = getenv("FERRY_LINUX");
+	p = p && *p ? p : "build/linux/vmlinux";
+	if (access(p, R_OK) != 0)
+		fail_msg("%s: %s (make linux-guest builds it; make test does)", p, strerror(errno));
+	return p;
+}
+
+void watch_start(struct guest_watch *w, int pid, const char *console, double t0)
+{
+	memset(w, 0, sizeof(*w));
+	w->pid = pid;
+	w->console = console;
+	w->t0 = t0;
+	w->t_first = w->t_user = w->t_end = -1;
+	w->status = -1;
+}
+
+/* Notes what the console shows by now; true once the VMM has exited. */
+static bool watch_poll(struct guest_watch *w, char **text)
+{
+	double t = now_s();
+	char *c = read_file(w->console);
+	if (c && *c && w->t_first < 0)
+		w->t_first = t - w->t0;
+	if (c && w->t_user < 0 && strstr(c, "linux-init: "))
+		w->t_user = t - w->t0;
+	*text = c;
+	if (!w->exited && w->vmm_log) {
+		/* QEMU stays up, paused, after an emulation failure: fail now. */
+		char *log = read_file(w->vmm_log);
+		if (log && strstr(log, "KVM internal error")) {
+			kill(w->pid, SIGKILL);
+			waitpid(w->pid, NULL, 0);
+			w->exited = true;
+			w->t_end = t - w->t0;
+			w->status = -2;
+		}
+		free(log);
+	}
+	if (!w->exited) {
+		int st;
+		if (waitpid(w->pid, &st, WNOHANG) == w->pid) {
+			w->exited = true;
+			w->t_end = t - w->t0;
+			w->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		}
+	}
+	return w->exited;
+}
+
+bool watch_for(struct guest_watch *w, const char *text, double timeout_s)
+{
+	for (double deadline = now_s() + timeout_s;; usleep(20000)) {
+		char *c;
+		bool exited = watch_poll(w, &c);
+		bool found = c && strstr(c, text);
+		free(c);
+		if (found)
+			return true;
+		if (exited || now_s() > deadline)
+			return false;
+	}
+}
+
+int watch_exit(struct guest_watch *w, double timeout_s)
+{
+	for (double deadline = now_s() + timeout_s;; usleep(20000)) {
+		char *c;
+		bool exited = watch_poll(w, &c);
+		free(c);
+		if (exited)
+			return w->status;
+		if (now_s() > deadline) {
+			kill(-w->pid, SIGKILL);
+			kill(w->pid, SIGKILL);
+			waitpid(w->pid, NULL, 0);
+			w->exited = true;
+			return -1;
+		}
+	}
 }

@@ -22,9 +22,16 @@
 #define FERRY_PCI_MMIO32_SIZE  0x3c000000ull  /* up to 0xfc000000 */
 /* 64-bit window for large BARs (shared-memory windows), above any RAM. */
 #define FERRY_PCI_MMIO64_GPA   0x8000000000ull /* 512 GiB */
+#define FERRY_PCI_MMIO64_SIZE  0x8000000000ull /* up to 1 TiB */
 /* Device memory windows (the msgq page window, NIC zero-copy areas, shared
  * memory links) are placed from the start of the 64-bit window, each aligned
  * to its size; ferry registers them with KVM before the PCI bus exists. */
+
+/* PCI Express enhanced configuration access (ECAM, the ACPI MCFG): 4 KiB of
+ * configuration space per function, bus 0 only. Above the 32-bit window. */
+#define FERRY_PCI_ECAM_GPA     0xfc000000ull
+#define FERRY_PCI_ECAM_BUSES   1
+#define FERRY_PCI_ECAM_SIZE    (FERRY_PCI_ECAM_BUSES * 0x100000ull)
 
 #define FERRY_IOAPIC_GPA       0xfec00000ull
 #define FERRY_LAPIC_GPA        0xfee00000ull
@@ -32,5 +39,12 @@
  * identity map); they sit in the hole, below the IOAPIC. */
 #define FERRY_KVM_TSS_GPA      0xfffbd000ull
 #define FERRY_KVM_IDMAP_GPA    0xfffbc000ull
+
+/* I/O ports besides the PC's own (COM1 0x3f8, PCI 0xcf8) and debug exit
+ * (ferry/debug_exit.h): the FADT's sleep control and status registers, which
+ * power the VM off when the guest enters S5 through ACPI. */
+#define FERRY_ACPI_SLEEP_CTL_PORT 0x600
+#define FERRY_ACPI_SLEEP_STS_PORT 0x601
+#define FERRY_ACPI_S5_TYPE        5    /* SLP_TYP of \_S5 */
 
 #endif

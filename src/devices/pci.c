@@ -208,21 +208,19 @@ static void config_address_io(void *opaque, uint64_t off, uint8_t *data, uint32_
 	pthread_mutex_unlock(&bus->lock);
 }
 
-static void config_data_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+/* One access with bus->lock held. */
+static void config_access_locked(struct pci_bus *bus, unsigned busnr, unsigned slot, unsigned fn, uint32_t reg,
+				 uint8_t *data, uint32_t len, bool is_write)
 {
-	struct pci_bus *bus = opaque;
-	pthread_mutex_lock(&bus->lock);
-	uint32_t a = bus->config_address;
-	unsigned busnr = (a >> 16) & 0xff, slot = (a >> 11) & 0x1f, fn = (a >> 8) & 7;
-	uint32_t reg = (a & 0xfc) + (uint32_t)off;
-	struct pci_device *pdev = (a & PCI_CONFIG_ENABLE) && busnr == 0 && fn == 0 ? bus->slot[slot] : NULL;
-	if (!pdev || (len != 1 && len != 2 && len != 4) || reg % len) {
+	struct pci_device *pdev = busnr == 0 && slot < PCI_MAX_SLOTS && fn == 0 ? bus->slot[slot] : NULL;
+	if (!pdev || (len != 1 && len != 2 && len != 4) || reg % len || reg + len > PCI_EXT_CFG_SIZE) {
 		if (!is_write)
 			memset(data, 0xff, len); /* no device: all ones, as on hardware */
-		pthread_mutex_unlock(&bus->lock);
-		return;
-	}
-	if (is_write) {
+	} else if (reg >= PCI_CFG_SIZE) {
+		/* Extended configuration space exists (ECAM) but holds nothing. */
+		if (!is_write)
+			memset(data, 0, len);
+	} else if (is_write) {
 		uint32_t v = 0;
 		memcpy(&v, data, len);
 		config_write(pdev, reg, len, v);
@@ -230,7 +228,32 @@ static void config_data_io(void *opaque, uint64_t off, uint8_t *data, uint32_t l
 		uint32_t v = config_read(pdev, reg, len);
 		memcpy(data, &v, len);
 	}
+}
+
+void pci_bus_config_access(struct pci_bus *bus, unsigned busnr, unsigned slot, unsigned fn, uint32_t reg,
+			   uint8_t *data, uint32_t len, bool is_write)
+{
+	pthread_mutex_lock(&bus->lock);
+	config_access_locked(bus, busnr, slot, fn, reg, data, len, is_write);
 	pthread_mutex_unlock(&bus->lock);
+}
+
+static void config_data_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+	struct pci_bus *bus = opaque;
+	pthread_mutex_lock(&bus->lock);
+	uint32_t a = bus->config_address;
+	if (a & PCI_CONFIG_ENABLE)
+		config_access_locked(bus, (a >> 16) & 0xff, (a >> 11) & 0x1f, (a >> 8) & 7,
+				     (a & 0xfc) + (uint32_t)off, data, len, is_write);
+	else if (!is_write)
+		memset(data, 0xff, len);
+	pthread_mutex_unlock(&bus->lock);
+}
+
+struct device *pci_bus_device(struct pci_bus *bus)
+{
+	return &bus->dev;
 }
 
 int pci_bus_add(struct pci_bus *bus, struct pci_device *pdev, char *err, size_t errlen)
@@ -252,9 +275,18 @@ int pci_bus_add(struct pci_bus *bus, struct pci_device *pdev, char *err, size_t 
 			continue;
 		uint64_t *next = b->is_64 ? &bus->next_mmio64 : &bus->next_mmio32;
 		uint64_t addr = b->preset ? b->preset : (*next + b->size - 1) & ~(b->size - 1);
+		/* BARs stay inside the host bridge's windows (the DSDT's _CRS), or an
+		 * ACPI guest would move them. */
 		if (!b->is_64 && addr + b->size > FERRY_PCI_MMIO32_GPA + FERRY_PCI_MMIO32_SIZE) {
 			pthread_mutex_unlock(&bus->lock);
 			snprintf(err, errlen, "PCI: no room for BAR%u of %llu bytes below 4 GiB", i,
+				 (unsigned long long)b->size);
+			return -1;
+		}
+		if (b->is_64 && (addr < FERRY_PCI_MMIO64_GPA ||
+				 addr + b->size > FERRY_PCI_MMIO64_GPA + FERRY_PCI_MMIO64_SIZE)) {
+			pthread_mutex_unlock(&bus->lock);
+			snprintf(err, errlen, "PCI: no room for BAR%u of %llu bytes in the 64-bit window", i,
 				 (unsigned long long)b->size);
 			return -1;
 		}
@@ -309,6 +341,12 @@ struct pci_bus *pci_bus_create(struct vm *vm, char *err, size_t errlen)
 	if (bus_register(&vm->pio, PCI_CONFIG_ADDRESS_PORT, 4, config_address_io, bus, &bus->dev) < 0 ||
 	    bus_register(&vm->pio, PCI_CONFIG_DATA_PORT, 4, config_data_io, bus, &bus->dev) < 0) {
 		snprintf(err, errlen, "PCI: ports 0xcf8-0xcff already taken");
+		pci_bus_destroy(&bus->dev);
+		return NULL;
+	}
+	if (pci_ecam_register(bus, &vm->mmio) < 0) {
+		snprintf(err, errlen, "PCI: the ECAM window at 0x%llx is already taken",
+			 (unsigned long long)FERRY_PCI_ECAM_GPA);
 		pci_bus_destroy(&bus->dev);
 		return NULL;
 	}

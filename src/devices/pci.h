@@ -1,5 +1,5 @@
-/* PCI bus 0 behind configuration mechanism #1 (ports 0xcf8/0xcfc), with a
- * host bridge at 00:00.0. Devices describe their config space, BARs and
+/* PCI bus 0 behind configuration mechanism #1 (ports 0xcf8/0xcfc) and ECAM
+ * (devices/pci_ecam.c), with a host bridge at 00:00.0. Devices describe their config space, BARs and
  * capabilities; the bus maps BARs where the guest puts them. */
 #ifndef FERRY_PCI_H
 #define FERRY_PCI_H
@@ -15,6 +15,7 @@
 #define PCI_MAX_SLOTS 32
 #define PCI_NUM_BARS  6
 #define PCI_CFG_SIZE  256
+#define PCI_EXT_CFG_SIZE 4096   /* per function, through ECAM */
 
 struct vm;
 struct pci_device;
@@ -69,6 +70,25 @@ void pci_place_bar(struct pci_device *pdev, unsigned bar, uint64_t addr);
 uint8_t pci_add_cap(struct pci_device *pdev, const void *cap, uint8_t len);
 /* Puts the device in a free slot, assigns its BARs and maps them. */
 int pci_bus_add(struct pci_bus *bus, struct pci_device *pdev, char *err, size_t errlen);
+
+/* One configuration access, from mechanism #1 or ECAM. Functions that do not
+ * exist read as all ones; offsets 256-4095 of one that does read as zero and
+ * ignore writes. len must be 1, 2 or 4 and reg aligned to it. */
+void pci_bus_config_access(struct pci_bus *bus, unsigned busnr, unsigned slot, unsigned fn, uint32_t reg,
+			   uint8_t *data, uint32_t len, bool is_write);
+/* The bus's own device (the host bridge): counts its exits and rejections. */
+struct device *pci_bus_device(struct pci_bus *bus);
+
+/* ECAM (devices/pci_ecam.c). An offset into the window decodes to a
+ * function and register; false if the access is not one ECAM allows
+ * (outside the window, a width other than 1, 2 or 4, misaligned). */
+struct pci_ecam_addr {
+	unsigned bus, slot, fn;
+	uint32_t reg;
+};
+bool pci_ecam_decode(uint64_t offset, uint32_t len, struct pci_ecam_addr *out);
+/* Puts the window at FERRY_PCI_ECAM_GPA on an MMIO bus. */
+int pci_ecam_register(struct pci_bus *bus, struct io_bus *mmio);
 
 static inline uint16_t pci_cfg_read16(const struct pci_device *pdev, uint32_t off)
 {

@@ -1,5 +1,7 @@
-/* Minimal ACPI tables for a hardware-reduced PC: RSDP, XSDT, FADT, an empty
- * DSDT, and a MADT listing the vCPUs' local APICs and the IOAPIC. */
+/* ACPI tables for a hardware-reduced PC: RSDP, XSDT, FADT (with sleep
+ * registers for power-off), a DSDT describing the PCI host bridge, COM1, the
+ * debug-exit port and reserved motherboard resources, a MADT listing the
+ * vCPUs' local APICs and the IOAPIC, and an MCFG for ECAM. */
 #ifndef FERRY_ACPI_H
 #define FERRY_ACPI_H
 

@@ -16,7 +16,7 @@ unsigned pvh_memmap(uint64_t ram, struct hvm_memmap_table_entry *out, unsigned m
 {
 	unsigned n = 0;
 	uint64_t low = ram < FERRY_MMIO_HOLE_GPA ? ram : FERRY_MMIO_HOLE_GPA;
-	if (max < 4)
+	if (max < 5)
 		return 0;
 	/* The PC's low memory: RAM, then a reserved area holding the ACPI tables. */
 	out[n++] = (struct hvm_memmap_table_entry){ 0, FERRY_LOW_RESERVED_GPA, HVM_MEMMAP_TYPE_RAM, 0 };
@@ -24,6 +24,9 @@ unsigned pvh_memmap(uint64_t ram, struct hvm_memmap_table_entry *out, unsigned m
 						    HVM_MEMMAP_TYPE_RESERVED, 0 };
 	if (low > 0x100000)
 		out[n++] = (struct hvm_memmap_table_entry){ 0x100000, low - 0x100000, HVM_MEMMAP_TYPE_RAM, 0 };
+	/* The ECAM window, reserved as firmware does, so the OS trusts the MCFG. */
+	out[n++] = (struct hvm_memmap_table_entry){ FERRY_PCI_ECAM_GPA, FERRY_PCI_ECAM_SIZE,
+						    HVM_MEMMAP_TYPE_RESERVED, 0 };
 	if (ram > low)
 		out[n++] = (struct hvm_memmap_table_entry){ FERRY_HIGH_RAM_GPA, ram - low, HVM_MEMMAP_TYPE_RAM, 0 };
 	return n;

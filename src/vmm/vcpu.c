@@ -35,7 +35,101 @@ void vcpu_signals_init(void)
 {
 	struct sigaction sa = { .sa_handler = kick_handler };
 	sigemptyset(&sa.sa_mask);
-	sigaction(KICK_SIGNAL, &sa, NULL); /* no SA_RESTART: KVM_RUN must return EINTR */
+	/* KVM_RUN returns EINTR either way; the profiler's ticks must not
+	 * break a device's read or write on the vCPU thread. */
+	if (getenv("FERRY_PROFILE"))
+		sa.sa_flags = SA_RESTART;
+	sigaction(KICK_SIGNAL, &sa, NULL);
+}
+
+/* A debugging aid, off unless FERRY_PROFILE=PATH is set: each vCPU thread
+ * kicks itself out of KVM_RUN every millisecond and records the guest's RIP;
+ * when the VM is destroyed the samples go to PATH.<vm>.vcpu<N> as "count rip"
+ * lines, most frequent first. Map them with System.map or
+ * `addr2line -f -e vmlinux` (linux/README.md). FERRY_PROFILE_MS=N keeps only
+ * the first N samples (about the first N ms of guest time). */
+#define PROFILE_MAX_SAMPLES (1u << 21)
+
+static void profile_start(struct vcpu *vcpu)
+{
+	if (!getenv("FERRY_PROFILE"))
+		return;
+	/* FERRY_PROFILE_MS=N: only the first N ms (one sample each). */
+	const char *ms = getenv("FERRY_PROFILE_MS");
+	vcpu->max_samples = ms && atol(ms) > 0 && (unsigned long)atol(ms) < PROFILE_MAX_SAMPLES ? (size_t)atol(ms)
+											: PROFILE_MAX_SAMPLES;
+	vcpu->samples = malloc(PROFILE_MAX_SAMPLES * sizeof(*vcpu->samples));
+	struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = KICK_SIGNAL };
+	sev._sigev_un._tid = gettid();
+	struct itimerspec its = { { 0, 1000000 }, { 0, 1000000 } };
+	if (!vcpu->samples || timer_create(CLOCK_MONOTONIC, &sev, &vcpu->profile_timer) < 0) {
+		free(vcpu->samples);
+		vcpu->samples = NULL;
+		return;
+	}
+	if (timer_settime(vcpu->profile_timer, 0, &its, NULL) < 0) {
+		timer_delete(vcpu->profile_timer);
+		free(vcpu->samples);
+		vcpu->samples = NULL;
+		return;
+	}
+	vcpu->profiling = true;
+}
+
+static void profile_sample(struct vcpu *vcpu)
+{
+	struct kvm_regs regs;
+	if (vcpu->profiling && vcpu->nr_samples < vcpu->max_samples && ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0)
+		vcpu->samples[vcpu->nr_samples++] = regs.rip;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+struct rip_count {
+	uint64_t rip, count;
+};
+
+static int by_count(const void *a, const void *b)
+{
+	const struct rip_count *x = a, *y = b;
+	return x->count < y->count ? 1 : x->count > y->count ? -1 : cmp_u64(&x->rip, &y->rip);
+}
+
+static void profile_write(struct vcpu *vcpu)
+{
+	if (vcpu->profiling)
+		timer_delete(vcpu->profile_timer);
+	const char *base = getenv("FERRY_PROFILE");
+	if (!vcpu->samples || !base || vcpu->nr_samples == 0) {
+		free(vcpu->samples);
+		return;
+	}
+	qsort(vcpu->samples, vcpu->nr_samples, sizeof(uint64_t), cmp_u64);
+	/* Counted in place: the distinct RIPs fit where the samples were. */
+	struct rip_count *c = calloc(vcpu->nr_samples, sizeof(*c));
+	size_t n = 0;
+	for (size_t i = 0; c && i < vcpu->nr_samples; i++) {
+		if (n && c[n - 1].rip == vcpu->samples[i])
+			c[n - 1].count++;
+		else
+			c[n++] = (struct rip_count){ vcpu->samples[i], 1 };
+	}
+	char path[4096];
+	snprintf(path, sizeof(path), "%s.%s.vcpu%u", base, vcpu->vm->name, vcpu->index);
+	FILE *f = c ? fopen(path, "w") : NULL;
+	if (f) {
+		qsort(c, n, sizeof(*c), by_count);
+		for (size_t i = 0; i < n; i++)
+			fprintf(f, "%llu 0x%llx\n", (unsigned long long)c[i].count, (unsigned long long)c[i].rip);
+		if (fclose(f) == 0)
+			log_info(vcpu->vm->name, "vcpu %u: %zu RIP samples in %s", vcpu->index, vcpu->nr_samples, path);
+	}
+	free(c);
+	free(vcpu->samples);
 }
 
 static struct kvm_cpuid_entry2 *cpuid_find(struct kvm_cpuid2 *c, uint32_t fn, uint32_t index)
@@ -294,6 +388,7 @@ static void *vcpu_thread(void *arg)
 	if (pthread_getcpuclockid(pthread_self(), &vcpu->cpu_clock) == 0)
 		atomic_store(&vcpu->clock_ready, true);
 	char why[160];
+	profile_start(vcpu); /* before the sandbox: it allows no timer_create */
 	if (sandbox_thread(tname, why, sizeof(why)) < 0)
 		vm_stop(vm, VM_EXIT_VMM_ERROR, 0, why);
 
@@ -306,6 +401,7 @@ static void *vcpu_thread(void *arg)
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				vcpu->run->immediate_exit = 0;
+				profile_sample(vcpu);
 				continue;
 			}
 			char detail[512];
@@ -385,6 +481,7 @@ void vcpu_destroy(struct vcpu *vcpu)
 	if (!vcpu)
 		return;
 	vcpu_join(vcpu);
+	profile_write(vcpu);
 	munmap(vcpu->run, (size_t)vcpu->vm->kvm->vcpu_mmap_size);
 	close(vcpu->fd);
 	free(vcpu);

@@ -30,6 +30,11 @@ struct vcpu {
 	uint64_t cpu_time_ns;   /* thread CPU time, sampled when it exits */
 	/* Kept by the CPU scheduler while the guest has this vCPU parked. */
 	atomic_ullong parked_ns, cpu_ns_while_parked;
+	/* FERRY_PROFILE: guest RIPs sampled every millisecond (see vcpu.c). */
+	uint64_t *samples;
+	size_t nr_samples, max_samples;
+	bool profiling;
+	timer_t profile_timer;
 };
 
 struct vcpu *vcpu_create(struct vm *vm, unsigned index, char *err, size_t errlen);

@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "devices/acpi_pm.h"
 #include "devices/cpu_reserve.h"
 #include "devices/debug_exit.h"
 #include "devices/device.h"
@@ -120,7 +121,7 @@ static int add_devices(struct vm *vm, const char *log_dir, bool console, char *e
 	else
 		snprintf(log_path, sizeof(log_path), "%s/%s.log", log_dir, vm->name);
 	vm->console = serial_create(vm, log_path, console, err, errlen);
-	if (!vm->console || debug_exit_create(vm, err, errlen) < 0)
+	if (!vm->console || debug_exit_create(vm, err, errlen) < 0 || acpi_pm_create(vm, err, errlen) < 0)
 		return -1;
 	vm->pci = pci_bus_create(vm, err, errlen);
 	if (!vm->pci)

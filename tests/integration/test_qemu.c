@@ -38,13 +38,6 @@ static struct cmd_result qemu(const char *machine, const char *smp, const char *
 	return run_cmd(argv, 120);
 }
 
-static void require_qemu(void)
-{
-	require_kvm();
-	if (!have_qemu())
-		fail_msg("qemu-system-x86_64 is not installed (make test installs it)");
-}
-
 static void expect(struct cmd_result *r, int status, const char *text)
 {
 	if (r->status != status || !strstr(r->out, text))

@@ -9,15 +9,11 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define MIB (1024.0 * 1024.0)
@@ -25,130 +21,11 @@
 
 #define tmp test_dir
 
-struct qemu {
-	pid_t pid;
-	int qmp;
-	char *console;   /* path of the guest's serial output */
-	char *stderr_path; /* QEMU's own messages */
-	char buf[65536];
-	size_t len;
-};
-
-/* What went wrong with QEMU, for a failure message: how it ended (if it
- * has), what it said, and the guest's console. */
-static char *qemu_diagnosis(struct qemu *q)
-{
-	int st = 0;
-	char how[64] = "still running";
-	if (q->pid > 0 && waitpid(q->pid, &st, WNOHANG) == q->pid) {
-		q->pid = 0;
-		if (WIFEXITED(st))
-			snprintf(how, sizeof(how), "exited with %d", WEXITSTATUS(st));
-		else
-			snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(st));
-	}
-	char *err = q->stderr_path ? read_file(q->stderr_path) : NULL, *con = q->console ? read_file(q->console) : NULL;
-	char *d = xasprintf("QEMU %s; its stderr:\n%s\nconsole:\n%s", how, err ? err : "", con ? con : "");
-	free(err);
-	free(con);
-	return d;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void require_qemu(void)
-{
-	require_kvm();
-	if (!have_qemu())
-		fail_msg("qemu-system-x86_64 is not installed (make test installs it)");
-}
-
-static void qemu_stop(struct qemu *q)
-{
-	if (q->qmp >= 0)
-		close(q->qmp);
-	q->qmp = -1;
-	if (q->pid > 0) {
-		kill(q->pid, SIGKILL);
-		waitpid(q->pid, NULL, 0);
-		q->pid = 0;
-	}
-}
-
-/* Reads one JSON line from QMP (a reply or an event); NULL after timeout. */
-static cJSON *qmp_read(struct qemu *q, double timeout_s)
-{
-	double deadline = now_s() + timeout_s;
-	for (;;) {
-		char *nl = memchr(q->buf, '\n', q->len);
-		if (nl) {
-			*nl = '\0';
-			cJSON *j = cJSON_Parse(q->buf);
-			size_t used = (size_t)(nl + 1 - q->buf);
-			memmove(q->buf, nl + 1, q->len - used);
-			q->len -= used;
-			if (j)
-				return j;
-			continue;
-		}
-		if (now_s() > deadline || q->len == sizeof(q->buf))
-			return NULL;
-		struct timeval tv = { 0, 100000 };
-		setsockopt(q->qmp, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		ssize_t n = recv(q->qmp, q->buf + q->len, sizeof(q->buf) - q->len, 0);
-		if (n > 0)
-			q->len += (size_t)n;
-		else if (n == 0)
-			return NULL;
-	}
-}
-
-/* Sends a command and returns its "return" value (owned by the caller's
- * root, returned in *root); fails the test on an error reply. */
-static cJSON *qmp(struct qemu *q, const char *cmd, cJSON **root)
-{
-	/* One send with the newline: QEMU acts on a complete object at once,
-	 * so after "quit" a second send could find the socket closed. */
-	char *line = xasprintf("%s\n", cmd);
-	size_t len = strlen(line);
-	if (send(q->qmp, line, len, MSG_NOSIGNAL) != (ssize_t)len)
-		fail_msg("QMP send of %s failed: %s\n%s", cmd, strerror(errno), qemu_diagnosis(q));
-	free(line);
-	for (;;) {
-		cJSON *j = qmp_read(q, 20);
-		if (!j)
-			fail_msg("no QMP reply to %s\n%s", cmd, qemu_diagnosis(q));
-		cJSON *ret = cJSON_GetObjectItem(j, "return");
-		if (ret) {
-			*root = j;
-			return ret;
-		}
-		cJSON *err = cJSON_GetObjectItem(j, "error");
-		if (err) {
-			char *text = cJSON_PrintUnformatted(err);
-			fail_msg("QMP %s failed: %s", cmd, text);
-		}
-		cJSON_Delete(j); /* an event */
-	}
-}
-
-static void qmp_do(struct qemu *q, const char *cmd)
-{
-	cJSON *root;
-	qmp(q, cmd, &root);
-	cJSON_Delete(root);
-}
-
 static void qemu_start(struct qemu *q, const char *append)
 {
 	char *sock = xasprintf("%s/qmp.sock", tmp);
 	q->console = xasprintf("%s/console.log", tmp);
-	q->stderr_path = xasprintf("%s/qemu.err", tmp);
+	q->log = xasprintf("%s/qemu.log", tmp);
 	char *serial = xasprintf("file:%s", q->console);
 	char *qmparg = xasprintf("unix:%s,server=on,wait=off", sock);
 	char *argv[] = {
@@ -160,38 +37,7 @@ static void qemu_start(struct qemu *q, const char *append)
 		"-device", "virtio-balloon-pci,id=balloon0,disable-legacy=on,deflate-on-oom=on,free-page-reporting=on",
 		NULL,
 	};
-	q->qmp = -1;
-	q->len = 0;
-	q->pid = fork();
-	if (q->pid == 0) {
-		int null = open("/dev/null", O_RDWR), err = open(q->stderr_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		dup2(null, 0);
-		dup2(null, 1);
-		dup2(err >= 0 ? err : null, 2);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	if (q->pid < 0)
-		fail_msg("fork: %s", strerror(errno));
-
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
-	for (double deadline = now_s() + 30; q->qmp < 0; usleep(50000)) {
-		if (now_s() > deadline || waitpid(q->pid, NULL, WNOHANG) == q->pid) {
-			q->pid = 0;
-			fail_msg("QEMU did not open its QMP socket");
-		}
-		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			q->qmp = fd;
-		else
-			close(fd);
-	}
-	cJSON *greeting = qmp_read(q, 20);
-	if (!greeting || !cJSON_GetObjectItem(greeting, "QMP"))
-		fail_msg("no QMP greeting");
-	cJSON_Delete(greeting);
-	qmp_do(q, "{\"execute\":\"qmp_capabilities\"}");
+	qemu_start_qmp(q, argv, sock);
 	free(sock);
 	free(serial);
 	free(qmparg);
@@ -309,6 +155,7 @@ static void inflate_deflate_stats(void **state)
 	q.pid = 0;
 	qemu_stop(&q);
 	free(q.console);
+	free(q.log);
 }
 
 /* The selftest's balloon check finds the device (QEMU sets no target at

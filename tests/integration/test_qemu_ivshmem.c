@@ -16,13 +16,6 @@
 
 static char shm_path[64];
 
-static void require_qemu(void)
-{
-	require_kvm();
-	if (!have_qemu())
-		fail_msg("qemu-system-x86_64 is not installed (make test installs it)");
-}
-
 /* A fresh, zeroed shared-memory file for each test (a ring left from an
  * earlier pair would confuse the guests: guest/include/ivshmem.h). */
 static int setup(void **state)

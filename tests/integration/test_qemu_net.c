@@ -31,13 +31,6 @@ static unsigned npids;
 static char netns[64];
 static const char *nic_extra = "";   /* more virtio-net-pci properties */
 
-static void require_qemu(void)
-{
-	require_kvm();
-	if (!have_qemu())
-		fail_msg("qemu-system-x86_64 is not installed (make test installs it)");
-}
-
 /* A UDP port on 127.0.0.1 that is free right now. */
 static int free_udp_port(void)
 {

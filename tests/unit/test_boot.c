@@ -133,19 +133,22 @@ static void memmap_layouts(void **state)
 	(void)state;
 	struct hvm_memmap_table_entry m[PVH_MAX_MEMMAP];
 	unsigned n = pvh_memmap(64ull << 20, m, PVH_MAX_MEMMAP);
-	assert_int_equal(n, 3);
+	assert_int_equal(n, 4);
 	assert_int_equal(m[0].type, HVM_MEMMAP_TYPE_RAM);
 	assert_int_equal(m[0].addr + m[0].size, FERRY_LOW_RESERVED_GPA);
 	assert_int_equal(m[1].type, HVM_MEMMAP_TYPE_RESERVED);
 	assert_true(m[1].addr <= FERRY_ACPI_GPA && FERRY_ACPI_GPA + FERRY_ACPI_MAX <= m[1].addr + m[1].size);
 	assert_int_equal(m[2].addr, 0x100000);
 	assert_int_equal(m[2].addr + m[2].size, 64ull << 20);
+	assert_int_equal(m[3].type, HVM_MEMMAP_TYPE_RESERVED); /* ECAM */
+	assert_int_equal(m[3].addr, FERRY_PCI_ECAM_GPA);
+	assert_int_equal(m[3].size, FERRY_PCI_ECAM_SIZE);
 
 	n = pvh_memmap(4ull << 30, m, PVH_MAX_MEMMAP); /* 3 GiB low + 1 GiB high */
-	assert_int_equal(n, 4);
+	assert_int_equal(n, 5);
 	assert_int_equal(m[2].addr + m[2].size, FERRY_MMIO_HOLE_GPA);
-	assert_int_equal(m[3].addr, FERRY_HIGH_RAM_GPA);
-	assert_int_equal(m[3].size, 1ull << 30);
+	assert_int_equal(m[4].addr, FERRY_HIGH_RAM_GPA);
+	assert_int_equal(m[4].size, 1ull << 30);
 	uint64_t ram = 0;
 	for (unsigned i = 0; i < n; i++)
 		if (m[i].type == HVM_MEMMAP_TYPE_RAM)

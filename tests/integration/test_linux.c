@@ -1,0 +1,277 @@
+/* A Linux 6.1 kernel with ACPI (make linux-guest, linux/README.md) under
+ * ferry, with Linux's own drivers against ferry's devices: it must find the
+ * PCI bus through ACPI, bind virtio-rng and virtio-balloon, read entropy,
+ * read configuration space through ECAM, inflate and deflate the balloon at
+ * the host's request (ferry's counters and the host's resident memory
+ * follow), report free pages, and power off with status 0 through the
+ * debug-exit port and through ACPI. Anything else (an emulation failure, a
+ * missing device) fails with ferry's report (RIP and instruction bytes) and
+ * the console. Deadlines are generous limits for this host's interpreted
+ * ring 0; the test prints the times it saw. */
+#include "helpers.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ferry/layout.h"
+
+#define tmp test_dir
+#define BOOT_DEADLINE_S 240
+
+struct ferry_vm {
+	struct guest_watch w;
+	char *console, *out, *sock, *summary, *logs;
+};
+
+/* Starts `ferry run` for one VM named vm0, in the background. */
+static void start(struct ferry_vm *f, const char *cmdline, const char *const *devices)
+{
+	f->logs = xasprintf("%s/logs", tmp);
+	f->console = xasprintf("%s/vm0.log", f->logs);
+	f->out = xasprintf("%s/ferry.out", tmp);
+	f->sock = xasprintf("%s/ctl.sock", tmp);
+	f->summary = xasprintf("%s/summary.json", tmp);
+	char *cl = xasprintf("%s %s", LINUX_CMDLINE, cmdline);
+	char *argv[32];
+	int n = 0;
+	argv[n++] = (char *)ferry_bin();
+	argv[n++] = "run";
+	argv[n++] = "--kernel";
+	argv[n++] = (char *)linux_kernel();
+	argv[n++] = "--mem";
+	argv[n++] = "128M";
+	for (; *devices; devices++) {
+		argv[n++] = "--device";
+		argv[n++] = (char *)*devices;
+	}
+	argv[n++] = "--cmdline";
+	argv[n++] = cl;
+	argv[n++] = "--control";
+	argv[n++] = f->sock;
+	argv[n++] = "--summary";
+	argv[n++] = f->summary;
+	argv[n++] = "--log-dir";
+	argv[n++] = f->logs;
+	argv[n++] = "--timeout";
+	argv[n++] = "400";
+	argv[n] = NULL;
+	double t0 = now_s();
+	int pid = spawn_background_log(argv, f->out);
+	if (pid < 0)
+		fail_msg("cannot start ferry");
+	watch_start(&f->w, pid, f->console, t0);
+	free(cl);
+}
+
+/* Fails the test with what ferry said (an emulation failure's RIP and
+ * bytes) and the end of the console. */
+static void fail_with_logs(struct ferry_vm *f, const char *what)
+{
+	if (!f->w.exited)
+		watch_exit(&f->w, 0);
+	char *out = read_file(f->out), *con = read_file(f->console);
+	size_t len = con ? strlen(con) : 0;
+	const char *tail = con ? con + (len > 6000 ? len - 6000 : 0) : "(no console)";
+	fprintf(stderr, "ferry said:\n%s\nconsole (end):\n%s\n", out ? out : "", tail);
+	fail_msg("%s (ferry exit %d; its output and the console are above)", what, f->w.status);
+}
+
+static cJSON *status(struct ferry_vm *f, cJSON **root)
+{
+	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", f->sock, "status", NULL };
+	struct cmd_result r = run_cmd(argv, 10);
+	*root = r.status == 0 ? cJSON_Parse(r.out) : NULL;
+	cmd_result_free(&r);
+	cJSON *vms = *root ? cJSON_GetObjectItem(*root, "vms") : NULL;
+	cJSON *vm = vms ? cJSON_GetArrayItem(vms, 0) : NULL;
+	if (!vm)
+		fail_with_logs(f, "ferry ctl status gave no VM");
+	return vm;
+}
+
+static double balloon_pages(struct ferry_vm *f, const char *field)
+{
+	cJSON *root, *vm = status(f, &root);
+	double v = json_num(vm, field);
+	cJSON_Delete(root);
+	return v;
+}
+
+static double resident_mib(struct ferry_vm *f)
+{
+	return balloon_pages(f, "resident_mib");
+}
+
+static void balloon_to(struct ferry_vm *f, const char *target, double want_pages)
+{
+	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", f->sock, "balloon", "vm0", (char *)target, NULL };
+	struct cmd_result r = run_cmd(argv, 10);
+	if (r.status != 0)
+		fail_msg("ferry ctl balloon vm0 %s: %s%s", target, r.out, r.err);
+	cmd_result_free(&r);
+	double actual = -1;
+	for (double deadline = now_s() + 120; (actual = balloon_pages(f, "balloon.actual_pages")) != want_pages;
+	     usleep(100000)) {
+		if (now_s() > deadline) {
+			char *msg = xasprintf("balloon target %s: the guest holds %.0f pages, not %.0f, after 120 s",
+					      target, actual, want_pages);
+			fail_with_logs(f, msg);
+		}
+	}
+}
+
+static void expect_console(struct ferry_vm *f, const char *const *lines)
+{
+	char *con = read_file(f->console);
+	for (; *lines; lines++)
+		if (!con || !strstr(con, *lines)) {
+			char *msg = xasprintf("\"%s\" is not on the console", *lines);
+			fail_with_logs(f, msg);
+		}
+	free(con);
+}
+
+static void report_times(struct ferry_vm *f, const char *what)
+{
+	printf("linux boot under ferry (%s): first console byte %.2f s, user space %.2f s, whole run %.2f s\n", what,
+	       f->w.t_first, f->w.t_user, f->w.t_end);
+	fflush(stdout);
+}
+
+static void free_vm(struct ferry_vm *f)
+{
+	free(f->console);
+	free(f->out);
+	free(f->sock);
+	free(f->summary);
+	free(f->logs);
+}
+
+/* The whole tour: ACPI finds the bus, both drivers bind, entropy, ECAM,
+ * 24 MiB through the balloon and back, free page reporting, power-off
+ * through the debug-exit port. Small amounts: each page the guest touches
+ * or moves through the balloon costs milliseconds of interpreted ring 0. */
+static void devices_balloon_port_exit(void **state)
+{
+	(void)state;
+	require_kvm();
+	struct ferry_vm f;
+	const char *devices[] = { "virtio-rng", "virtio-balloon", NULL };
+	char *cl = xasprintf("ferry.expect=rng,balloon ferry.touch=16 ferry.balloon=24 ferry.reporting=4 "
+			     "ferry.ecam=0x%llx ferry.exit=port", (unsigned long long)FERRY_PCI_ECAM_GPA);
+	start(&f, cl, devices);
+	free(cl);
+	if (!watch_for(&f.w, "virtio-balloon: waiting", BOOT_DEADLINE_S))
+		fail_with_logs(&f, "the init did not reach the balloon check");
+
+	/* The init touched 16 MiB and freed it: the host holds those pages
+	 * until the balloon takes them or free page reporting returns them
+	 * (which may already have begun). Which free pages the balloon gets is
+	 * up to Linux's allocator, so only part of the 16 MiB is sure to come
+	 * back through it (8-12 MiB in this test's runs). */
+	double before = resident_mib(&f);
+	balloon_to(&f, "24M", 24 * 256);
+	double inflated = resident_mib(&f);
+	balloon_to(&f, "0", 0);
+	printf("resident memory: %.1f MiB before, %.1f MiB with 24 MiB in the balloon\n", before, inflated);
+	if (before - inflated < 4)
+		fail_with_logs(&f, "the host's resident memory did not follow the balloon (less than 4 MiB returned)");
+
+	if (watch_exit(&f.w, 120) != 0)
+		fail_with_logs(&f, "ferry did not exit with status 0");
+	report_times(&f, "rng, balloon, port exit");
+	const char *lines[] = {
+		"ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])",
+		"PCI: MMCONFIG for domain 0000 [bus 00-00] at [mem 0xfc000000-0xfc0fffff]",
+		"ACPI: PM: (supports S0 S5)",
+		"ttyS0 at I/O 0x3f8",
+		"1af4:1044 driver=virtio-pci",
+		"1af4:1045 driver=virtio-pci",
+		"linux-init: [",
+		"virtio-rng ok: rng_current=virtio_rng.0 read 4096 bytes",
+		"virtio-balloon ok: inflated",
+		"ecam ok: 3 functions match sysfs, empty slots read all ones; extended space of 00:00.0 reads "
+		"00000000 at 0x100, 00000000 at 0xffc",
+		"all checks passed",
+		"powering off (port) with status 0",
+		NULL,
+	};
+	expect_console(&f, lines);
+
+	cJSON *vm = summary_find_vm(f.summary, "vm0");
+	cJSON *reason = cJSON_GetObjectItem(vm, "exit_reason");
+	if (!cJSON_IsString(reason) || strcmp(reason->valuestring, "poweroff") || json_num(vm, "exit_code") != 0)
+		fail_with_logs(&f, "the summary does not say poweroff with status 0");
+	if (json_num(vm, "counters.balloon.inflated") < 24 * 256 || json_num(vm, "counters.balloon.deflated") < 24 * 256 ||
+	    json_num(vm, "counters.balloon.rejected") != 0 || json_num(vm, "counters.balloon.touched_after_inflate") != 0)
+		fail_msg("balloon counters: inflated %.0f, deflated %.0f, rejected %.0f, touched after inflate %.0f",
+			 json_num(vm, "counters.balloon.inflated"), json_num(vm, "counters.balloon.deflated"),
+			 json_num(vm, "counters.balloon.rejected"),
+			 json_num(vm, "counters.balloon.touched_after_inflate"));
+	/* host_freed_bytes counts both the balloon's and reporting's releases. */
+	double reported = json_num(vm, "counters.balloon.reported_bytes");
+	if (json_num(vm, "counters.balloon.host_freed_bytes") - reported < 24 << 20 || reported <= 0)
+		fail_msg("ferry released %.0f bytes in all, %.0f of them for free page reporting (want 24 MiB for "
+			 "the balloon and some reported)", json_num(vm, "counters.balloon.host_freed_bytes"), reported);
+	if (json_num(vm, "counters.virtio-rng.bytes") < 4096)
+		fail_msg("virtio-rng moved %.0f bytes", json_num(vm, "counters.virtio-rng.bytes"));
+	if (json_num(vm, "counters.pci.rejected") != 0 || json_num(vm, "counters.guest_memory_rejected") != 0)
+		fail_msg("ferry refused guest requests: pci %.0f, guest memory %.0f", json_num(vm, "counters.pci.rejected"),
+			 json_num(vm, "counters.guest_memory_rejected"));
+	printf("free page reporting: %.1f MiB reported\n", json_num(vm, "counters.balloon.reported_bytes") / (1 << 20));
+	free_vm(&f);
+}
+
+/* The kernel's own power-off: ACPI S5 through the FADT's sleep control
+ * register, which ferry turns into a power-off with status 0. */
+static void acpi_poweroff(void **state)
+{
+	(void)state;
+	require_kvm();
+	struct ferry_vm f;
+	const char *devices[] = { NULL };
+	start(&f, "ferry.exit=acpi", devices);
+	if (watch_exit(&f.w, BOOT_DEADLINE_S) != 0)
+		fail_with_logs(&f, "ferry did not exit with status 0");
+	report_times(&f, "no devices, ACPI power-off");
+	const char *lines[] = { "all checks passed", "powering off (acpi) with status 0", "reboot: Power down", NULL };
+	expect_console(&f, lines);
+	cJSON *vm = summary_find_vm(f.summary, "vm0");
+	if (json_num(vm, "exit_code") != 0 || json_num(vm, "counters.acpi-pm.exits") < 1)
+		fail_msg("exit code %.0f, %.0f accesses to the sleep registers", json_num(vm, "exit_code"),
+			 json_num(vm, "counters.acpi-pm.exits"));
+	free_vm(&f);
+}
+
+/* The init finds no balloon although the command line expects one: a
+ * failed check is status 1, and the console says what was missing. */
+static void missing_device_fails(void **state)
+{
+	(void)state;
+	require_kvm();
+	struct ferry_vm f;
+	const char *devices[] = { "virtio-rng", NULL };
+	start(&f, "ferry.expect=rng,balloon", devices);
+	if (watch_exit(&f.w, BOOT_DEADLINE_S) != 1)
+		fail_with_logs(&f, "ferry did not exit with status 1");
+	const char *lines[] = { "FAIL virtio-balloon: no virtio device of type 5", "powering off (port) with status 1",
+				NULL };
+	expect_console(&f, lines);
+	free_vm(&f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(devices_balloon_port_exit, test_dir_setup, test_dir_teardown),
+		cmocka_unit_test_setup_teardown(acpi_poweroff, test_dir_setup, test_dir_teardown),
+		cmocka_unit_test_setup_teardown(missing_device_fails, test_dir_setup, test_dir_teardown),
+	};
+	/* One test by name, while working on it: TEST_FILTER=acpi_poweroff */
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
