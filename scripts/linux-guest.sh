@@ -1,16 +1,20 @@
 #!/bin/sh
 # Builds ferry's Linux test guest (linux/README.md): Debian's linux-source-6.1
-# with linux/patches/*.patch, `make tinyconfig` plus linux/config, and an
-# initramfs holding linux/init/init.c built static. Installs build tools with
-# apt-get if they are missing.
+# with linux/patches/*.patch, `make tinyconfig` plus linux/config, ferry's
+# modules (linux/modules) built out of tree against it, and an initramfs
+# holding linux/init/init.c, the ferry-msg tool (linux/tools, linux/lib), all
+# static, and the modules. Installs build tools with apt-get if they are
+# missing.
 #
 # The result is cached under $FERRY_CACHE/linux/<hash> (default
 # /var/cache/ferry), keyed by a hash of every input: the config, the patches,
-# the init's source, this script, the kernel source package's version and the
-# compiler's. A second build with the same inputs, from any clone on this
-# machine, only copies the kernel into OUT.
+# the init's, the tool's and the modules' sources, ferry's device headers,
+# this script, the kernel source package's version and the compiler's. A
+# second build with the same inputs, from any clone on this machine, only
+# copies the kernel into OUT.
 #
-# usage: scripts/linux-guest.sh OUT_DIR      (writes OUT_DIR/vmlinux, System.map, config)
+# usage: scripts/linux-guest.sh OUT_DIR
+#   writes OUT_DIR/vmlinux, System.map, config, and OUT_DIR/modules/*.ko
 set -eu
 
 [ $# -eq 1 ] || { echo "usage: $0 OUT_DIR" >&2; exit 2; }
@@ -46,7 +50,9 @@ CC_VERSION=$(gcc --version | head -n 1)
 inputs() {
 	echo "source $SRC_VERSION"
 	echo "cc $CC_VERSION"
-	for f in scripts/linux-guest.sh linux/config linux/init/init.c linux/patches/*.patch; do
+	for f in scripts/linux-guest.sh linux/config linux/init/init.c linux/patches/*.patch \
+		linux/modules/Kbuild linux/modules/*.c linux/modules/compat/*.h linux/include/uapi/*.h \
+		linux/lib/*.c linux/lib/*.h linux/tools/*.c include/ferry/*.h; do
 		echo "file $f"
 		cat "$ROOT/$f"
 	done
@@ -56,15 +62,16 @@ PATCH_HASH=$(cat "$ROOT"/linux/patches/*.patch | sha256sum | cut -c1-12)
 RESULT=$CACHE/$HASH
 
 install_result() {
-	mkdir -p "$OUT"
-	for f in vmlinux System.map config; do
+	mkdir -p "$OUT/modules"
+	rm -f "$OUT"/modules/*.ko
+	for f in vmlinux System.map config modules/*.ko; do
 		rm -f "$OUT/$f"
 		ln "$RESULT/$f" "$OUT/$f" 2>/dev/null || cp "$RESULT/$f" "$OUT/$f"
 	done
 	echo "$HASH" >"$OUT/hash"
 }
 
-if [ -f "$RESULT/vmlinux" ]; then
+if [ -f "$RESULT/vmlinux" ] && [ -d "$RESULT/modules" ]; then
 	install_result
 	echo "linux-guest: cached kernel $HASH ($RESULT)"
 	exit 0
@@ -75,7 +82,7 @@ mkdir -p "$CACHE"
 # the result in the cache.
 exec 9>"$CACHE/lock"
 flock 9
-if [ -f "$RESULT/vmlinux" ]; then
+if [ -f "$RESULT/vmlinux" ] && [ -d "$RESULT/modules" ]; then
 	install_result
 	echo "linux-guest: cached kernel $HASH ($RESULT)"
 	exit 0
@@ -100,17 +107,41 @@ if [ ! -f "$TREE/.ferry-ready" ]; then
 	touch "$TREE/.ferry-ready"
 fi
 
-# The init: static, so the initramfs needs nothing else.
+# The init and ferry-msg: static, so the initramfs needs nothing else.
 mkdir -p "$TREE/ferry"
 gcc -static -Os -std=gnu11 -Wall -Wextra -Werror -Wno-format-truncation -o "$TREE/ferry/init" "$ROOT/linux/init/init.c"
-strip "$TREE/ferry/init"
-cat >"$TREE/ferry/initramfs.list" <<EOF
+gcc -static -O2 -std=gnu11 -Wall -Wextra -Werror -I"$ROOT/include" -I"$ROOT/linux/include" -I"$ROOT/linux/lib" \
+	-o "$TREE/ferry/ferry-msg" "$ROOT/linux/tools/ferry-msg.c" "$ROOT/linux/lib/ferrymsg.c"
+strip "$TREE/ferry/init" "$TREE/ferry/ferry-msg"
+# The modules' sources, where `make M=` writes its objects: a copy, with
+# ferry's headers beside it (FERRY_INCLUDE).
+rm -rf "$TREE/ferry/modules" "$TREE/ferry/include"
+mkdir -p "$TREE/ferry/include/uapi"
+mkdir -p "$TREE/ferry/modules/compat"
+# Sources only: a tree where someone built the modules in place has objects.
+cp "$ROOT/linux/modules/Kbuild" "$ROOT"/linux/modules/*.c "$TREE/ferry/modules/"
+cp "$ROOT"/linux/modules/compat/*.h "$TREE/ferry/modules/compat/"
+cp -r "$ROOT/include/ferry" "$TREE/ferry/include/ferry"
+cp "$ROOT"/linux/include/uapi/*.h "$TREE/ferry/include/uapi/"
+# The initramfs list; the modules' files are added once they are built.
+initramfs_list() {
+	cat <<EOF
 dir /dev 0755 0 0
 nod /dev/console 0600 0 0 c 5 1
 dir /proc 0555 0 0
 dir /sys 0555 0 0
+dir /bin 0755 0 0
+dir /lib 0755 0 0
+dir /lib/modules 0755 0 0
+dir /lib/modules/ferry 0755 0 0
 file /init $TREE/ferry/init 0755 0 0
+file /bin/ferry-msg $TREE/ferry/ferry-msg 0755 0 0
 EOF
+	for ko in "$@"; do
+		echo "file /lib/modules/ferry/$(basename "$ko") $ko 0644 0 0"
+	done
+}
+initramfs_list >"$TREE/ferry/initramfs.list"
 {
 	cat "$ROOT/linux/config"
 	echo "CONFIG_INITRAMFS_SOURCE=\"$TREE/ferry/initramfs.list\""
@@ -137,10 +168,17 @@ done <ferry/config
 [ "$bad" -eq 0 ] || exit 1
 
 echo "linux-guest: building vmlinux ($HASH) with make -j$JOBS"
+# vmlinux and Module.symvers (`make modules` with no modules in the tree
+# writes it), then ferry's modules against them, then vmlinux again with
+# the modules in its initramfs (only the initramfs and the link are redone).
+nice make -s -j"$JOBS" vmlinux modules
+nice make -s -j"$JOBS" M="$TREE/ferry/modules" FERRY_INCLUDE="$TREE/ferry/include" modules
+initramfs_list "$TREE"/ferry/modules/*.ko >"$TREE/ferry/initramfs.list"
 nice make -s -j"$JOBS" vmlinux
 rm -rf "$RESULT.tmp"
-mkdir -p "$RESULT.tmp"
+mkdir -p "$RESULT.tmp/modules"
 cp vmlinux System.map "$RESULT.tmp/"
+cp "$TREE"/ferry/modules/*.ko "$RESULT.tmp/modules/"
 cp .config "$RESULT.tmp/config"
 rm -rf "$RESULT"
 mv "$RESULT.tmp" "$RESULT"
