@@ -11,6 +11,7 @@
 #include "helpers.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,12 +264,255 @@ static void missing_device_fails(void **state)
 	free_vm(&f);
 }
 
+/* ---- ferry's own devices from Linux (linux/modules, linux/tools) -------- */
+
+/* `ferry run CONFIG` in the background with a control socket, watching the
+ * console of VM `watch`. */
+static void start_config(struct ferry_vm *f, const char *json, const char *watch)
+{
+	char *cfg = xasprintf("%s/config.json", tmp);
+	write_file(cfg, json);
+	f->logs = xasprintf("%s/logs", tmp);
+	f->console = xasprintf("%s/%s.log", f->logs, watch);
+	f->out = xasprintf("%s/ferry.out", tmp);
+	f->sock = xasprintf("%s/ctl.sock", tmp);
+	f->summary = xasprintf("%s/summary.json", tmp);
+	char *argv[] = { (char *)ferry_bin(), "run", cfg, "--control", f->sock, "--summary", f->summary,
+			 "--log-dir", f->logs, "--timeout", "1200", NULL };
+	double t0 = now_s();
+	int pid = spawn_background_log(argv, f->out);
+	if (pid < 0)
+		fail_msg("cannot start ferry");
+	watch_start(&f->w, pid, f->console, t0);
+	free(cfg);
+}
+
+static char *console_of(const char *name)
+{
+	char *path = xasprintf("%s/logs/%s.log", tmp, name), *text = read_file(path);
+	free(path);
+	return text ? text : xasprintf("(no console log for %s)", name);
+}
+
+static void expect_lines(struct ferry_vm *f, const char *vm, const char *const *lines)
+{
+	char *con = console_of(vm);
+	for (; *lines; lines++)
+		if (!strstr(con, *lines)) {
+			fprintf(stderr, "%s's console:\n%s\n", vm, con);
+			char *msg = xasprintf("\"%s\" is not on %s's console", *lines, vm);
+			fail_with_logs(f, msg);
+		}
+	free(con);
+}
+
+/* Two Linux VMs and three ferry-guest VMs pass messages through msgq, Linux
+ * side through ferry_virtio_pci + ferry_msgq and ferry-msg:
+ *  - lxa attacks lxb as ferry-guest's msgsecurity does (every misuse the
+ *    driver lets through refused by ferry with the right status, the
+ *    mapping rules of the driver, a full receiver, and a remapped probe
+ *    whose pages the sender no longer sees and cannot change; lxb writes
+ *    into the received page behind its driver's back, through /dev/mem,
+ *    and ferry ignores it);
+ *  - lxa streams remapped messages to ferry-guest's msgbulk receiver (fgr),
+ *    which checks every byte with its own code: the two implementations
+ *    agree on the device;
+ *  - lxa streams to lxb, remapped and then copied and deferred, every
+ *    message checksummed by the receiver.
+ * ferry's counters must show the pages moved by remapping. */
+static void msgq_from_linux_user_space(void **state)
+{
+	(void)state;
+	require_kvm();
+	char lk[PATH_MAX], gk[PATH_MAX];
+	if (!realpath(linux_kernel(), lk) || !realpath(guest_image(), gk))
+		fail_msg("cannot resolve the kernels' paths");
+	char *json = xasprintf(
+		"{\"vms\": ["
+		"{\"name\": \"lxa\", \"memory_mib\": 128, \"kernel\": \"%s\", \"cmdline\": \"%s ferry.expect=msgq "
+		"ferry.timeout=900 ferry.msg=\\\"security role=attack peer=lxb gone=gone denied_id=5;"
+		"bench role=send peer=fgr sizes=64,4K,64K count=40 mode=remap;"
+		"bench role=send peer=lxb sizes=64,4K,64K count=40 mode=remap;"
+		"bench role=send peer=lxb sizes=64,4K count=40 mode=copy post=deferred\\\"\","
+		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"lxb\", \"fgr\", \"gone\"], \"max_msg_pages\": 16}]},"
+		"{\"name\": \"lxb\", \"memory_mib\": 128, \"kernel\": \"%s\", \"cmdline\": \"%s ferry.expect=msgq "
+		"ferry.timeout=900 ferry.msg=\\\"security role=victim peer=lxa;bench role=recv;bench role=recv\\\"\","
+		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"lxa\"], \"recv_slots\": 64}]},"
+		"{\"name\": \"fgr\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=msgbulk role=recv "
+		"timeout_ms=900000\", \"devices\": [{\"type\": \"msgq\"}]},"
+		"{\"name\": \"gone\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=hello\","
+		" \"devices\": [{\"type\": \"msgq\"}]},"
+		"{\"name\": \"stranger\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=hello\","
+		" \"devices\": [{\"type\": \"msgq\"}]}]}",
+		lk, LINUX_CMDLINE, lk, LINUX_CMDLINE, gk, gk, gk);
+	struct ferry_vm f;
+	start_config(&f, json, "lxa");
+	free(json);
+	int st = watch_exit(&f.w, 1500);
+	if (st != 0)
+		fail_with_logs(&f, "ferry did not exit with status 0");
+	printf("linux msgq run: lxa reached user space at %.1f s, the run took %.1f s\n", f.w.t_user, f.w.t_end);
+	const char *lxa[] = {
+		"module ferry_virtio_pci loaded",
+		"virtio-msgq: virtio0 bound to ferry_msgq",
+		"send to a VM that is not a peer: denied, want denied: ok",
+		"send to an id no VM has: no_dest, want no_dest: ok",
+		"send to a peer that has stopped: dest_down, want dest_down: ok",
+		"send from a slot past the send region (driver): EINVAL, want EINVAL: ok",
+		"send longer than max_msg_pages: too_long, want too_long: ok",
+		"send of length 0: too_long, want too_long: ok",
+		"send past the end of the send region: too_long, want too_long: ok",
+		"mapping the receive region writable: EPERM, want EPERM: ok",
+		"making the received pages writable (mprotect): EACCES, want EACCES: ok",
+		"a second open of the device: EBUSY, want EBUSY: ok",
+		"send into a full receiver: full, want full: ok",
+		"the probe travelled remapped",
+		"after sending, 0 of 4092 probe bytes still in the sender's slot: ok",
+		"victim says the probe kept its contents after the sender's writes: ok",
+		"ferry-msg: every misuse was refused",
+		"\"size\": 65536, \"count\": 40, \"transport\": \"msgq\", \"kernel\": \"linux\", \"mode\": \"remap\"",
+		"all checks passed",
+		NULL,
+	};
+	expect_lines(&f, "lxa", lxa);
+	const char *lxb[] = {
+		"victim got the probe remapped from vm 1",
+		"victim's write into a received page through /dev/mem: ignored, ok",
+		"received run 0: 40 of 40 messages verified (40 remapped), 0 corrupt, 0 duplicated: ok",
+		"received run 2: 40 of 40 messages verified (40 remapped), 0 corrupt, 0 duplicated: ok",
+		"received run 1: 40 of 40 messages verified (0 remapped), 0 corrupt, 0 duplicated: ok",
+		"all checks passed",
+		NULL,
+	};
+	expect_lines(&f, "lxb", lxb);
+	const char *fgr[] = { "msgbulk: received run 2: 40 of 40 messages verified, 0 corrupt, 0 duplicated: ok", NULL };
+	expect_lines(&f, "fgr", fgr);
+
+	cJSON *a = summary_find_vm(f.summary, "lxa");
+	/* 40 + 40 + 40 * 16 pages to each of two receivers, remapped. */
+	double remapped = json_num(a, "counters.msgq.pages_remapped"), copied = json_num(a, "counters.msgq.bytes_copied");
+	printf("lxa: %.0f pages remapped, %.0f bytes copied, %.0f sent\n", remapped, copied,
+	       json_num(a, "counters.msgq.sent"));
+	if (remapped < 2 * (40 + 40 + 40 * 16) || copied < 40 * (64 + 4096))
+		fail_msg("lxa remapped %.0f pages and copied %.0f bytes", remapped, copied);
+	if (json_num(a, "counters.msgq.rejected_by.denied") < 1 || json_num(a, "counters.msgq.rejected_by.no_dest") < 2 ||
+	    json_num(a, "counters.msgq.rejected_by.dest_down") < 1 ||
+	    json_num(a, "counters.msgq.rejected_by.too_long") < 3 || json_num(a, "counters.msgq.rejected_by.full") < 1)
+		fail_msg("lxa's refusals were not all counted");
+	/* The driver never lets an address outside the window through. */
+	if (json_num(a, "counters.msgq.rejected_by.bad_addr") + json_num(a, "counters.msgq.rejected_by.bad_chain") != 0)
+		fail_msg("ferry refused chains of lxa's driver as malformed or outside the window");
+	cJSON *b = summary_find_vm(f.summary, "lxb");
+	if (json_num(b, "counters.msgq.writes_to_received_pages") < 1)
+		fail_msg("ferry did not see lxb's write into a received page");
+	if (json_num(b, "counters.msgq.returned_pages") < json_num(b, "counters.msgq.received"))
+		fail_msg("lxb received %.0f messages and returned %.0f pages", json_num(b, "counters.msgq.received"),
+			 json_num(b, "counters.msgq.returned_pages"));
+	free_vm(&f);
+}
+
+static cJSON *vcpu_thread(cJSON *vm, int index)
+{
+	cJSON *cpu = cJSON_GetObjectItem(cJSON_GetObjectItem(vm, "counters"), "cpu");
+	return cJSON_GetArrayItem(cJSON_GetObjectItem(cpu, "vcpu_threads"), index);
+}
+
+/* A two-vCPU Linux under ferry's CPU scheduler, and on a network with two
+ * ferry-guest VMs. The budget (4 vCPUs for 5) makes the scheduler ask the
+ * Linux VM, the only one with cpu-reserve, to park a vCPU: ferry_cpu_reserve
+ * takes CPU 1 offline (the init sees it in /sys/devices/system/cpu) and
+ * acknowledges, and the scheduler checks that the parked vCPU's thread uses
+ * no CPU. When the test stops the VM that holds the budget, the vCPU comes
+ * back. Then Linux's own virtio-net driver, which does not take ferry's
+ * zero-copy feature, pings a ferry-guest VM and exchanges UDP datagrams with
+ * its echo server, and a third VM pings Linux: all over the one-copy path. */
+static void cpu_reserve_and_network(void **state)
+{
+	(void)state;
+	require_kvm();
+	char lk[PATH_MAX], gk[PATH_MAX];
+	if (!realpath(linux_kernel(), lk) || !realpath(guest_image(), gk))
+		fail_msg("cannot resolve the kernels' paths");
+	char *json = xasprintf(
+		"{\"host\": {\"vcpu_budget\": 4}, \"networks\": {\"lan0\": {}}, \"vms\": ["
+		"{\"name\": \"lx\", \"memory_mib\": 128, \"vcpus\": 2, \"kernel\": \"%s\", \"cmdline\": \"%s "
+		"ferry.expect=cpu-reserve,net ferry.cpus=2 ferry.reserve=1 ferry.net=10.0.0.2/24 ferry.ping=10.0.0.1 "
+		"ferry.udp=10.0.0.1:7 ferry.pinged=10 ferry.timeout=900\","
+		" \"devices\": [{\"type\": \"cpu-reserve\"}], \"nics\": [{\"network\": \"lan0\"}]},"
+		"{\"name\": \"holder\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=idle\"},"
+		"{\"name\": \"echo\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=udpecho ip=10.0.0.1/24 count=20\","
+		" \"nics\": [{\"network\": \"lan0\"}]},"
+		"{\"name\": \"pinger\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=ping ip=10.0.0.3/24 "
+		"peer=10.0.0.2 count=10 wait_ms=900000\", \"nics\": [{\"network\": \"lan0\"}]}]}",
+		lk, LINUX_CMDLINE, gk, gk, gk);
+	struct ferry_vm f;
+	start_config(&f, json, "lx");
+	free(json);
+	if (!watch_for(&f.w, "cpu-reserve: parked after", 900))
+		fail_with_logs(&f, "Linux did not park a CPU");
+	/* The budget frees up: the scheduler asks for the CPU back. */
+	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", f.sock, "stop", "holder", NULL };
+	struct cmd_result r = run_cmd(argv, 10);
+	if (r.status != 0)
+		fail_msg("ferry ctl stop holder: %s%s", r.out, r.err);
+	cmd_result_free(&r);
+	int st = watch_exit(&f.w, 900);
+	/* holder was stopped: ferry's status is not 0; each VM's is below. */
+	printf("linux cpu-reserve and network run: user space at %.1f s, the run took %.1f s (ferry exit %d)\n",
+	       f.w.t_user, f.w.t_end, st);
+	const char *lx[] = {
+		"smp: 2 CPUs online",
+		"module ferry_cpu_reserve loaded",
+		"virtio-cpu-reserve: virtio0 bound to ferry_cpu_reserve",
+		"offline: cpu1",
+		"cpu-reserve ok: released after",
+		"ping ok: 10.0.0.1 answered 10 of 10, payloads intact",
+		"udp ok: 10.0.0.1:7 echoed 20 datagrams of 1-1472 bytes intact",
+		"pinged ok: this kernel answered",
+		"all checks passed",
+		NULL,
+	};
+	expect_lines(&f, "lx", lx);
+	const char *pinger[] = { "ping: peer=10.0.0.2 sent=10 received=10 lost=0 corrupt=0", NULL };
+	expect_lines(&f, "pinger", pinger);
+	const char *vms[] = { "lx", "echo", "pinger" };
+	for (int i = 0; i < 3; i++) {
+		cJSON *v = summary_find_vm(f.summary, vms[i]);
+		cJSON *reason = cJSON_GetObjectItem(v, "exit_reason");
+		if (!cJSON_IsString(reason) || strcmp(reason->valuestring, "poweroff") || json_num(v, "exit_code") != 0)
+			fail_with_logs(&f, "a VM other than holder did not power off with status 0");
+	}
+	cJSON *lxv = summary_find_vm(f.summary, "lx");
+	double requests = json_num(lxv, "counters.cpu-reserve.requests");
+	double acks = json_num(lxv, "counters.cpu-reserve.acknowledged");
+	cJSON *t1 = vcpu_thread(lxv, 1);
+	double parked_ms = t1 ? json_num(t1, "parked_ms") : 0, used_ms = t1 ? json_num(t1, "cpu_ms_while_parked") : -1;
+	printf("cpu-reserve: %.0f requests, %.0f acknowledged, vCPU 1 parked %.0f ms using %.1f ms of CPU\n", requests,
+	       acks, parked_ms, used_ms);
+	if (requests < 2 || acks < 2 || parked_ms <= 0 || used_ms < 0 || used_ms > 0.1 * parked_ms)
+		fail_msg("cpu-reserve: %.0f requests, %.0f acknowledged; vCPU 1 parked %.0f ms, using %.1f ms", requests,
+			 acks, parked_ms, used_ms);
+	cJSON *root = load_json(f.summary);
+	double ran = root ? json_num(root, "cpu.parked_vcpus_that_ran") : -1;
+	cJSON_Delete(root);
+	if (ran != 0)
+		fail_msg("the scheduler saw %.0f parked vCPUs run", ran);
+	lxv = summary_find_vm(f.summary, "lx");
+	double one = json_num(lxv, "counters.net.frames_one_copy"), zc = json_num(lxv, "counters.net.frames_zero_copy");
+	printf("lx's NIC: %.0f frames over the one-copy path, %.0f zero-copy\n", one, zc);
+	if (one < 10 + 20 + 10 || zc != 0)
+		fail_msg("lx's NIC: %.0f frames one-copy, %.0f zero-copy", one, zc);
+	free_vm(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(devices_balloon_port_exit, test_dir_setup, test_dir_teardown),
 		cmocka_unit_test_setup_teardown(acpi_poweroff, test_dir_setup, test_dir_teardown),
 		cmocka_unit_test_setup_teardown(missing_device_fails, test_dir_setup, test_dir_teardown),
+		cmocka_unit_test_setup_teardown(msgq_from_linux_user_space, test_dir_setup, test_dir_teardown),
+		cmocka_unit_test_setup_teardown(cpu_reserve_and_network, test_dir_setup, test_dir_teardown),
 	};
 	/* One test by name, while working on it: TEST_FILTER=acpi_poweroff */
 	if (getenv("TEST_FILTER"))
