@@ -125,8 +125,13 @@ static bool run_ferry(enum path p, const char *rx, const char *tx, struct child 
 	if (child_spawn(c, p == TAP ? in_ns : plain) < 0)
 		return false;
 	int st = child_finish(c, 400);
-	if (st != 0)
-		fprintf(stderr, "ferry bench net: a %s run failed (exit %d): \"%s\"\n", path_names[p], st, tx);
+	if (st != 0) {
+		/* Why, from the consoles: their last lines. */
+		size_t len = strlen(c->buf);
+		const char *tail = c->buf + (len > 1500 ? len - 1500 : 0);
+		fprintf(stderr, "ferry bench net: a %s run failed (exit %d): \"%s\"; the end of its output:\n%s\n",
+			path_names[p], st, tx, tail);
+	}
 	return st == 0;
 }
 

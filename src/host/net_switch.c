@@ -36,11 +36,19 @@ const char *net_drop_name(enum net_drop d)
 	return d < NET_DROP_MAX ? drop_names[d] : "?";
 }
 
+/* Counted always, logged once per port and cause: a warning when the
+ * guest broke a rule, a debug line when the network was just busy or a
+ * peer gone (a VM that powers off first makes its peers' last frames drop). */
 static void drop(struct net_port *p, struct net_counters *c, enum net_drop why)
 {
 	atomic_fetch_add(&c->dropped[why], 1);
-	if (p && log_limit_ok(&p->log))
-		log_warn(p->name, "net: frame dropped: %s", net_drop_name(why));
+	if (!p || (p->drops_logged & (1u << why)))
+		return;
+	p->drops_logged |= 1u << why;
+	if (why == NET_DROP_DOWN || why == NET_DROP_NO_BUFFER || why == NET_DROP_NO_ROUTE)
+		log_debug(p->name, "net: frame dropped: %s (counted; not logged again)", net_drop_name(why));
+	else
+		log_warn(p->name, "net: frame dropped: %s (counted; not logged again)", net_drop_name(why));
 }
 
 static bool is_multicast(const uint8_t *mac)

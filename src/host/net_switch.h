@@ -117,6 +117,7 @@ struct net_port {
 	struct net_channel chan[FERRY_ZC_CHANNELS];
 	struct net_counters ctr;
 	struct log_limit log;
+	uint32_t drops_logged;       /* causes (bit per enum net_drop) already logged; switch lock */
 };
 
 struct net_switch {
