@@ -536,6 +536,13 @@ void net_port_set_up(struct net_port *p, bool up)
 	if (!up) /* the peer cannot wait for a driver that is gone */
 		for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
 			unbind(p, c, true);
+	/* Detection from configuration (claim 8): NICs on one network are
+	 * assumed to talk, so a driver that starts is bound to every peer
+	 * already running (as channels allow) before it sends anything. */
+	if (up && p->sw->bind_at_start)
+		for (unsigned i = 0; i < p->sw->nr_ports; i++)
+			if (p->sw->port[i] && p->sw->port[i] != p)
+				detect(p, p->sw->port[i]);
 }
 
 unsigned net_port_unbind_all(struct net_port *p)
@@ -590,6 +597,7 @@ struct net_switch *net_switch_create(const struct net_config *cfg, unsigned max_
 	snprintf(sw->name, sizeof(sw->name), "%s", cfg->name);
 	sw->mtu = cfg->mtu;
 	sw->zero_copy = cfg->zero_copy;
+	sw->bind_at_start = cfg->bind_at_start;
 	sw->evl = evl;
 	sw->pool_fd = -1;
 	if (sw->zero_copy && max_zc_ports >= 2) {

@@ -125,6 +125,7 @@ struct net_switch {
 	char name[32];
 	uint32_t mtu;
 	bool zero_copy;
+	bool bind_at_start;           /* claim 8: pairs bound when drivers start, not on traffic */
 	struct net_port *port[NET_MAX_PORTS];
 	unsigned nr_ports;
 	/* The external port. */

@@ -141,6 +141,32 @@ static void zero_copy_path(void **state)
 	}
 }
 
+/* Detection from configuration ("bind": "at_start", claim 8): the pair is
+ * bound when the second driver starts, so even the first unicast frame
+ * (the ARP answer) crosses without a copy; only broadcasts are copied. */
+static void bound_at_start(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *json = xasprintf(
+		"{ \"networks\": { \"lan0\": { \"bind\": \"at_start\" } }, \"vms\": ["
+		" { \"name\": \"b\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=udpbulk role=recv ip=10.0.0.2/24\","
+		"   \"nics\": [ { \"network\": \"lan0\" } ] },"
+		" { \"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=udpbulk role=send ip=10.0.0.1/24 peer=10.0.0.2 count=2000\","
+		"   \"nics\": [ { \"network\": \"lan0\" } ] } ] }",
+		kernel, kernel);
+	struct cmd_result r = run_config(json, NULL);
+	free(json);
+	expect_ok(&r);
+	expect_bulk_clean(r.out, "b", 2000);
+	cmd_result_free(&r);
+	assert_int_equal(net("a", "crosstalk_detected") + net("b", "crosstalk_detected"), 1);
+	/* a's ARP request, the only frame it copies; b's answer went on the channel. */
+	assert_int_equal(net("a", "frames_one_copy"), 1);
+	assert_int_equal(net("b", "frames_one_copy"), 0);
+	assert_true(net("a", "frames_zero_copy") >= 2000);
+}
+
 /* Ping over a channel the receiver's own first reply (its ARP answer) had
  * bound: every echo comes back (it once halted unseen by its new peer, and
  * the first echoes were lost). Three runs, as the race was timing's; the
@@ -364,7 +390,7 @@ static void bad_tap(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(one_copy_path), T(zero_copy_path), T(ping_over_zero_copy), T(switch_over_while_traffic_flows),
+		T(one_copy_path), T(zero_copy_path), T(ping_over_zero_copy), T(bound_at_start), T(switch_over_while_traffic_flows),
 		T(receiver_stops_reading_mid_stream), T(mixed_drivers),
 		T(tap_from_a_namespace), T(bad_tap),
 	};
