@@ -45,7 +45,7 @@ static void drop(struct net_port *p, struct net_counters *c, enum net_drop why)
 	if (!p || (p->drops_logged & (1u << why)))
 		return;
 	p->drops_logged |= 1u << why;
-	if (why == NET_DROP_DOWN || why == NET_DROP_NO_BUFFER || why == NET_DROP_NO_ROUTE)
+	if (why == NET_DROP_DOWN || why == NET_DROP_NO_BUFFER || why == NET_DROP_NO_ROUTE || why == NET_DROP_TAP)
 		log_debug(p->name, "net: frame dropped: %s (counted; not logged again)", net_drop_name(why));
 	else
 		log_warn(p->name, "net: frame dropped: %s (counted; not logged again)", net_drop_name(why));
@@ -335,17 +335,37 @@ static void deliver(struct net_port *from, struct net_port *to, const struct iov
 	drop(to, &to->ctr, why); /* the receiver's doing: counted there */
 }
 
+/* The TAP is gone (deleted, or broken): said once; from now on frames for
+ * the outside are dropped and counted without trying, and the event loop
+ * stops watching it (epoll would report it forever). Lock held. */
+static void tap_gone(struct net_switch *sw, const char *why)
+{
+	if (sw->tap_dead)
+		return;
+	sw->tap_dead = true;
+	log_error(sw->name, "net: TAP %s failed (%s); the network has no external port now", tap_name(sw->tap), why);
+	if (sw->tap_handler) {
+		evl_del(sw->evl, sw->tap_handler);
+		sw->tap_handler = NULL;
+	}
+}
+
 static void to_tap(struct net_switch *sw, struct net_port *from, const struct iovec *iov, int n, size_t len)
 {
-	if (tap_send(sw->tap, iov, n) == (ssize_t)len) {
+	if (!sw->tap_dead && tap_send(sw->tap, iov, n) == (ssize_t)len) {
 		atomic_fetch_add(&from->ctr.frames_external, 1);
 		atomic_fetch_add(&from->ctr.bytes_copied_by_host, len);
 		atomic_fetch_add(&sw->tap_ctr.frames_rx, 1);
 		return;
 	}
 	atomic_fetch_add(&sw->tap_ctr.dropped[NET_DROP_TAP], 1);
-	if (log_limit_ok(&sw->log))
-		log_warn(sw->name, "net: TAP %s refused a frame: %s", tap_name(sw->tap), strerror(errno));
+	drop(from, &from->ctr, NET_DROP_TAP);
+	if (sw->tap_dead)
+		return;
+	/* A full TAP queue (the host reads slowly) drops a frame, as a full
+	 * NIC would; anything else means the interface is gone. */
+	if (errno != EAGAIN && errno != ENOBUFS)
+		tap_gone(sw, strerror(errno));
 }
 
 bool net_switch_tx(struct net_port *from, const struct iovec *iov, int iovcnt, size_t len)
@@ -404,13 +424,7 @@ static void tap_ready(void *arg, uint32_t events)
 		if (n == 0)
 			break;
 		if (n < 0) {
-			/* The interface is gone (or broken): say so once and stop
-			 * watching it, or epoll would wake us forever. */
-			atomic_fetch_add(&sw->tap_ctr.dropped[NET_DROP_TAP], 1);
-			log_error(sw->name, "net: TAP %s failed (%s); the network has no external port now",
-				  tap_name(sw->tap), strerror(errno));
-			evl_del(sw->evl, sw->tap_handler);
-			sw->tap_handler = NULL;
+			tap_gone(sw, strerror(errno));
 			break;
 		}
 		atomic_fetch_add(&sw->tap_ctr.frames_tx, 1);
@@ -431,12 +445,8 @@ static void tap_ready(void *arg, uint32_t events)
 		else
 			drop(NULL, &sw->tap_ctr, NET_DROP_NO_ROUTE);
 	}
-	if (events & (EPOLLERR | EPOLLHUP) && sw->tap_handler) {
-		log_error(sw->name, "net: TAP %s reports an error; the network has no external port now",
-			  tap_name(sw->tap));
-		evl_del(sw->evl, sw->tap_handler);
-		sw->tap_handler = NULL;
-	}
+	if (events & (EPOLLERR | EPOLLHUP))
+		tap_gone(sw, "the interface reports an error");
 	pthread_mutex_unlock(&sw->lock);
 }
 

@@ -130,6 +130,7 @@ struct net_switch {
 	unsigned nr_ports;
 	/* The external port. */
 	struct tap *tap;
+	bool tap_dead;                /* it failed: frames for the outside are dropped */
 	struct evl_handler *tap_handler, *timer;
 	uint64_t last_stall_check_ns;
 	struct eventloop *evl;
