@@ -119,9 +119,9 @@ static void bench_net_json(void **state)
 	static const char *const keys[] = {
 		"zc_1472_mbps", "zc_1472_pps", "zc_64_pps", "zc_rtt_us", "zc_rtt_p99_us",
 		"onecopy_1472_mbps", "onecopy_64_pps", "onecopy_rtt_us",
-		"tap_1472_mbps", "tap_64_pps", "tap_rtt_us", NULL,
+		"tap_1472_mbps", "tap_64_pps", "tap_rtt_us", "zc_rtt_poll_us", "zc_rtt_poll_p99_us", "tap_rtt_poll_us", NULL,
 	};
-	static const char *const absent[] = { "qemu_tap_1472_mbps", "qemu_tap_rtt_us", NULL };
+	static const char *const absent[] = { "qemu_tap_1472_mbps", "qemu_tap_rtt_us", "qemu_tap_rtt_poll_us", NULL };
 	cJSON *j = bench_json(args);
 	expect_measured(j, keys, absent);
 	cJSON_Delete(j);
