@@ -141,6 +141,37 @@ static void zero_copy_path(void **state)
 	}
 }
 
+/* One VM talks to several peers at once: a channel per peer, each client's
+ * echoes checked byte for byte. */
+static void one_vm_many_peers(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *vms = xasprintf(" { \"name\": \"echo\", \"memory_mib\": 64, \"kernel\": \"%s\","
+			      " \"cmdline\": \"app=udpecho ip=10.0.0.1/24 count=1200\", \"nics\": [ { \"network\": \"lan0\" } ] }",
+			      kernel);
+	for (int i = 0; i < 4; i++) {
+		char *more = xasprintf("%s, { \"name\": \"c%d\", \"memory_mib\": 64, \"kernel\": \"%s\","
+				       " \"cmdline\": \"app=udpecho peer=10.0.0.1 count=300 size=1000 ip=10.0.0.%d/24\","
+				       " \"nics\": [ { \"network\": \"lan0\" } ] }",
+				       vms, i, kernel, 10 + i);
+		free(vms);
+		vms = more;
+	}
+	char *json = xasprintf("{ \"networks\": { \"lan0\": {} }, \"vms\": [%s ] }", vms);
+	free(vms);
+	struct cmd_result r = run_config(json, NULL);
+	free(json);
+	expect_ok(&r);
+	cmd_result_free(&r);
+	/* A handful of frames (ARP, the frame that revealed each pair) copied. */
+	assert_true(net("echo", "frames_zero_copy") >= 1190);
+	assert_true(net("echo", "crosstalk_detected") + net("c0", "crosstalk_detected") + net("c1", "crosstalk_detected") +
+			    net("c2", "crosstalk_detected") + net("c3", "crosstalk_detected") == 4);
+	assert_true(net("c0", "frames_zero_copy") >= 298);
+	assert_true(net("c3", "frames_zero_copy") >= 298);
+}
+
 /* Detection from configuration ("bind": "at_start", claim 8): the pair is
  * bound when the second driver starts, so even the first unicast frame
  * (the ARP answer) crosses without a copy; only broadcasts are copied. */
@@ -464,7 +495,7 @@ static void bad_tap(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(one_copy_path), T(zero_copy_path), T(ping_over_zero_copy), T(bound_at_start), T(switch_over_while_traffic_flows),
+		T(one_copy_path), T(zero_copy_path), T(ping_over_zero_copy), T(bound_at_start), T(one_vm_many_peers), T(switch_over_while_traffic_flows),
 		T(receiver_stops_reading_mid_stream), T(mixed_drivers),
 		T(tap_from_a_namespace), T(tap_vanishes), T(bad_tap),
 	};
