@@ -56,6 +56,10 @@ uint8_t tv_pci_cap(struct vm *vm, unsigned slot, uint8_t id, uint8_t from);
 
 /* Host pointer to guest RAM [gpa, gpa + len), or NULL. */
 void *tv_ram(struct vm *vm, uint64_t gpa, uint64_t len);
+/* What the guest can write at [gpa, gpa + len) in any memory slot,
+ * device windows included (gm_ptr refuses those), unless the slot is
+ * read-only to the guest; NULL otherwise. */
+void *tv_guest_ptr(struct vm *vm, uint64_t gpa, uint64_t len);
 /* MSIs the VM's devices have raised since the last call (all vectors). */
 uint64_t tv_interrupts(struct vm *vm);
 /* Raises of a legacy line (e.g. the UART's IRQ 4) so far. */
