@@ -27,7 +27,7 @@ $(BUILD)/obj/tests/%.o: tests/%.c
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_HELPERS) $(FERRY_LIB)
 	@mkdir -p $(dir $@)
-	$(HOST_CC) $(TEST_CFLAGS) $^ -o $@ $(TEST_LIBS)
+	$(HOST_CC) $(TEST_CFLAGS) $(filter %.o,$^) $(FERRY_LIB) -o $@ $(TEST_LIBS)
 
 -include $(patsubst $(BUILD)/tests/%,$(BUILD)/obj/tests/%.d,$(UNIT_TESTS) $(INTEGRATION_TESTS)) $(TEST_HELPERS:.o=.d) $(BUILD)/obj/tests/testvm.d
 

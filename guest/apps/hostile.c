@@ -31,6 +31,11 @@
  *             LAPIC, past the address width; device windows moved onto RAM
  *   pci       every width at every configuration offset of every function
  *             (then restored), ECAM's extended space, misaligned ECAM
+ *   worst     (only when named) for ms milliseconds, the longest chains each
+ *             device accepts, as fast as they complete: msgq returns of 256
+ *             entries naming slots it does not hold (under the lock every
+ *             msgq VM shares), 4096-frame balloon lists, virtio-rng chains
+ *             of 64 x 64 MiB, 128-segment transmit chains
  * Each phase prints "hostile: PHASE: N attacks" and the app exits 0 once
  * all ran; whatever ferry refused shows in its summary. */
 #include <ferry/debug_exit.h>
@@ -67,7 +72,7 @@ static bool want(const char *phase)
 {
 	const char *list = cmdline_get("phases");
 	if (!list)
-		return true;
+		return strcmp(phase, "worst") != 0;
 	size_t n = strlen(phase);
 	for (const char *p = list; *p;) {
 		if (!strncmp(p, phase, n) && (p[n] == ',' || p[n] == '\0'))
@@ -856,6 +861,81 @@ static void phase_pci(void)
 	done("pci");
 }
 
+/* Posts the same worst legal chain again as soon as the device is done
+ * with it (or has refused it), for the phase's time. */
+static unsigned worst_loop(struct raw *r, unsigned nseg, uint64_t until)
+{
+	unsigned chains = 0;
+	while (time_ns() < until) {
+		raw_kick(r, 0);
+		uint64_t give_up = time_ns() + 1000000000ull;
+		while (__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE) == r->used_seen && time_ns() < give_up &&
+		       !(status(r) & STATUS_NEEDS_RESET))
+			cpu_relax();
+		r->used_seen = r->used->idx;
+		if (status(r) & STATUS_NEEDS_RESET)
+			return chains;
+		chains++;
+	}
+	(void)nseg;
+	return chains;
+}
+
+static void phase_worst(void)
+{
+	uint64_t until = time_ns() + phase_ms * 1000000ull;
+	struct raw r;
+	unsigned n = 0;
+	/* msgq returns: 256 entries, each naming slots it never received. */
+	if (raw_open(&r, VIRTIO_ID_MSGQ, MSGQ_QUEUE_RETURN)) {
+		struct msgq_return *ret = (struct msgq_return *)r.buf;
+		for (unsigned i = 0; i < 256; i++)
+			ret[i] = (struct msgq_return){ .slot = i * 7, .nr_pages = 1 + i % 3 };
+		set_desc(&r, 0, virt_to_phys(ret), 256 * sizeof(*ret), 0, 0);
+		n = worst_loop(&r, 1, until);
+		kprintf("hostile: worst: %u msgq return chains of 256 bad entries\n", n);
+		attacks += n * 256ull;
+		common8(&r, VIRTIO_PCI_COMMON_STATUS, 0);
+	}
+	until = time_ns() + phase_ms * 1000000ull;
+	/* Balloon: 4096 frames at a time (its limit per chain), all refused. */
+	if (raw_open(&r, VIRTIO_ID_BALLOON, 1)) {
+		uint32_t *pfn = (uint32_t *)r.buf;
+		for (unsigned i = 0; i < 4096; i++)
+			pfn[i] = 0x100 + i;        /* deflates of frames it never gave */
+		set_desc(&r, 0, virt_to_phys(pfn), 4096 * 4, 0, 0);
+		n = worst_loop(&r, 1, until);
+		kprintf("hostile: worst: %u balloon deflate lists of 4096 frames\n", n);
+		attacks += n * 4096ull;
+		common8(&r, VIRTIO_PCI_COMMON_STATUS, 0);
+	}
+	until = time_ns() + phase_ms * 1000000ull;
+	/* virtio-rng: every descriptor of the ring, 64 MiB each. */
+	void *big = alloc_pages(14);
+	if (big && raw_open(&r, VIRTIO_ID_RNG, 0)) {
+		for (unsigned i = 0; i < r.size; i++)
+			set_desc(&r, i, virt_to_phys(big), 64u << 20 > (PAGE_SIZE << 14) ? (uint32_t)(PAGE_SIZE << 14) : 64u << 20,
+				 VRING_DESC_F_WRITE | (i + 1 < r.size ? VRING_DESC_F_NEXT : 0), (uint16_t)(i + 1));
+		n = worst_loop(&r, r.size, until);
+		kprintf("hostile: worst: %u entropy chains of %u large buffers\n", n, r.size);
+		attacks += n;
+		common8(&r, VIRTIO_PCI_COMMON_STATUS, 0);
+	}
+	until = time_ns() + phase_ms * 1000000ull;
+	/* virtio-net: 128-segment frames of junk to nobody. */
+	if (raw_open(&r, VIRTIO_ID_NET, 1)) {
+		memset(r.buf, 0, 12);
+		for (unsigned i = 0; i < 128; i++)
+			set_desc(&r, i, virt_to_phys(r.buf) + (i ? 12 + i * 12 : 0), 12,
+				 i + 1 < 128 ? VRING_DESC_F_NEXT : 0, (uint16_t)(i + 1));
+		n = worst_loop(&r, 128, until);
+		kprintf("hostile: worst: %u transmit chains of 128 segments\n", n);
+		attacks += n;
+		common8(&r, VIRTIO_PCI_COMMON_STATUS, 0);
+	}
+	done("worst");
+}
+
 static int hostile_main(void)
 {
 	phase_ms = cmdline_get_u64("ms", 1000);
@@ -882,6 +962,8 @@ static int hostile_main(void)
 		phase_bars();
 	if (want("pci"))
 		phase_pci();
+	if (want("worst"))
+		phase_worst();
 	kprintf("hostile: finished\n");
 	return FERRY_EXIT_OK;
 }
