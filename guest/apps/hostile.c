@@ -446,7 +446,7 @@ static void phase_net(void)
 	/* Traffic to the victim under our own name: ferry binds a zero-copy
 	 * channel between us if both drivers took the feature. */
 	unsigned channel = FERRY_ZC_CHANNELS;
-	for (unsigned i = 0; i < 400 && have_victim && n->zc && channel == FERRY_ZC_CHANNELS; i++) {
+	for (unsigned i = 0; i < 3000 && have_victim && n->zc && channel == FERRY_ZC_CHANNELS; i++) {
 		send_frame(n, victim, n->mac, 60);
 		vnet_flush(n, 0);
 		vnet_tx_reclaim(n, 0);
