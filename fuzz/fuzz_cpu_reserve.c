@@ -24,7 +24,7 @@ static void fuzz_custom(struct fz_ctx *c, struct fz *f)
 	case 1: { /* an honest acknowledgement of what is asked, or a lie */
 		uint32_t gen = (uint32_t)tv_mmio_read(c->vm, d->device + offsetof(struct cpu_reserve_config, generation), 4);
 		uint32_t req = (uint32_t)tv_mmio_read(c->vm, d->device + offsetof(struct cpu_reserve_config, requested), 4);
-		uint64_t mask = fz_u8(f) & 1 ? fz_u64(f) : ((1ull << req) - 1) << 1;
+		uint64_t mask = fz_u8(f) & 1 || req >= 63 ? fz_u64(f) : ((1ull << req) - 1) << 1;
 		tv_mmio_write(c->vm, d->device + offsetof(struct cpu_reserve_config, parked), 4, fz_u8(f) & 1 ? fz_u32(f) : req);
 		tv_mmio_write(c->vm, d->device + offsetof(struct cpu_reserve_config, parked_mask_lo), 4, (uint32_t)mask);
 		tv_mmio_write(c->vm, d->device + offsetof(struct cpu_reserve_config, parked_mask_hi), 4, (uint32_t)(mask >> 32));

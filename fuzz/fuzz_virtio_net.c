@@ -70,7 +70,7 @@ static void fuzz_custom(struct fz_ctx *c, struct fz *f)
 	}
 	case 3: { /* a channel's ring header or slot, as its writer may lie */
 		unsigned ch = fz_u8(f) % FERRY_ZC_CHANNELS;
-		uint64_t off = FERRY_ZC_TX_OFFSET(ch) + (fz_u8(f) & 1 ? fz_u8(f) % 64 & ~3u : FERRY_ZC_SLOTS_OFFSET + fz_u16(f) % 0x8000);
+		uint64_t off = FERRY_ZC_TX_OFFSET(ch) + (fz_u8(f) & 1 ? fz_u8(f) % 64 & ~3u : (FERRY_ZC_SLOTS_OFFSET + fz_u16(f) % 0x8000) & ~3u);
 		uint32_t *p = tv_guest_ptr(vm, window + off, 4);
 		if (p)
 			*p = fz_u8(f) & 1 ? fz_u32(f) : *p + fz_u8(f) % 4;

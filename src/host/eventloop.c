@@ -96,7 +96,7 @@ static void *evl_thread(void *p)
 	struct epoll_event events[64];
 	char why[160];
 	pthread_setname_np(pthread_self(), "ferry-events");
-	if (sandbox_thread("event loop", why, sizeof(why)) < 0)
+	if (sandbox_thread(SANDBOX_EVENT_LOOP, "ferry-events", why, sizeof(why)) < 0)
 		log_error(NULL, "%s", why);
 	for (;;) {
 		int n = epoll_wait(evl->epfd, events, 64, -1);
