@@ -220,14 +220,24 @@ void *tv_ram(struct vm *vm, uint64_t gpa, uint64_t len)
 	return gm_ptr(&vm->mem, gpa, len);
 }
 
-void *tv_guest_ptr(struct vm *vm, uint64_t gpa, uint64_t len)
+static uint8_t *guest_slot_ptr(struct vm *vm, uint64_t gpa, uint64_t len, bool write)
 {
 	for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
 		const struct gm_region *r = &vm->mem.region[i];
-		if (r->present && !r->readonly && gpa >= r->gpa && len <= r->size && gpa - r->gpa <= r->size - len)
+		if (r->present && (!write || !r->readonly) && gpa >= r->gpa && len <= r->size && gpa - r->gpa <= r->size - len)
 			return r->hva + (gpa - r->gpa);
 	}
 	return NULL;
+}
+
+void *tv_guest_ptr(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	return guest_slot_ptr(vm, gpa, len, true);
+}
+
+const void *tv_guest_view(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	return guest_slot_ptr(vm, gpa, len, false);
 }
 
 uint64_t tv_interrupts(struct vm *vm)

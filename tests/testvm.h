@@ -60,6 +60,8 @@ void *tv_ram(struct vm *vm, uint64_t gpa, uint64_t len);
  * device windows included (gm_ptr refuses those), unless the slot is
  * read-only to the guest; NULL otherwise. */
 void *tv_guest_ptr(struct vm *vm, uint64_t gpa, uint64_t len);
+/* The same for reading: read-only slots (received messages) too. */
+const void *tv_guest_view(struct vm *vm, uint64_t gpa, uint64_t len);
 /* MSIs the VM's devices have raised since the last call (all vectors). */
 uint64_t tv_interrupts(struct vm *vm);
 /* Raises of a legacy line (e.g. the UART's IRQ 4) so far. */
