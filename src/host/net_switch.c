@@ -336,18 +336,14 @@ static void deliver(struct net_port *from, struct net_port *to, const struct iov
 }
 
 /* The TAP is gone (deleted, or broken): said once; from now on frames for
- * the outside are dropped and counted without trying, and the event loop
- * stops watching it (epoll would report it forever). Lock held. */
+ * the outside are dropped and counted without trying. Lock held; any
+ * thread (the event loop stops watching it in tap_ready). */
 static void tap_gone(struct net_switch *sw, const char *why)
 {
 	if (sw->tap_dead)
 		return;
 	sw->tap_dead = true;
 	log_error(sw->name, "net: TAP %s failed (%s); the network has no external port now", tap_name(sw->tap), why);
-	if (sw->tap_handler) {
-		evl_del(sw->evl, sw->tap_handler);
-		sw->tap_handler = NULL;
-	}
 }
 
 static void to_tap(struct net_switch *sw, struct net_port *from, const struct iovec *iov, int n, size_t len)
@@ -419,7 +415,7 @@ static void tap_ready(void *arg, uint32_t events)
 	struct net_switch *sw = arg;
 	static uint8_t buf[TAP_FRAME_MAX]; /* the event loop is one thread */
 	pthread_mutex_lock(&sw->lock);
-	for (int i = 0; i < TAP_BURST; i++) {
+	for (int i = 0; i < TAP_BURST && !sw->tap_dead; i++) {
 		ssize_t n = tap_recv(sw->tap, buf, sizeof(buf));
 		if (n == 0)
 			break;
@@ -447,6 +443,12 @@ static void tap_ready(void *arg, uint32_t events)
 	}
 	if (events & (EPOLLERR | EPOLLHUP))
 		tap_gone(sw, "the interface reports an error");
+	/* A dead TAP stays readable (or in error) for epoll: stop watching it,
+	 * here on the event loop's own thread. */
+	if (sw->tap_dead && sw->tap_handler) {
+		evl_del(sw->evl, sw->tap_handler);
+		sw->tap_handler = NULL;
+	}
 	pthread_mutex_unlock(&sw->lock);
 }
 
