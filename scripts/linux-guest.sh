@@ -64,7 +64,8 @@ RESULT=$CACHE/$HASH
 install_result() {
 	mkdir -p "$OUT/modules"
 	rm -f "$OUT"/modules/*.ko
-	for f in vmlinux System.map config modules/*.ko; do
+	for f in vmlinux System.map config "$RESULT"/modules/*.ko; do
+		f=${f#"$RESULT"/}
 		rm -f "$OUT/$f"
 		ln "$RESULT/$f" "$OUT/$f" 2>/dev/null || cp "$RESULT/$f" "$OUT/$f"
 	done
