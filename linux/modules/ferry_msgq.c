@@ -96,6 +96,7 @@ struct fmq {
 
 	struct ret_buf *ret;
 	unsigned int ret_waiters;
+	bool ret_unrung;           /* returns posted since the last doorbell */
 
 	struct ferry_msgq_stats stats;
 };
@@ -672,6 +673,7 @@ static long give_back(struct fmq *q, const struct ferry_msgq_return *r, unsigned
 				return -EAGAIN;
 		}
 		b->in_flight = true;
+		q->ret_unrung = true;
 		done += m;
 		*kick = true;
 	}
@@ -719,7 +721,12 @@ static long do_recv(struct fmq *q, void __user *arg)
 	}
 	if (!err)
 		pull_recv(q);
-	kick = !err && kick && (r.flags & FERRY_MSGQ_IMMEDIATE) && virtqueue_kick_prepare(q->retq);
+	/* IMMEDIATE hands over every return not rung for yet, also those of
+	 * earlier calls without it. */
+	kick = !err && (kick || q->ret_unrung) && (r.flags & FERRY_MSGQ_IMMEDIATE) &&
+	       virtqueue_kick_prepare(q->retq);
+	if (kick)
+		q->ret_unrung = false;
 	spin_unlock_irqrestore(&q->lock, flags);
 	if (kick)
 		virtqueue_notify(q->retq);

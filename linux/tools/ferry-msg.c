@@ -907,11 +907,21 @@ static int victim(struct fm *q)
 			if (!holding)
 				break;
 			printf("ferry-msg: victim held %u messages until the attacker was refused\n", nheld);
-			for (unsigned i = 0; i < nheld; i++) {
-				struct ferry_msgq_return r = { held[i].slot, held[i].nr_pages };
-				fm_recv(q, NULL, 0, 0, &r, 1, 0);
+			/* All in one call: the device sees them back together, so
+			 * the attacker's first accepted send means room for the
+			 * next (returned one by one, the device may take them
+			 * one by one as sends need the room). */
+			struct ferry_msgq_return *rs = calloc(nheld ? nheld : 1, sizeof(*rs));
+			if (!rs)
+				return 1;
+			for (unsigned i = 0; i < nheld; i++)
+				rs[i] = (struct ferry_msgq_return){ held[i].slot, held[i].nr_pages };
+			int e = fm_recv(q, NULL, 0, 0, rs, nheld, FERRY_MSGQ_IMMEDIATE);
+			free(rs);
+			if (e < 0) {
+				printf("ferry-msg: victim could not give back what it held: %s\n", strerror(-e));
+				bad++;
 			}
-			fm_recv(q, NULL, 0, 0, NULL, 0, FERRY_MSGQ_IMMEDIATE);
 			nheld = 0;
 			holding = false;
 			continue;

@@ -133,9 +133,10 @@ struct ferry_msgq_recv {
 	__u64 returns;                          /* user address of nr_returns struct ferry_msgq_return,
 	                                         * given back before receiving */
 	__u32 nr_returns;
-	__u32 flags;                            /* FERRY_MSGQ_IMMEDIATE: hand the returns to the
-	                                         * device now (a doorbell); otherwise it takes them at
-	                                         * its next poll, or when a sender needs the room */
+	__u32 flags;                            /* FERRY_MSGQ_IMMEDIATE: hand the returns (these and
+	                                         * any earlier ones given without it) to the device
+	                                         * now (a doorbell); otherwise it takes them at its
+	                                         * next poll, or when a sender needs the room */
 	__u64 msgs;                             /* user address of max struct ferry_msgq_msg */
 	__u32 max;                              /* 0: only return */
 	__u32 count;                            /* out */
