@@ -295,7 +295,11 @@ int virtio_pci_create(struct virtio_device *vd, char *err, size_t errlen)
 		add_virtio_cap(pdev, VIRTIO_PCI_CAP_DEVICE_CFG, VPCI_DEVICE, ops->config_size);
 	struct virtio_pci_notify_cap ncap = {
 		.cap = { .cap_vndr = PCI_CAP_ID_VNDR, .cap_len = sizeof(ncap), .cfg_type = VIRTIO_PCI_CAP_NOTIFY_CFG,
-			 .bar = 0, .offset = VPCI_NOTIFY, .length = ops->num_queues * VPCI_NOTIFY_MULT },
+			 .bar = 0, .offset = VPCI_NOTIFY,
+			 /* At least one register: Linux's virtio_pci_modern refuses a
+			  * device whose notification capability has length 0, which
+			  * a device without queues (cpu-reserve) would have. */
+			 .length = (ops->num_queues ? ops->num_queues : 1) * VPCI_NOTIFY_MULT },
 		.notify_off_multiplier = VPCI_NOTIFY_MULT,
 	};
 	pci_add_cap(pdev, &ncap, sizeof(ncap));
