@@ -288,7 +288,9 @@ static bool bind(struct net_port *p, struct net_port *q)
 		area_free(sw, a1);
 		return false;
 	}
-	atomic_fetch_add(&p->ctr.remaps, 4);
+	/* Counted per NIC whose window changed, as unbinding counts them. */
+	atomic_fetch_add(&p->ctr.remaps, 2);
+	atomic_fetch_add(&q->ctr.remaps, 2);
 	p->ops->channel_reset(p, (unsigned)c);
 	q->ops->channel_reset(q, (unsigned)d);
 	set_channel(p, (unsigned)c, FERRY_ZC_BOUND, q, (unsigned)d);
@@ -717,6 +719,7 @@ cJSON *net_switch_report(struct net_switch *sw)
 		cJSON_AddStringToObject(j, "mac", mac);
 		cJSON_AddBoolToObject(j, "up", p->up);
 		cJSON_AddBoolToObject(j, "zero_copy", p->zc);
+		net_counters_json(&p->ctr, j);
 		cJSON *chans = cJSON_AddArrayToObject(j, "channels");
 		for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
 			if (p->chan[c].state == FERRY_ZC_UNBOUND)
