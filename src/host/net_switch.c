@@ -282,8 +282,13 @@ static bool bind(struct net_port *p, struct net_port *q)
 		if (log_limit_ok(&sw->log))
 			log_warn(p->name, "net: cannot map a zero-copy channel to %s (%s); staying on the copy path",
 				 q->name, strerror(errno));
-		if (map_private(p, (unsigned)c) < 0 || map_private(q, (unsigned)d) < 0)
-			log_error(p->name, "net: a channel's private memory could not be restored");
+		/* Both put back, whatever the first does; an area that may still
+		 * be mapped in a window is retired, never given to another pair. */
+		int rp = map_private(p, (unsigned)c), rq = map_private(q, (unsigned)d);
+		if (rp < 0 || rq < 0) {
+			log_error(p->name, "net: a channel's private memory could not be restored; its areas are retired");
+			return false;
+		}
 		area_free(sw, a0);
 		area_free(sw, a1);
 		return false;

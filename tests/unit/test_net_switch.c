@@ -60,6 +60,9 @@ struct fake {
 	/* What virtio_net.c keeps per channel to see a stall. */
 	uint32_t peer_cons[FERRY_ZC_CHANNELS];
 	uint64_t last_progress_ns[FERRY_ZC_CHANNELS];
+	/* The device's own pointer to its window (virtio_net.c keeps one too):
+	 * the rings are read through it, not through the port's. */
+	uint8_t *window;
 };
 
 static struct fake F[10];
@@ -89,12 +92,12 @@ static uint32_t ld(const uint32_t *p)
  * (its receive area), through the window as the guest sees it. */
 static struct ferry_zc_ring *tx_ring(struct fake *f, unsigned ch)
 {
-	return (struct ferry_zc_ring *)(f->port.zc_hva + FERRY_ZC_TX_OFFSET(ch));
+	return (struct ferry_zc_ring *)(f->window + FERRY_ZC_TX_OFFSET(ch));
 }
 
 static struct ferry_zc_ring *rx_ring(struct fake *f, unsigned ch)
 {
-	return (struct ferry_zc_ring *)(f->port.zc_hva + FERRY_ZC_RX_OFFSET(ch));
+	return (struct ferry_zc_ring *)(f->window + FERRY_ZC_RX_OFFSET(ch));
 }
 
 static bool fake_deliver(struct net_port *p, const struct iovec *iov, int iovcnt, size_t len, enum net_drop *why)
@@ -211,7 +214,7 @@ static void make_fake(struct fake *f, const char *name, uint32_t vm_id, bool zc)
 		void *w = mmap(NULL, FERRY_ZC_BAR_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, p->zc_memfd, 0);
 		void *v = mmap(NULL, FERRY_ZC_BAR_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, p->zc_memfd, 0);
 		assert_true(w != MAP_FAILED && v != MAP_FAILED);
-		p->zc_hva = w;
+		p->zc_hva = f->window = w;
 		p->zc_private = v;
 	}
 	p->zc = zc;
@@ -647,6 +650,8 @@ static unsigned bound_channels(struct fake *f)
 	return n;
 }
 
+static double num(const cJSON *o, const char *k1, const char *k2);
+
 /* --- detection and binding ------------------------------------------------------- */
 
 static void unicast_between_zero_copy_nics_binds_a_channel(void **state)
@@ -852,6 +857,50 @@ static void a_nic_with_every_channel_bound_stays_on_the_copy_path(void **state)
 	assert_int_equal(C(j, crosstalk_detected), 1);
 	assert_bound(a, 2, j, 0, FERRY_ZC_BOUND);
 	assert_int_equal(bound_channels(a), FERRY_ZC_CHANNELS);
+}
+
+/* A mapping that fails (here: b's window made unmappable for a moment, a
+ * misaligned address) binds nothing: the driver is not told, the frame goes
+ * by copy, a's area that was already mapped is private again, and areas
+ * whose window could not be put back are retired, never handed to another
+ * pair. */
+static void a_failed_mapping_binds_nothing(void **state)
+{
+	(void)state;
+	uint8_t *b_hva = b->port.zc_hva;
+	b->port.zc_hva = b_hva + 1;
+	assert_true(send_to(a, b, 56));
+	b->port.zc_hva = b_hva;
+	assert_int_equal(sw->map_failures, 1);
+	assert_int_equal(bound_channels(a) + bound_channels(b), 0);
+	assert_int_equal(C(a, crosstalk_detected), 0);
+	assert_int_equal(a->generation + b->generation, 0);
+	assert_int_equal(a->resets[0] + b->resets[0], 0);
+	assert_int_equal(b->nr_rx, 1);
+	assert_int_equal(C(a, frames_one_copy), 1);
+	/* a's transmit area (mapped onto the pool before b's failed) is its
+	 * own memory again; so is b's window. */
+	a->port.zc_hva[FERRY_ZC_TX_OFFSET(0) + 8] = 0x77;
+	assert_int_equal(a->port.zc_private[FERRY_ZC_TX_OFFSET(0) + 8], 0x77);
+	b->port.zc_hva[FERRY_ZC_RX_OFFSET(0) + 8] = 0x78;
+	assert_int_equal(b->port.zc_private[FERRY_ZC_RX_OFFSET(0) + 8], 0x78);
+	uint8_t byte;
+	assert_int_equal(pread(sw->pool_fd, &byte, 1, 8), 1);
+	assert_int_equal(byte, 0);
+	/* b's could not be put back: both areas are out of use for good. */
+	assert_int_equal(sw->area_used[0], 1);
+	assert_int_equal(sw->area_used[1], 1);
+	cJSON *r = net_switch_report(sw);
+	assert_int_equal(num(r, "map_failures", NULL), 1);
+	cJSON_Delete(r);
+	/* The next frame binds, on other areas. */
+	a->port.zc_hva[FERRY_ZC_TX_OFFSET(0) + 8] = 0;
+	b->port.zc_hva[FERRY_ZC_RX_OFFSET(0) + 8] = 0;
+	assert_true(send_to(a, b, 57));
+	assert_bound(a, 0, b, 0, FERRY_ZC_BOUND);
+	assert_int_equal(a->port.chan[0].area[0], 2);
+	assert_int_equal(a->port.chan[0].area[1], 3);
+	assert_int_equal(C(a, crosstalk_detected), 1);
 }
 
 /* --- unbinding ---------------------------------------------------------------------- */
@@ -1706,6 +1755,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(network_without_zero_copy_binds_nothing, plain3, teardown),
 		cmocka_unit_test_setup_teardown(bind_at_start_binds_when_drivers_start, at_start4, teardown),
 		cmocka_unit_test_setup_teardown(a_nic_with_every_channel_bound_stays_on_the_copy_path, zc10, teardown),
+		cmocka_unit_test_setup_teardown(a_failed_mapping_binds_nothing, zc3, teardown),
 		cmocka_unit_test_setup_teardown(unbinding_by_handshake, zc3, teardown),
 		cmocka_unit_test_setup_teardown(the_tick_finishes_a_drained_unbinding, zc3, teardown),
 		cmocka_unit_test_setup_teardown(a_channel_that_does_not_drain_is_unbound_after_a_second, zc3, teardown),
