@@ -60,6 +60,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -820,6 +821,11 @@ static void power_off(int status)
 		strcpy(how, "port");
 	say("powering off (%s) with status %d", how, status);
 	sync();
+	/* Every line out of the UART first: the port write ends the VM at
+	 * once, and the 8250 driver sends from its interrupt handler, which
+	 * can lag behind (it did, by the last two lines, on a loaded host). */
+	if (tcdrain(1) < 0)
+		say("tcdrain: %s", strerror(errno));
 	if (!strcmp(how, "acpi")) {
 		if (status == 0)
 			reboot(RB_POWER_OFF);
