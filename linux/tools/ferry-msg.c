@@ -497,72 +497,92 @@ struct run_state {
 	bool ended;
 };
 
+/* Receives `sessions` sender invocations in turn (each ends with its DONE),
+ * in one process: messages of the next sender that come in the same batch
+ * as a DONE belong to the next session (a receiver per sender would take
+ * them and lose them on exit). */
 static int bench_recv(struct fm *q)
 {
-	struct run_state runs[MAX_RUNS];
-	memset(runs, 0, sizeof(runs));
-	int timeout = (int)arg_u64("timeout_ms", 300000), errors = 0, nruns = -1;
-	struct ferry_msgq_msg m[BATCH_MAX];
-	struct ferry_msgq_return ret[BATCH_MAX];
+	static struct run_state runs[MAX_RUNS];
+	unsigned sessions = (unsigned)arg_u64("sessions", 1);
+	int timeout = (int)arg_u64("timeout_ms", 300000), errors = 0;
+	static struct ferry_msgq_msg m[BATCH_MAX];
+	static struct ferry_msgq_return ret[BATCH_MAX];
 	unsigned nret = 0;
-	while (nruns < 0) {
-		/* Give back the last batch and take the next in one call. */
-		int n = fm_recv(q, m, BATCH_MAX, timeout, ret, nret, 0);
-		nret = 0;
-		if (n <= 0) {
-			fprintf(stderr, "ferry-msg: %s\n", n ? strerror(-n) : "nothing received");
-			return 1;
-		}
-		for (int i = 0; i < n; i++) {
-			const uint8_t *data = fm_msg_data(q, &m[i]);
-			ret[nret++] = (struct ferry_msgq_return){ m[i].slot, m[i].nr_pages };
-			if (m[i].len == 1) /* a sender's readiness probe */
-				continue;
-			struct bulk_hdr h;
-			memset(&h, 0, sizeof(h));
-			memcpy(&h, data, m[i].len < sizeof(h) ? m[i].len : sizeof(h));
-			struct run_state *rs = h.run < MAX_RUNS ? &runs[h.run] : NULL;
-			if (h.magic == BULK_DONE) {
-				nruns = (int)h.run;
-			} else if (!rs || (h.magic != BULK_DATA && h.magic != BULK_END)) {
-				fprintf(stderr, "ferry-msg: message from %u with a bad header\n", m[i].src);
-				errors++;
-			} else if (h.magic == BULK_END) {
-				rs->ended = true;
-				rs->count = h.count;
-			} else {
-				if (!rs->seen) {
-					rs->count = h.count;
-					rs->seen = calloc(h.count / 8 + 1, 1);
-					if (!rs->seen)
-						return 1;
+	int n = 0, i = 0;
+	if (!sessions || sessions > 64) {
+		fprintf(stderr, "ferry-msg: bench role=recv sessions=1-64\n");
+		return 2;
+	}
+	for (unsigned sess = 0; sess < sessions; sess++) {
+		int nruns = -1;
+		memset(runs, 0, sizeof(runs));
+		while (nruns < 0) {
+			if (i == n) {
+				/* Give back the last batch and take the next in one call. */
+				n = fm_recv(q, m, BATCH_MAX, timeout, ret, nret, 0);
+				nret = 0;
+				i = 0;
+				if (n <= 0) {
+					fprintf(stderr, "ferry-msg: %s\n", n ? strerror(-n) : "nothing received");
+					return 1;
 				}
-				bool ok = h.len == m[i].len && h.seq < rs->count;
-				if (ok && h.full && m[i].len > sizeof(h))
-					ok = checksum64(data + sizeof(h), m[i].len - sizeof(h)) == h.csum;
-				if (!ok) {
-					if (rs->bad++ < 4)
-						fprintf(stderr, "ferry-msg: run %u message %u (%u bytes) is corrupt\n", h.run,
-							h.seq, m[i].len);
-				} else if (rs->seen[h.seq / 8] & (1u << (h.seq % 8))) {
-					rs->dupes++;
+			}
+			for (; i < n && nruns < 0; i++) {
+				const uint8_t *data = fm_msg_data(q, &m[i]);
+				ret[nret++] = (struct ferry_msgq_return){ m[i].slot, m[i].nr_pages };
+				if (m[i].len == 1) /* a sender's readiness probe */
+					continue;
+				struct bulk_hdr h;
+				memset(&h, 0, sizeof(h));
+				memcpy(&h, data, m[i].len < sizeof(h) ? m[i].len : sizeof(h));
+				struct run_state *rs = h.run < MAX_RUNS ? &runs[h.run] : NULL;
+				if (h.magic == BULK_DONE) {
+					nruns = (int)h.run;
+				} else if (!rs || (h.magic != BULK_DATA && h.magic != BULK_END)) {
+					fprintf(stderr, "ferry-msg: message from %u with a bad header\n", m[i].src);
+					errors++;
+				} else if (h.magic == BULK_END) {
+					rs->ended = true;
+					rs->count = h.count;
 				} else {
-					rs->seen[h.seq / 8] |= (uint8_t)(1u << (h.seq % 8));
-					rs->received++;
-					rs->remapped += !!(m[i].flags & MSGQ_RECV_REMAPPED);
+					if (!rs->seen) {
+						rs->count = h.count;
+						rs->seen = calloc(h.count / 8 + 1, 1);
+						if (!rs->seen)
+							return 1;
+					}
+					bool ok = h.len == m[i].len && h.seq < rs->count;
+					if (ok && h.full && m[i].len > sizeof(h))
+						ok = checksum64(data + sizeof(h), m[i].len - sizeof(h)) == h.csum;
+					if (!ok) {
+						if (rs->bad++ < 4)
+							fprintf(stderr, "ferry-msg: run %u message %u (%u bytes) is corrupt\n",
+								h.run, h.seq, m[i].len);
+					} else if (rs->seen[h.seq / 8] & (1u << (h.seq % 8))) {
+						rs->dupes++;
+					} else {
+						rs->seen[h.seq / 8] |= (uint8_t)(1u << (h.seq % 8));
+						rs->received++;
+						rs->remapped += !!(m[i].flags & MSGQ_RECV_REMAPPED);
+					}
 				}
 			}
 		}
+		for (int r = 0; r < nruns && r < MAX_RUNS; r++) {
+			struct run_state *rs = &runs[r];
+			bool ok = rs->ended && rs->received == rs->count && !rs->bad && !rs->dupes;
+			printf("ferry-msg: received run %d: %u of %u messages verified (%u remapped), %u corrupt, "
+			       "%u duplicated: %s\n",
+			       r, rs->received, rs->count, rs->remapped, rs->bad, rs->dupes, ok ? "ok" : "FAILED");
+			errors += !ok;
+			free(rs->seen);
+		}
+		if (sessions > 1)
+			printf("ferry-msg: session %u of %u done\n", sess + 1, sessions);
+		fflush(stdout);
 	}
 	fm_recv(q, NULL, 0, 0, ret, nret, FERRY_MSGQ_IMMEDIATE);
-	for (int r = 0; r < nruns && r < MAX_RUNS; r++) {
-		struct run_state *rs = &runs[r];
-		bool ok = rs->ended && rs->received == rs->count && !rs->bad && !rs->dupes;
-		printf("ferry-msg: received run %d: %u of %u messages verified (%u remapped), %u corrupt, %u duplicated: "
-		       "%s\n", r, rs->received, rs->count, rs->remapped, rs->bad, rs->dupes, ok ? "ok" : "FAILED");
-		errors += !ok;
-		free(rs->seen);
-	}
 	return errors ? 1 : 0;
 }
 
@@ -1009,7 +1029,7 @@ static const char usage[] =
 	"       ferry-msg recv [--count N] [--timeout MS] [--data]\n"
 	"       ferry-msg bench role=send peer=NAME [sizes=64,4K,64K] [count=N] [mode=copy|remap|adaptive]\n"
 	"                       [post=immediate|deferred] [batch=N] [check=full|header]\n"
-	"       ferry-msg bench role=recv [timeout_ms=N]\n"
+	"       ferry-msg bench role=recv [sessions=N] [timeout_ms=N]   (N sender invocations in turn)\n"
 	"       ferry-msg ping role=ping peer=NAME [count=N] [size=BYTES] [mode=...] [post=...]\n"
 	"       ferry-msg ping role=pong [mode=...] [post=...]\n"
 	"       ferry-msg security role=attack peer=VICTIM gone=NAME denied_id=N\n"

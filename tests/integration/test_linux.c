@@ -339,7 +339,7 @@ static void msgq_from_linux_user_space(void **state)
 		"bench role=send peer=lxb sizes=64,4K count=40 mode=copy post=deferred\\\"\","
 		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"lxb\", \"fgr\", \"gone\"], \"max_msg_pages\": 16}]},"
 		"{\"name\": \"lxb\", \"memory_mib\": 128, \"kernel\": \"%s\", \"cmdline\": \"%s ferry.expect=msgq "
-		"ferry.timeout=900 ferry.msg=\\\"security role=victim peer=lxa;bench role=recv;bench role=recv\\\"\","
+		"ferry.timeout=900 ferry.msg=\\\"security role=victim peer=lxa;bench role=recv sessions=2\\\"\","
 		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"lxa\"], \"recv_slots\": 64}]},"
 		"{\"name\": \"fgr\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=msgbulk role=recv "
 		"timeout_ms=900000\", \"devices\": [{\"type\": \"msgq\"}]},"
