@@ -10,10 +10,18 @@
  * ivshmem device, between two ferry VMs coupled by a static link
  * (docs/devices/ivshmem.md), and, with QEMU installed, between two QEMU VMs
  * through ivshmem-plain, QEMU's way for VMs to exchange data
- * (docs/devices/msgq.md, "Compared with QEMU"). */
+ * (docs/devices/msgq.md, "Compared with QEMU").
+ *
+ * The Linux column: two Linux VMs (make linux-guest) with ferry's ferry_msgq
+ * module, the sender and receiver being ferry-msg in user space, which
+ * speaks msgbulk's and msgping's protocol (docs/GUESTS.md). One boot of the
+ * pair runs every Linux measurement in turn: a Linux boot costs a minute or
+ * more on the project's hosts. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,7 +34,8 @@
 #include "vmm/config.h"
 
 static const char msg_help[] =
-	"usage: ferry bench msg [--count N] [--repeat R] [--kernel IMAGE] [--no-qemu] [--json]\n"
+	"usage: ferry bench msg [--count N] [--repeat R] [--kernel IMAGE] [--linux IMAGE] [--no-linux]\n"
+	"                       [--no-qemu] [--json]\n"
 	"\n"
 	"Runs pairs of VMs passing messages through their msgq devices and reports\n"
 	"throughput (MB/s, messages/s) for 64 B, 4 KiB, 64 KiB (4 KiB pages) and 2 MiB\n"
@@ -40,12 +49,23 @@ static const char msg_help[] =
 	"between two ferry VMs coupled by a static link (an ivshmem device each) make\n"
 	"the ferry ivshmem column. Targets on the project's machines: at 2 MiB remap\n"
 	">= 10x copy; at 4 KiB adaptive within 10% of the faster of copy and remap;\n"
-	"deferred >= 5x immediate for 64 B.\n";
+	"deferred >= 5x immediate for 64 B.\n"
+	"\n"
+	"The linux column: the 64 B-64 KiB throughputs, the 64 B posting rates and the\n"
+	"64 B-64 KiB latencies again between two Linux VMs, sender and receiver being\n"
+	"ferry-msg in user space through the ferry_msgq module (docs/GUESTS.md), from\n"
+	"one boot of the pair (--count / 5 messages per measurement, at least 20).\n"
+	"--linux names the kernel (default: linux/vmlinux beside the ferry binary, from\n"
+	"make linux-guest); without one, or with --no-linux, there is no linux column.\n";
+
+/* What the test kernel needs on the project's hosts (linux/README.md; the
+ * tests' LINUX_CMDLINE). */
+#define LINUX_CMDLINE "console=ttyS0 reboot=t rodata=off noxsave clearcpuid=smap,popcnt,erms,fsrm tsc=reliable no-kvm-hypercalls"
 
 #define QEMU_SHM_MIB 64  /* two rings of 32 MiB: 15 messages of 2 MiB each */
 #define LINK_MIB QEMU_SHM_MIB  /* ferry's link: the same rings */
 
-static char self[PATH_MAX], kernel[PATH_MAX];
+static char self[PATH_MAX], kernel[PATH_MAX], linux_kernel[PATH_MAX];
 static char tmpdir[] = "/tmp/ferry-bench-msg-XXXXXX";
 static char shmdir[] = "/dev/shm/ferry-bench-msg-XXXXXX";
 
@@ -152,6 +172,67 @@ static cJSON *run_qemu_pair(const char *tx, const char *rx)
 	return results_in(c[1].buf);
 }
 
+/* A pair of Linux VMs running `tx` and `rx` (ferry.msg lists: ferry-msg
+ * commands separated by ';'); returns the result objects on the sender's
+ * console, or NULL if the run failed. The console is read from its log
+ * file: a Linux boot log would crowd a pipe's buffer. */
+static cJSON *run_linux_pair(const char *tx, const char *rx)
+{
+	char cfg[PATH_MAX + 32], log[PATH_MAX + 32];
+	snprintf(cfg, sizeof(cfg), "%s/linux.json", tmpdir);
+	snprintf(log, sizeof(log), "%s/tx.log", tmpdir);
+	FILE *f = fopen(cfg, "w");
+	if (!f)
+		return NULL;
+	const char *dev = ", \"send_slots\": 1024, \"recv_slots\": 1024";
+	fprintf(f,
+		"{\"vms\": ["
+		"{\"name\": \"tx\", \"memory_mib\": 128, \"kernel\": \"%s\","
+		" \"cmdline\": \"%s ferry.expect=msgq ferry.timeout=1500 ferry.msg=\\\"%s\\\"\","
+		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"rx\"]%s}]},"
+		"{\"name\": \"rx\", \"memory_mib\": 128, \"kernel\": \"%s\","
+		" \"cmdline\": \"%s ferry.expect=msgq ferry.timeout=1500 ferry.msg=\\\"%s\\\"\","
+		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"tx\"]%s}]}]}\n",
+		linux_kernel, LINUX_CMDLINE, tx, dev, linux_kernel, LINUX_CMDLINE, rx, dev);
+	if (fclose(f) != 0)
+		return NULL;
+	unlink(log);
+	char *argv[] = { self, "run", cfg, "--quiet", "--timeout", "1500", "--log-dir", tmpdir, NULL };
+	struct child c;
+	if (child_spawn(&c, argv) < 0)
+		return NULL;
+	int st = child_finish(&c, 1600);
+	if (st != 0) {
+		fprintf(stderr, "ferry bench msg: the Linux pair failed (exit %d); consoles in %s\n", st, tmpdir);
+		return NULL;
+	}
+	FILE *in = fopen(log, "r");
+	if (!in) {
+		fprintf(stderr, "ferry bench msg: no console log %s: %s\n", log, strerror(errno));
+		return NULL;
+	}
+	static char text[1 << 20];
+	size_t n = fread(text, 1, sizeof(text) - 1, in);
+	fclose(in);
+	text[n] = '\0';
+	return results_in(text);
+}
+
+/* The Linux run's result for (size, mode, post, kind: "mbps" or
+ * "rtt_ns_median"), or NULL. */
+static cJSON *linux_result(cJSON *results, double size, const char *mode, const char *post, const char *kind)
+{
+	cJSON *r;
+	cJSON_ArrayForEach(r, results) {
+		cJSON *m = cJSON_GetObjectItem(r, "mode"), *p = cJSON_GetObjectItem(r, "post");
+		if (cJSON_GetNumberValue(cJSON_GetObjectItem(r, "size")) == size && cJSON_IsString(m) &&
+		    !strcmp(m->valuestring, mode) && cJSON_IsString(p) && !strcmp(p->valuestring, post) &&
+		    cJSON_GetObjectItem(r, kind))
+			return r;
+	}
+	return NULL;
+}
+
 /* Runs a sender/receiver pair (`huge`: 2 MiB pages, for ferry's msgq);
  * returns the result objects their consoles printed (an array), or NULL if
  * the run failed. */
@@ -256,10 +337,11 @@ int bench_msg(int argc, char **argv)
 		{ "count", required_argument, 0, 'n' }, { "kernel", required_argument, 0, 'k' },
 		{ "repeat", required_argument, 0, 'r' }, { "no-qemu", no_argument, 0, 'Q' },
 		{ "json", no_argument, 0, 'j' },         { "help", no_argument, 0, 'h' },
+		{ "linux", required_argument, 0, 'L' },  { "no-linux", no_argument, 0, 'N' },
 		{ 0, 0, 0, 0 },
 	};
 	uint64_t count = 1000, count_r;
-	bool json = false, want_qemu = true;
+	bool json = false, want_qemu = true, want_linux = true, linux_given = false;
 	config_default_kernel(kernel, sizeof(kernel));
 	int c;
 	opterr = 0;
@@ -280,6 +362,13 @@ int bench_msg(int argc, char **argv)
 		case 'Q':
 			want_qemu = false;
 			break;
+		case 'L':
+			snprintf(linux_kernel, sizeof(linux_kernel), "%s", optarg);
+			linux_given = true;
+			break;
+		case 'N':
+			want_linux = false;
+			break;
 		case 'j':
 			json = true;
 			break;
@@ -295,6 +384,25 @@ int bench_msg(int argc, char **argv)
 	if (bench_workspace("msg", self, sizeof(self), kernel, tmpdir))
 		return 1;
 	bool qemu = qemu_usable(want_qemu);
+	/* The Linux kernel: given (it must be readable), or make linux-guest's
+	 * beside this binary (its absence only drops the column). */
+	if (want_linux && !linux_given) {
+		char exe[PATH_MAX];
+		snprintf(exe, sizeof(exe), "%s", self);
+		snprintf(linux_kernel, sizeof(linux_kernel), "%s/linux/vmlinux", dirname(exe));
+	}
+	char labs[PATH_MAX];
+	bool lx = want_linux && access(linux_kernel, R_OK) == 0 && realpath(linux_kernel, labs);
+	if (want_linux && !lx) {
+		fprintf(stderr, "ferry bench msg: cannot read Linux kernel %s (make linux-guest): no linux column\n",
+			linux_kernel);
+		if (linux_given) {
+			bench_remove_dir("msg", tmpdir);
+			return 1;
+		}
+	}
+	if (lx)
+		snprintf(linux_kernel, sizeof(linux_kernel), "%s", labs);
 
 	/* The QEMU runs take the copy runs' command lines as they are. */
 	const char *modes[3] = { "copy", "remap", "adaptive" };
@@ -347,6 +455,54 @@ int bench_msg(int argc, char **argv)
 				qlat[s] = qemu ? ping_pair(QEMU, false, tx, rx) : (struct latency){ -1, -1 };
 			}
 		}
+	}
+
+	/* The Linux column: one boot of the pair, every measurement in turn
+	 * (the receiver runs one ferry-msg per sender run). */
+	cJSON *lres = NULL;
+	if (lx) {
+		unsigned long lcnt = cnt / 5 < 20 ? 20 : cnt / 5;
+		/* Pings first: a pong takes one message per call, so it never
+		 * takes the next sender's; the bench receiver takes the four
+		 * sender runs as sessions of one process, for the same reason. */
+		char ltx[1600], lrx[512];
+		int w = 0;
+		lrx[0] = '\0';
+		for (int s = 0; s < 3; s++) {
+			w += snprintf(ltx + w, sizeof(ltx) - (size_t)w, "ping role=ping peer=rx count=%lu size=%u;", lcnt,
+				      lat_sizes[s].size);
+			strcat(lrx, "ping role=pong;");
+		}
+		snprintf(ltx + w, sizeof(ltx) - (size_t)w,
+			 "bench role=send peer=rx sizes=64,4K,64K count=%lu mode=copy check=header;"
+			 "bench role=send peer=rx sizes=64,4K,64K count=%lu mode=remap check=header;"
+			 "bench role=send peer=rx sizes=64,4K,64K count=%lu mode=adaptive check=header;"
+			 "bench role=send peer=rx sizes=64 count=%lu post=deferred check=header",
+			 lcnt, lcnt, lcnt, lcnt * 5);
+		strcat(lrx, "bench role=recv sessions=4");
+		lres = run_linux_pair(ltx, lrx);
+	}
+	struct bulk l64[3], l4k[3], l64k[3], lrate[2];
+	struct latency llat[3];
+	const char *lmodes[3] = { "copy", "remap", "adaptive" };
+	for (int m = 0; m < 3; m++) {
+		cJSON *r;
+		r = linux_result(lres, 64, lmodes[m], "immediate", "mbps");
+		l64[m] = r ? (struct bulk){ field(r, "mbps"), field(r, "msgs_per_s") } : (struct bulk){ -1, -1 };
+		r = linux_result(lres, 4096, lmodes[m], "immediate", "mbps");
+		l4k[m] = r ? (struct bulk){ field(r, "mbps"), field(r, "msgs_per_s") } : (struct bulk){ -1, -1 };
+		r = linux_result(lres, 65536, lmodes[m], "immediate", "mbps");
+		l64k[m] = r ? (struct bulk){ field(r, "mbps"), field(r, "msgs_per_s") } : (struct bulk){ -1, -1 };
+	}
+	lrate[0] = l64[2];
+	{
+		cJSON *r = linux_result(lres, 64, "adaptive", "deferred", "mbps");
+		lrate[1] = r ? (struct bulk){ field(r, "mbps"), field(r, "msgs_per_s") } : (struct bulk){ -1, -1 };
+	}
+	for (int s = 0; s < 3; s++) {
+		cJSON *r = linux_result(lres, lat_sizes[s].size, "adaptive", "immediate", "rtt_ns_median");
+		llat[s] = r ? (struct latency){ field(r, "rtt_ns_median") / 2000.0, field(r, "rtt_ns_p99") / 2000.0 }
+			    : (struct latency){ -1, -1 };
 	}
 
 	struct bulk s64[3], s4k[3], s64k[3], s2m[2][3];
@@ -411,6 +567,26 @@ int bench_msg(int argc, char **argv)
 				cJSON_AddNumberToObject(j, key, qlat[s].median);
 			}
 		}
+		if (lx) {
+			/* Linux sender and receiver, ferry-msg through ferry_msgq. */
+			cJSON_AddStringToObject(j, "linux_transport", "msgq, Linux ferry_msgq + ferry-msg");
+			for (int m = 0; m < 3; m++) {
+				char key[64];
+				snprintf(key, sizeof(key), "linux_%s_64b_msgs", lmodes[m]);
+				cJSON_AddNumberToObject(j, key, l64[m].msgs);
+				snprintf(key, sizeof(key), "linux_%s_4k_mbps", lmodes[m]);
+				cJSON_AddNumberToObject(j, key, l4k[m].mbps);
+				snprintf(key, sizeof(key), "linux_%s_64k_mbps", lmodes[m]);
+				cJSON_AddNumberToObject(j, key, l64k[m].mbps);
+			}
+			cJSON_AddNumberToObject(j, "linux_immediate_64b_msgs", lrate[0].msgs);
+			cJSON_AddNumberToObject(j, "linux_deferred_64b_msgs", lrate[1].msgs);
+			for (int s = 0; s < 3; s++) {
+				char key[64];
+				snprintf(key, sizeof(key), "linux_latency_%s_us", names[s]);
+				cJSON_AddNumberToObject(j, key, llat[s].median);
+			}
+		}
 		char *text = cJSON_PrintUnformatted(j);
 		printf("%s\n", text);
 		free(text);
@@ -427,6 +603,14 @@ int bench_msg(int argc, char **argv)
 			if (qemu)
 				printf(" %8.1f MB/s %7.0f/s", qrows[r].mbps, qrows[r].msgs);
 			printf("\n");
+		}
+		if (lx) {
+			printf("  linux: the same between two Linux VMs (ferry-msg through ferry_msgq)\n");
+			struct bulk *lrows[3] = { l64, l4k, l64k };
+			for (int r = 0; r < 3; r++)
+				printf("  %-8s %8.1f MB/s %7.0f/s %8.1f MB/s %7.0f/s %8.1f MB/s %7.0f/s\n", rnames[r],
+				       lrows[r][0].mbps, lrows[r][0].msgs, lrows[r][1].mbps, lrows[r][1].msgs,
+				       lrows[r][2].mbps, lrows[r][2].msgs);
 		}
 		printf("throughput, 2 MiB pages, 2 MiB messages\n");
 		for (int p = 0; p < 2; p++)
@@ -448,6 +632,8 @@ int bench_msg(int argc, char **argv)
 		printf("  ferry ivshmem: %.0f/s\n", frate.msgs);
 		if (qemu)
 			printf("  qemu ivshmem: %.0f/s\n", qrate.msgs);
+		if (lx)
+			printf("  linux: immediate %.0f/s, deferred %.0f/s\n", lrate[0].msgs, lrate[1].msgs);
 		printf("one-way latency (half the round trip), median / p99\n");
 		const char *lnames[4] = { "64 B", "4 KiB", "64 KiB", "2 MiB" };
 		for (int s = 0; s < 4; s++) {
@@ -456,6 +642,8 @@ int bench_msg(int argc, char **argv)
 			printf("   ferry ivshmem %8.1f / %8.1f us", flat[s].median, flat[s].p99);
 			if (qemu)
 				printf("   qemu ivshmem %8.1f / %8.1f us", qlat[s].median, qlat[s].p99);
+			if (lx && s < 3)
+				printf("   linux %8.1f / %8.1f us", llat[s].median, llat[s].p99);
 			printf("\n");
 		}
 	}
@@ -472,6 +660,7 @@ int bench_msg(int argc, char **argv)
 	cJSON_Delete(fsmall);
 	cJSON_Delete(flarge);
 	cJSON_Delete(fpost);
+	cJSON_Delete(lres);
 	bench_remove_dir("msg", tmpdir);
 	if (qemu)
 		bench_remove_dir("msg", shmdir);

@@ -26,7 +26,7 @@ static void bench_msg_json(void **state)
 	(void)state;
 	require_kvm();
 	char *argv[] = { (char *)ferry_bin(), "bench", "msg", "--count", "10", "--repeat", "1", "--no-qemu",
-			 "--kernel", (char *)guest_image(), "--json", NULL };
+			 "--no-linux", "--kernel", (char *)guest_image(), "--json", NULL };
 	struct cmd_result r = run_cmd(argv, 600);
 	if (r.status != 0)
 		fail_msg("ferry bench msg exited %d:\n%s", r.status, r.err);
@@ -43,6 +43,8 @@ static void bench_msg_json(void **state)
 	/* --no-qemu: no QEMU column. */
 	assert_null(cJSON_GetObjectItemCaseSensitive(j, "qemu_transport"));
 	assert_null(cJSON_GetObjectItemCaseSensitive(j, "qemu_copy_4k_mbps"));
+	/* --no-linux: no Linux column. */
+	assert_null(cJSON_GetObjectItemCaseSensitive(j, "linux_transport"));
 	cJSON_Delete(j);
 	cmd_result_free(&r);
 }
