@@ -41,9 +41,6 @@ struct client {
 
 struct control {
 	struct vmm *vmm;
-	struct vm **vms;
-	unsigned nr;
-	bool manual_memory, manual_cpu;
 	char path[108];
 	int fd;
 	struct evl_handler *listen, *idle_timer;
@@ -76,10 +73,8 @@ static char *answer_ok(cJSON *o)
 
 static struct vm *find_vm(struct control *c, const char *name)
 {
-	for (unsigned i = 0; i < c->nr; i++)
-		if (c->vms[i] && !strcmp(c->vms[i]->name, name))
-			return c->vms[i];
-	return NULL;
+	struct vmm_entry *e = c->vmm ? vmm_find(c->vmm, name) : NULL;
+	return e ? e->vm : NULL;
 }
 
 static cJSON *vm_status(struct vm *vm)
@@ -143,14 +138,16 @@ char *control_handle(struct control *c, const char *line)
 	} else if (!strcmp(cmd->valuestring, "status")) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON *arr = cJSON_AddArrayToObject(o, "vms");
-		for (unsigned i = 0; i < c->nr; i++)
-			if (c->vms[i])
-				cJSON_AddItemToArray(arr, vm_status(c->vms[i]));
+		for (unsigned i = 0; c->vmm && i < c->vmm->nr_entries; i++) {
+			struct vmm_entry *e = c->vmm->entries[i];
+			if (!e->removed && !e->building && e->vm)
+				cJSON_AddItemToArray(arr, vm_status(e->vm));
+		}
 		ans = answer_ok(o);
 	} else if (!strcmp(cmd->valuestring, "networks")) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON *arr = cJSON_AddArrayToObject(o, "networks");
-		for (unsigned i = 0; i < c->vmm->nr_nets; i++)
+		for (unsigned i = 0; c->vmm && i < c->vmm->nr_nets; i++)
 			cJSON_AddItemToArray(arr, net_switch_report(c->vmm->nets[i]));
 		ans = answer_ok(o);
 	} else if (strcmp(cmd->valuestring, "balloon") && strcmp(cmd->valuestring, "cpu-reserve") &&
@@ -185,7 +182,7 @@ char *control_handle(struct control *c, const char *line)
 		ans = answer_ok(NULL);
 	} else if (!strcmp(cmd->valuestring, "balloon")) {
 		struct balloon_status b;
-		if (!c->manual_memory)
+		if (c->vmm->memsched)
 			ans = answer_error("%s", "the memory scheduler owns balloon targets in this run");
 		else if (!balloon_get_status(vm, &b))
 			ans = answer_error("VM \"%s\" has no balloon device", vm->name);
@@ -197,7 +194,7 @@ char *control_handle(struct control *c, const char *line)
 		}
 	} else {
 		struct cpu_reserve_status r;
-		if (!c->manual_cpu)
+		if (c->vmm->cpusched)
 			ans = answer_error("%s", "the CPU scheduler owns vCPU parking in this run");
 		else if (!cpu_reserve_get_status(vm, &r))
 			ans = answer_error("VM \"%s\" has no cpu-reserve device", vm->name);
@@ -427,8 +424,7 @@ static void idle_tick(void *arg, uint32_t events)
 	}
 }
 
-struct control *control_create(struct vmm *vmm, struct vm **vms, unsigned nr, const char *path,
-			       bool manual_memory, bool manual_cpu, char *err, size_t errlen)
+struct control *control_create(struct vmm *vmm, const char *path, char *err, size_t errlen)
 {
 	struct control *c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -436,10 +432,6 @@ struct control *control_create(struct vmm *vmm, struct vm **vms, unsigned nr, co
 		return NULL;
 	}
 	c->vmm = vmm;
-	c->vms = vms;
-	c->nr = nr;
-	c->manual_memory = manual_memory;
-	c->manual_cpu = manual_cpu;
 	c->fd = -1;
 	if (!path)
 		return c; /* no socket: control_handle only (tests) */
@@ -501,10 +493,27 @@ void control_destroy(struct control *c)
 {
 	if (!c)
 		return;
-	evl_run_exclusive(c->vmm->evl, teardown, c);
+	if (c->vmm)
+		evl_run_exclusive(c->vmm->evl, teardown, c);
 	if (c->fd >= 0) {
 		close(c->fd);
 		unlink(c->path);
 	}
 	free(c);
+}
+
+static void *control_start(struct vmm *vmm, const void *arg, char *err, size_t errlen)
+{
+	return control_create(vmm, arg, err, errlen);
+}
+
+static void control_stop(void *ctx)
+{
+	control_destroy(ctx);
+}
+
+struct vmm_service control_service(const char *path)
+{
+	struct vmm_service s = { .name = "control", .arg = path, .start = control_start, .stop = control_stop };
+	return s;
 }

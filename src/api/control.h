@@ -11,14 +11,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "vmm/vmm.h"
+
 struct vmm;
 struct vm;
 struct control;
 
-/* manual_memory: false when the memory scheduler owns balloon targets. */
-struct control *control_create(struct vmm *vmm, struct vm **vms, unsigned nr, const char *path,
-			       bool manual_memory, bool manual_cpu, char *err, size_t errlen);
+/* path NULL: no socket, control_handle only (tests, fuzzing; vmm may be
+ * NULL too). */
+struct control *control_create(struct vmm *vmm, const char *path, char *err, size_t errlen);
 void control_destroy(struct control *c);
+
+struct vmm_service;
+/* The control socket as a service of the run (vmm_options.services). */
+struct vmm_service control_service(const char *path);
 
 /* Handles one request line; returns the answer (caller frees). Exposed for
  * tests and fuzzing. */
