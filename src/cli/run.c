@@ -27,7 +27,6 @@ static const char run_help[] =
 	"  --console          copy each VM's console to the terminal, lines prefixed [name]\n"
 	"  --log-dir DIR      where console logs go, one NAME.log per VM (default: ferry-logs)\n"
 	"  --control PATH     answer commands on a unix socket (see 'ferry ctl --help', docs/API.md)\n"
-	"  --metrics-addr 127.0.0.1:PORT  serve Prometheus metrics over HTTP on loopback (GET /metrics)\n"
 	"  --log FILE         log there instead of stderr (one line per event: time, level, VM)\n"
 	"  --log-level LEVEL  error, warn, info (default) or debug\n"
 	"  --no-seccomp       do not confine vCPU and event-loop threads (for debugging)\n"
@@ -52,7 +51,7 @@ struct run_opts {
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
 	enum { O_SUMMARY = 256, O_TIMEOUT, O_CONSOLE, O_LOGDIR, O_KERNEL, O_MEM, O_CPUS, O_CMDLINE, O_NAME, O_DEVICE,
-	       O_CONTROL, O_NO_SECCOMP, O_LOG, O_LOG_LEVEL, O_METRICS };
+	       O_CONTROL, O_NO_SECCOMP, O_LOG, O_LOG_LEVEL };
 	static const struct option longopts[] = {
 		{ "summary", required_argument, 0, O_SUMMARY }, { "timeout", required_argument, 0, O_TIMEOUT },
 		{ "console", no_argument, 0, O_CONSOLE },       { "log-dir", required_argument, 0, O_LOGDIR },
@@ -61,7 +60,6 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 		{ "name", required_argument, 0, O_NAME },       { "device", required_argument, 0, O_DEVICE },
 		{ "control", required_argument, 0, O_CONTROL }, { "no-seccomp", no_argument, 0, O_NO_SECCOMP },
 		{ "log", required_argument, 0, O_LOG },         { "log-level", required_argument, 0, O_LOG_LEVEL },
-		{ "metrics-addr", required_argument, 0, O_METRICS },
 		{ "verbose", no_argument, 0, 'v' },             { "quiet", no_argument, 0, 'q' },
 		{ "help", no_argument, 0, 'h' },                { 0, 0, 0, 0 },
 	};
@@ -94,9 +92,6 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 			break;
 		case O_CONTROL:
 			o->run.control_path = optarg;
-			break;
-		case O_METRICS:
-			o->run.metrics_addr = optarg;
 			break;
 		case O_NO_SECCOMP:
 			sandbox_enabled = false;

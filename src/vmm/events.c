@@ -133,6 +133,13 @@ void events_ack(void)
 		log_debug(NULL, "events: cannot read the eventfd: %s", strerror(errno));
 }
 
+void events_poke(void)
+{
+	uint64_t one = 1;
+	if (ev.fd >= 0 && write(ev.fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_debug(NULL, "events: cannot signal: %s", strerror(errno));
+}
+
 uint64_t events_next_seq(void)
 {
 	pthread_mutex_lock(&ev.lock);

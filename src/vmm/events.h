@@ -29,6 +29,8 @@ void events_emit(const char *type, const char *vm, struct cJSON *fields);
 /* Readable (EPOLLIN) after new events; events_ack() empties it. -1 if none. */
 int events_fd(void);
 void events_ack(void);
+/* Makes events_fd() readable now (a new reader wants what the ring holds). */
+void events_poke(void);
 
 /* The sequence number the next event will get. */
 uint64_t events_next_seq(void);

@@ -343,13 +343,10 @@ static void watch_tick(void *arg, uint32_t events)
 	for (unsigned i = 0; i < vmm->nr_entries; i++) {
 		struct vmm_entry *e = vmm->entries[i];
 		struct balloon_status b;
+		/* A balloon starts empty: the first target worth telling is the
+		 * first one above 0 that the guest reaches. */
 		if (!live(e) || !e->vm || vm_is_stopped(e->vm) || !balloon_get_status(e->vm, &b) || !b.driver_ok)
 			continue;
-		if (!e->balloon_known) {
-			e->balloon_known = true;
-			e->balloon_reached = b.target_pages;
-			continue;
-		}
 		if (b.target_pages == e->balloon_reached || b.actual_pages != b.target_pages)
 			continue;
 		e->balloon_reached = b.target_pages;
@@ -692,6 +689,7 @@ void vmm_request_free(struct vmm_request *r)
 		return;
 	free(r->text);
 	cJSON_Delete(r->result);
+	cJSON_Delete(r->echo);
 	free(r);
 }
 

@@ -56,9 +56,8 @@ struct vmm_entry {
 	bool building;                /* being built: not in the run yet, but its name and id are taken */
 	bool added;                   /* added while ferry ran (not from the start config) */
 	uint64_t t_removed_ns;
-	/* events: the balloon target last seen reached */
+	/* events: the balloon target (pages) last seen reached */
 	uint64_t balloon_reached;
-	bool balloon_known;
 };
 
 /* Something that lives as long as the run: started after the config's VMs,
@@ -99,6 +98,8 @@ struct vmm_request {
 	/* Called on the main thread once done; takes the request over. */
 	void (*done)(struct vmm_request *r, void *arg);
 	void *arg;
+	uint64_t cookie;              /* the poster's own: e.g. which client asked */
+	struct cJSON *echo;           /* the poster's own, freed with the request */
 	struct vmm_request *next;
 };
 void vmm_request_free(struct vmm_request *r);

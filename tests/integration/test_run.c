@@ -295,7 +295,8 @@ static void missing_kvm(void **state)
 
 static struct cmd_result ctl(const char *sock, const char *a, const char *b, const char *c)
 {
-	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", (char *)sock, (char *)a, (char *)b, (char *)c, NULL };
+	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", (char *)sock, "--json", (char *)a, (char *)b, (char *)c,
+			 NULL };
 	return run_cmd(argv, 10);
 }
 
