@@ -7,7 +7,7 @@ HOST_CC  := $(CC)
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 HOST_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -Iinclude -Isrc -D_GNU_SOURCE -pthread -MMD -MP
-HOST_LIBS   := -lcjson -lseccomp -lpthread -lm
+HOST_LIBS   := -lcjson -lseccomp -lncurses -lpthread -lm
 
 .PHONY: all clean test demo deps linux-guest
 all: ferry guest tests

@@ -18,7 +18,7 @@ fuzz: $(FUZZ_TARGETS)
 
 $(BUILD)/fuzz/fuzz_control: fuzz/fuzz_control.c $(FUZZ_CONTROL_SRCS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@ -lcjson -lseccomp -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@ -lcjson -lseccomp -lncurses -lm
 
 $(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRCS)
 	@mkdir -p $(dir $@)

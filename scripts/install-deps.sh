@@ -2,10 +2,11 @@
 # Installs, with apt-get, whatever ferry needs that this Debian machine lacks:
 # the compiler and libraries to build, cmocka for the tests, QEMU as the
 # reference VMM that tests and benchmarks compare against, ping and socat for
-# the network tests, ACPICA's iasl to check the ACPI tables ferry writes.
+# the network tests, ACPICA's iasl to check the ACPI tables ferry writes,
+# ncurses for ferry top and tmux to test it in a real terminal.
 set -eu
 
-PACKAGES="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps iputils-ping socat acpica-tools"
+PACKAGES="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps iputils-ping socat acpica-tools libncurses-dev tmux"
 
 missing=""
 for p in $PACKAGES; do
