@@ -3,10 +3,11 @@
 # the compiler and libraries to build, cmocka for the tests, QEMU as the
 # reference VMM that tests and benchmarks compare against, ping and socat for
 # the network tests, ACPICA's iasl to check the ACPI tables ferry writes,
-# ncurses for ferry top and tmux to test it in a real terminal.
+# ncurses for ferry top and tmux to test it in a real terminal, Prometheus's
+# promtool to check the metrics ferry exposes.
 set -eu
 
-PACKAGES="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps iputils-ping socat acpica-tools libncurses-dev tmux"
+PACKAGES="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps iputils-ping socat acpica-tools libncurses-dev tmux prometheus"
 
 missing=""
 for p in $PACKAGES; do

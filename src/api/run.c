@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api/control.h"
+#include "api/metrics_http.h"
 #include "api/summary.h"
 #include "vmm/log.h"
 #include "vmm/vmm.h"
@@ -24,6 +25,8 @@ int api_run(const struct ferry_config *cfg, const struct run_options *o)
 	};
 	if (o->control_path)
 		vo.services[vo.nr_services++] = control_service(o->control_path);
+	if (o->metrics_addr)
+		vo.services[vo.nr_services++] = metrics_http_service(o->metrics_addr);
 	if (vmm_start(&vmm, cfg, &vo, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ferry run: %s\n", err);
 		vmm_destroy(&vmm);

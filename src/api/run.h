@@ -14,6 +14,7 @@ struct run_options {
 	double timeout_s;           /* 0: none */
 	const char *summary_path;   /* NULL: no summary file */
 	const char *control_path;   /* NULL: no control socket */
+	const char *metrics_addr;   /* NULL: no metrics endpoint; else "127.0.0.1:PORT" */
 };
 
 /* Runs every VM of cfg until all have stopped. Returns the process's exit

@@ -2,11 +2,13 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "api/metrics_http.h"
 #include "api/run.h"
 #include "cli/cli.h"
 #include "vmm/config.h"
@@ -27,6 +29,9 @@ static const char run_help[] =
 	"  --console          copy each VM's console to the terminal, lines prefixed [name]\n"
 	"  --log-dir DIR      where console logs go, one NAME.log per VM (default: ferry-logs)\n"
 	"  --control PATH     answer commands on a unix socket (see 'ferry ctl --help', docs/API.md)\n"
+	"  --metrics-addr 127.0.0.1:PORT\n"
+	"                     serve Prometheus metrics at http://127.0.0.1:PORT/metrics (loopback\n"
+	"                     only; port 0 takes a free one, logged)\n"
 	"  --log FILE         log there instead of stderr (one line per event: time, level, VM)\n"
 	"  --log-level LEVEL  error, warn, info (default) or debug\n"
 	"  --no-seccomp       do not confine vCPU and event-loop threads (for debugging)\n"
@@ -51,7 +56,7 @@ struct run_opts {
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
 	enum { O_SUMMARY = 256, O_TIMEOUT, O_CONSOLE, O_LOGDIR, O_KERNEL, O_MEM, O_CPUS, O_CMDLINE, O_NAME, O_DEVICE,
-	       O_CONTROL, O_NO_SECCOMP, O_LOG, O_LOG_LEVEL };
+	       O_CONTROL, O_NO_SECCOMP, O_LOG, O_LOG_LEVEL, O_METRICS };
 	static const struct option longopts[] = {
 		{ "summary", required_argument, 0, O_SUMMARY }, { "timeout", required_argument, 0, O_TIMEOUT },
 		{ "console", no_argument, 0, O_CONSOLE },       { "log-dir", required_argument, 0, O_LOGDIR },
@@ -60,6 +65,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 		{ "name", required_argument, 0, O_NAME },       { "device", required_argument, 0, O_DEVICE },
 		{ "control", required_argument, 0, O_CONTROL }, { "no-seccomp", no_argument, 0, O_NO_SECCOMP },
 		{ "log", required_argument, 0, O_LOG },         { "log-level", required_argument, 0, O_LOG_LEVEL },
+		{ "metrics-addr", required_argument, 0, O_METRICS },
 		{ "verbose", no_argument, 0, 'v' },             { "quiet", no_argument, 0, 'q' },
 		{ "help", no_argument, 0, 'h' },                { 0, 0, 0, 0 },
 	};
@@ -93,6 +99,14 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 		case O_CONTROL:
 			o->run.control_path = optarg;
 			break;
+		case O_METRICS: {
+			struct sockaddr_in sa;
+			char why[256];
+			if (metrics_http_parse_addr(optarg, &sa, why, sizeof(why)) < 0)
+				return usage_error("run", "%s", why);
+			o->run.metrics_addr = optarg;
+			break;
+		}
 		case O_NO_SECCOMP:
 			sandbox_enabled = false;
 			break;
