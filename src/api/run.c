@@ -9,6 +9,7 @@
 #include "api/metrics_http.h"
 #include "api/summary.h"
 #include "vmm/log.h"
+#include "vmm/sandbox.h"
 #include "vmm/vmm.h"
 
 int api_run(const struct ferry_config *cfg, const struct run_options *o)
@@ -32,6 +33,11 @@ int api_run(const struct ferry_config *cfg, const struct run_options *o)
 		vmm_destroy(&vmm);
 		return 1;
 	}
+	/* Everything is open and running: from here the main thread only
+	 * waits, reports and tears down; unless VMs may be added, which it
+	 * builds (files, memory, threads: the control socket's add). */
+	if (!o->control_path && sandbox_thread(SANDBOX_MAIN, "main", err, sizeof(err)) < 0)
+		log_error(NULL, "%s", err);
 	vmm_run(&vmm);
 	bool all_ok;
 	cJSON *doc = vmm_report(&vmm, &all_ok);

@@ -22,6 +22,7 @@
 #include "vmm/events.h"
 #include "vmm/log.h"
 #include "vmm/memory.h"
+#include "vmm/sandbox.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -38,7 +39,10 @@ static void set_code(char *code, const char *what)
 static void *signal_thread(void *arg)
 {
 	struct vmm *vmm = arg;
-	pthread_setname_np(pthread_self(), "ferry-signals");
+	char why[160];
+	pthread_setname_np(pthread_self(), "ferry-control");
+	if (sandbox_thread(SANDBOX_CONTROL, "ferry-control", why, sizeof(why)) < 0)
+		log_error(NULL, "%s", why);
 	for (;;) {
 		int sig;
 		if (sigwait(&vmm->signals, &sig) != 0 || sig == WAKE_SIGNAL)
