@@ -34,9 +34,9 @@ int api_run(const struct ferry_config *cfg, const struct run_options *o)
 		return 1;
 	}
 	/* Everything is open and running: from here the main thread only
-	 * waits, reports and tears down; unless VMs may be added, which it
-	 * builds (files, memory, threads: the control socket's add). */
-	if (!o->control_path && sandbox_thread(SANDBOX_MAIN, "main", err, sizeof(err)) < 0)
+	 * waits, reports and tears down; with a control socket it also builds
+	 * the VMs `add` asks for (files, memory, threads), a wider list. */
+	if (sandbox_thread(o->control_path ? SANDBOX_BUILDER : SANDBOX_MAIN, "main", err, sizeof(err)) < 0)
 		log_error(NULL, "%s", err);
 	vmm_run(&vmm);
 	bool all_ok;

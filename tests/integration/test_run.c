@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "vmm/sandbox.h"
+
 #define tmp test_dir
 
 static struct cmd_result ferry_run(const char *const *args, double timeout)
@@ -400,6 +402,73 @@ static void threads_are_sandboxed(void **state)
 	}
 }
 
+/* With a control socket the main thread loads the builder's list (it builds
+ * added VMs): it runs filtered, and a VM added through the socket, with
+ * two vCPUs and devices, is built under that filter and runs to its end
+ * (a forbidden call would stop ferry with status 70). */
+static void added_vm_runs_sandboxed(void **state)
+{
+	(void)state;
+	require_kvm();
+	char kernel[PATH_MAX];
+	if (!realpath(guest_image(), kernel))
+		snprintf(kernel, sizeof(kernel), "%s", guest_image());
+	char *sock = xasprintf("%s/ctl.sock", tmp), *summary = xasprintf("%s/summary.json", tmp);
+	char *frag = xasprintf("%s/add.json", tmp);
+	char *text = xasprintf("{ \"name\": \"late\", \"memory_mib\": 64, \"vcpus\": 2, \"kernel\": \"%s\","
+			       " \"cmdline\": \"app=selftest require=virtio-rng\","
+			       " \"devices\": [ { \"type\": \"virtio-rng\" }, { \"type\": \"virtio-balloon\" } ] }", kernel);
+	write_file(frag, text);
+	char *argv[] = { (char *)ferry_bin(), "run", "--kernel", (char *)guest_image(), "--cmdline", "app=idle ms=1000000",
+			 "--name", "vm0", "--control", sock, "--summary", summary, "--log-dir", tmp, NULL };
+	int pid = spawn_background(argv);
+	int main_thread = -1;
+	for (int tries = 0; tries < 100 && main_thread != 2; tries++) {
+		main_thread = seccomp_mode_of(pid, "ferry");
+		usleep(20000);
+	}
+	struct cmd_result r = { 0 };
+	for (int i = 0; i < 200; i++) { /* until the socket answers */
+		cmd_result_free(&r);
+		r = ctl(sock, "list", NULL, NULL);
+		if (r.status == 0)
+			break;
+		usleep(50000);
+	}
+	assert_int_equal(r.status, 0);
+	cmd_result_free(&r);
+	r = ctl(sock, "add", frag, NULL);
+	if (r.status != 0)
+		fail_msg("ferry ctl add: status %d: %s%s", r.status, r.out, r.err);
+	cmd_result_free(&r);
+	bool done = false;
+	for (int i = 0; i < 600 && !done; i++) { /* until late powers off */
+		r = ctl(sock, "status", "late", NULL);
+		done = r.status == 0 && strstr(r.out, "\"poweroff\"");
+		cmd_result_free(&r);
+		if (!done)
+			usleep(50000);
+	}
+	r = ctl(sock, "stop", "vm0", NULL);
+	assert_int_equal(r.status, 0);
+	cmd_result_free(&r);
+	int status = wait_background(pid, 60);
+	if (status == SANDBOX_EXIT_STATUS) {
+		char *out = read_file(xasprintf("%s/ferry.out", tmp));
+		fail_msg("ferry was stopped by its seccomp filter:\n%s", out ? out : "");
+	}
+	assert_int_equal(status, 1); /* vm0 was interrupted */
+	assert_string_equal(str(summary_vm("late"), "exit_reason"), "poweroff");
+	assert_int_equal(num(summary_vm("late"), "exit_code"), 0);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(summary_vm("late"), "added")));
+	if (!(getenv("FERRY_BIN") && strstr(getenv("FERRY_BIN"), "asan")))
+		assert_int_equal(main_thread, 2);
+	free(text);
+	free(frag);
+	free(sock);
+	free(summary);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
 
 int main(void)
@@ -408,7 +477,7 @@ int main(void)
 		T(hello_two_vms),     T(selftest_with_virtio_rng), T(console_lines_prefixed),
 		T(guest_status_is_exit_code), T(timeout_stops_only_the_hung_vm), T(guest_crashes_are_reported),
 		T(bad_kernel_images), T(memory_the_host_cannot_give), T(bad_configs), T(bad_cli), T(missing_kvm),
-		T(control_socket), T(threads_are_sandboxed), T(console_log_is_capped),
+		T(control_socket), T(threads_are_sandboxed), T(added_vm_runs_sandboxed), T(console_log_is_capped),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
