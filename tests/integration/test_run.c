@@ -469,6 +469,38 @@ static void added_vm_runs_sandboxed(void **state)
 	free(summary);
 }
 
+/* make demo (scripts/demo.sh): eleven VMs, one added and removed through
+ * the control socket, and an account whose figures come from the run. */
+static void demo_tells_the_story(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *fbin = xasprintf("FERRY=%s", ferry_bin()), *dir = xasprintf("DEMO_DIR=%s/demo", tmp);
+	char *argv[] = { "env", fbin, dir, "sh", "scripts/demo.sh", NULL };
+	struct cmd_result r = run_cmd(argv, 180);
+	if (r.status != 0)
+		fail_msg("make demo's script: status %d\n%s%s", r.status, r.out, r.err);
+	expect_contains(r.out, "11 VMs started");
+	expect_contains(r.out, "added: late");
+	expect_contains(r.out, "late removed");
+	expect_contains(r.out, "11 of 11 VMs powered off with status 0");
+	expect_contains(r.out, "4 of 4 runs verified intact");
+	expect_contains(r.out, "4000 messages of 64 and 512 bytes, 4000 of them copied (1152000 bytes)");
+	/* 2 MiB messages go by remap, unless the host had no huge pages. */
+	if (!strstr(r.out, "gave no 2 MiB pages"))
+		expect_contains(r.out, "400 messages of 1 and 2 MiB on 2 MiB pages, 400 of them remapped, 0 bytes copied");
+	expect_contains(r.out, "db: received=20000 lost=0 duplicated=0");
+	expect_contains(r.out, "cross-talk detected ");
+	if (strstr(r.out, "cross-talk detected 0 time"))
+		fail_msg("no cross-talk detected between web and db:\n%s", r.out);
+	if (strstr(r.out, ": 0 on the zero-copy path"))
+		fail_msg("no frame took the zero-copy path:\n%s", r.out);
+	expect_contains(r.out, "Where to look next:");
+	cmd_result_free(&r);
+	free(fbin);
+	free(dir);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
 
 int main(void)
@@ -478,6 +510,7 @@ int main(void)
 		T(guest_status_is_exit_code), T(timeout_stops_only_the_hung_vm), T(guest_crashes_are_reported),
 		T(bad_kernel_images), T(memory_the_host_cannot_give), T(bad_configs), T(bad_cli), T(missing_kvm),
 		T(control_socket), T(threads_are_sandboxed), T(added_vm_runs_sandboxed), T(console_log_is_capped),
+		T(demo_tells_the_story),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
