@@ -29,6 +29,14 @@ deps:
 linux-guest:
 	scripts/linux-guest.sh $(BUILD)/linux
 
+# Every `ferry bench` target beside QEMU, as JSON, PNG charts (gnuplot) and
+# $(BUILD)/bench/index.html (scripts/bench.sh; BENCH_TARGETS, BENCH_MSG=...
+# pass options). Takes several minutes; the net target needs root.
+bench:
+	scripts/install-deps.sh bench
+	$(MAKE) -s ferry guest
+	BUILD=$(BUILD) scripts/bench.sh
+
 # Eleven VMs in one ferry for about half a minute (examples/demo.json),
 # driven through the control socket, then an account of what they did
 # together; their consoles go to $(BUILD)/demo/logs (scripts/demo.sh).
