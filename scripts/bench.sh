@@ -25,6 +25,8 @@ for tool in jq gnuplot; do
 	}
 done
 mkdir -p "$OUT/data"
+# The machine's load says how far to trust the figures.
+load_before=$(cut -d ' ' -f 1-3 /proc/loadavg)
 
 # --- running ---------------------------------------------------------------
 
@@ -200,7 +202,8 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	echo "<li>CPU: $(printf '%s' "$cpu" | html), $(nproc) online CPUs ($(nproc --all) in all), shared with whatever else ran</li>"
 	echo "<li>memory: $mem; kernel $(uname -r | html)</li>"
 	echo "<li>KVM: /dev/kvm $([ -w /dev/kvm ] && echo present || echo missing)$(grep -qw hypervisor /proc/cpuinfo && echo ', inside a virtual machine')</li>"
-	echo "<li>QEMU: $(printf '%s' "${qemu:-not installed}" | html)</li></ul>"
+	echo "<li>QEMU: $(printf '%s' "${qemu:-not installed}" | html)</li>"
+	echo "<li>load average (1, 5, 15 min) before: $load_before; after: $(cut -d ' ' -f 1-3 /proc/loadavg)</li></ul>"
 	echo "<p>Each target's own <code>--help</code> says what it measures and how; the figures are single runs on a noisy machine, not averages over days.</p>"
 	for t in $TARGETS; do
 		echo "<h2>$t</h2><p><code>$(html <"$OUT/$t.cmd")</code></p>"
