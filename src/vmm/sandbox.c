@@ -135,10 +135,15 @@ static int allow(scmp_filter_ctx ctx, enum sandbox_kind kind, int nr)
 	int rc = 0;
 	for (size_t i = 0; rc == 0 && i < NR_CONDITIONS; i++) {
 		const struct condition *c = &conditions[i];
-		if (c->kind == kind && c->nr == nr)
-			rc = c->op == SCMP_CMP_MASKED_EQ
-				     ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_CMP(c->arg, c->op, c->mask, c->value))
-				     : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_CMP(c->arg, c->op, c->value));
+		if (c->kind != kind || c->nr != nr)
+			continue;
+		/* MASKED_EQ compares (arg & datum_a) with datum_b; EQ arg with datum_a. */
+		struct scmp_arg_cmp cmp = { .arg = c->arg, .op = c->op, .datum_a = c->value, .datum_b = 0 };
+		if (c->op == SCMP_CMP_MASKED_EQ) {
+			cmp.datum_a = c->mask;
+			cmp.datum_b = c->value;
+		}
+		rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, 1, &cmp);
 	}
 	return rc;
 }
