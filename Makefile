@@ -41,6 +41,6 @@ bench:
 # driven through the control socket, then an account of what they did
 # together; their consoles go to $(BUILD)/demo/logs (scripts/demo.sh).
 demo:
-	scripts/install-deps.sh demo
-	$(MAKE) -s ferry guest
+	@scripts/install-deps.sh demo
+	@$(MAKE) -s ferry guest
 	@BUILD=$(BUILD) scripts/demo.sh
