@@ -33,9 +33,9 @@ linux-guest:
 # $(BUILD)/bench/index.html (scripts/bench.sh; BENCH_TARGETS, BENCH_MSG=...
 # pass options). Takes several minutes; the net target needs root.
 bench:
-	scripts/install-deps.sh bench
-	$(MAKE) -s ferry guest
-	BUILD=$(BUILD) scripts/bench.sh
+	@scripts/install-deps.sh bench
+	@$(MAKE) -s ferry guest
+	@BUILD=$(BUILD) scripts/bench.sh
 
 # Eleven VMs in one ferry for about half a minute (examples/demo.json),
 # driven through the control socket, then an account of what they did
