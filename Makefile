@@ -37,7 +37,7 @@ bench:
 	@$(MAKE) -s ferry guest
 	@BUILD=$(BUILD) scripts/bench.sh
 
-# Eleven VMs in one ferry for about half a minute (examples/demo.json),
+# Eleven VMs in one ferry for about 15 seconds (examples/demo.json),
 # driven through the control socket, then an account of what they did
 # together; their consoles go to $(BUILD)/demo/logs (scripts/demo.sh).
 demo:

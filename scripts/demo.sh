@@ -1,5 +1,5 @@
 #!/bin/sh
-# make demo: eleven small VMs in one ferry for about half a minute, driven
+# make demo: eleven small VMs in one ferry for about 15 seconds, driven
 # through the control socket as an operator would, then a short account of
 # what they did together. Consoles, ferry's log, the events and the summary
 # go under $BUILD/demo/; the terminal gets the story.
