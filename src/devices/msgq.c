@@ -236,12 +236,30 @@ static void reclaim(struct msgq_endpoint *ep)
 	process_returns(ep->dev);
 }
 
+/* A peer was removed from the run: it leaves the peer table the driver
+ * reads, and the driver gets a configuration change. */
+static void peer_gone(struct msgq_endpoint *ep, uint32_t id)
+{
+	struct msgq_dev *m = ep->dev;
+	for (uint32_t i = 0; i < m->cfg.nr_peers; i++) {
+		if (m->cfg.peers[i].vm_id != id)
+			continue;
+		memmove(&m->cfg.peers[i], &m->cfg.peers[i + 1], (m->cfg.nr_peers - i - 1) * sizeof(m->cfg.peers[0]));
+		m->cfg.nr_peers--;
+		memset(&m->cfg.peers[m->cfg.nr_peers], 0, sizeof(m->cfg.peers[0]));
+		break;
+	}
+	if (m->registered)
+		virtio_config_changed(&m->vd);
+}
+
 static const struct msgq_endpoint_ops endpoint_ops = {
 	.reserve = reserve,
 	.unreserve = unreserve,
 	.deliver = deliver,
 	.reclaim = reclaim,
 	.isolation_lost = isolation_lost,
+	.peer_gone = peer_gone,
 };
 
 static void msgq_activate(struct virtio_device *vd)
@@ -495,8 +513,47 @@ static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *
 	return any;
 }
 
+/* VMs added to a running ferry: their windows must fit in the pool beside
+ * what the running endpoints may hold (a page per slot), its zero area and
+ * the process's memory mappings. */
+static int msgq_reserve(struct msgq_switch *sw, const struct ferry_config *cfg, char *err, size_t errlen)
+{
+	uint64_t pages, longest_recv, maps, in_use, limit;
+	bool huge = sw->page_size > 4096;
+	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv, &maps))
+		return 0;
+	pthread_mutex_lock(&sw->lock);
+	uint64_t held = 2; /* the pool's spare pages for measuring */
+	for (unsigned i = 1; i <= MSGQ_MAX_VMS; i++)
+		if (sw->ep[i])
+			held += (uint64_t)sw->ep[i]->send_slots + sw->ep[i]->recv_slots;
+	uint64_t capacity = sw->pool->nr_pages, zero = sw->pool->zero_pages;
+	pthread_mutex_unlock(&sw->lock);
+	if (held + pages > capacity) {
+		snprintf(err, errlen,
+			 "msgq: the page pool has room for %llu more pages and these VMs' windows need %llu (start "
+			 "ferry with \"msgq\": {\"spare_pages\": N} to keep room for VMs added later)",
+			 (unsigned long long)(capacity > held ? capacity - held : 0), (unsigned long long)pages);
+		return -1;
+	}
+	if (longest_recv > zero) {
+		snprintf(err, errlen, "msgq: at most %llu recv_slots for a VM added now (the longest of those at start)",
+			 (unsigned long long)zero);
+		return -1;
+	}
+	if (!gm_mappings_fit(maps - MAPPINGS_SLACK, &in_use, &limit)) {
+		snprintf(err, errlen, "msgq: the new windows may need %llu memory mappings, and vm.max_map_count allows "
+			 "%llu (%llu in use)", (unsigned long long)maps, (unsigned long long)limit,
+			 (unsigned long long)in_use);
+		return -1;
+	}
+	return 0;
+}
+
 int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
 {
+	if (vmm->msgq)
+		return msgq_reserve(vmm->msgq, cfg, err, errlen);
 	uint64_t pages, longest_recv;
 	bool huge = false;
 	for (unsigned i = 0; i < cfg->nr_vms; i++)
@@ -519,12 +576,13 @@ int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_
 	}
 	char why[256];
 	/* Two spare pages for measuring the copy threshold. */
-	if (huge && !gm_reserve_hugepages(pages + 2 + longest_recv, why, sizeof(why))) {
+	if (huge && !gm_reserve_hugepages(pages + cfg->msgq.spare_pages + 2 + longest_recv, why, sizeof(why))) {
 		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
 		huge = false;
 	}
 	for (;;) {
 		msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL);
+		pages += cfg->msgq.spare_pages; /* for VMs added later */
 		vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
 					       cfg->msgq.copy_threshold, err, errlen);
 		if (vmm->msgq || !huge)
@@ -595,11 +653,13 @@ int msgq_create(struct vm *vm, const struct device_config *dc, char *err, size_t
 	struct msgq_switch *sw = vm->vmm->msgq;
 	/* Policy: the peers this VM may send to, by id, also shown to the guest. */
 	for (unsigned p = 0; p < mc->nr_peers; p++) {
-		unsigned k = 0;
-		while (k < vm->vmm->cfg->nr_vms && strcmp(vm->vmm->cfg->vms[k].name, mc->peers[p]))
-			k++;
-		m->ep->peers[m->ep->nr_peers++] = config_vm_id(k);
-		m->cfg.peers[m->cfg.nr_peers].vm_id = config_vm_id(k);
+		/* Names are resolved now: a peer removed later is gone for good,
+		 * and a new VM with its name is not this peer (ids are never reused). */
+		unsigned id;
+		if (!vmm_vm_id(vm->vmm, mc->peers[p], &id))
+			continue; /* it could not be created */
+		m->ep->peers[m->ep->nr_peers++] = config_vm_id(id);
+		m->cfg.peers[m->cfg.nr_peers].vm_id = config_vm_id(id);
 		snprintf(m->cfg.peers[m->cfg.nr_peers].name, MSGQ_NAME_LEN, "%s", mc->peers[p]);
 		m->cfg.nr_peers++;
 	}

@@ -167,8 +167,21 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep)
 		return;
 	struct msgq_switch *sw = ep->sw;
 	pthread_mutex_lock(&sw->lock);
-	if (sw->ep[ep->id] == ep)
+	if (sw->ep[ep->id] == ep) {
 		sw->ep[ep->id] = NULL;
+		/* Its senders learn it is gone; sends to it now fail with NO_DEST. */
+		for (unsigned i = 1; i <= MSGQ_MAX_VMS; i++) {
+			struct msgq_endpoint *o = sw->ep[i];
+			for (unsigned k = 0; o && k < o->nr_peers; k++) {
+				if (o->peers[k] != ep->id)
+					continue;
+				o->peers[k] = o->peers[--o->nr_peers];
+				if (o->ops && o->ops->peer_gone)
+					o->ops->peer_gone(o, ep->id);
+				break;
+			}
+		}
+	}
 	for (uint32_t s = 0; ep->send_page && s < ep->send_slots; s++)
 		if (ep->send_page[s] != POOL_NONE)
 			pool_free(sw->pool, ep->send_page[s], (uint8_t)ep->id);

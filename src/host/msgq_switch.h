@@ -46,6 +46,9 @@ struct msgq_endpoint_ops {
 	/* A failed remap could not be undone: a page the sender still maps
 	 * writable may be visible to this VM. The device must stop the VM. */
 	void (*isolation_lost)(struct msgq_endpoint *ep, const char *why);
+	/* Optional: a VM this one may send to went away (it was removed);
+	 * its id is out of the endpoint's peers already. */
+	void (*peer_gone)(struct msgq_endpoint *ep, uint32_t id);
 };
 
 struct msgq_endpoint {
@@ -102,6 +105,9 @@ void msgq_switch_destroy(struct msgq_switch *sw);
 struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, const char *name,
 					   uint32_t send_slots, uint32_t recv_slots, uint32_t max_msg_pages,
 					   char *err, size_t errlen);
+/* Unregisters and frees the endpoint; endpoints that could send to it lose
+ * it from their peers and are told (ops->peer_gone). Ids are never given
+ * to another endpoint in a run: pages keep their writer's id. */
 void msgq_endpoint_destroy(struct msgq_endpoint *ep);
 /* Takes back every page the endpoint holds in its receive slots. Lock held. */
 void msgq_endpoint_reset(struct msgq_endpoint *ep);
