@@ -53,6 +53,8 @@ inputs() {
 	for f in scripts/linux-guest.sh linux/config linux/init/init.c linux/patches/*.patch \
 		linux/modules/Kbuild linux/modules/*.c linux/modules/compat/*.h linux/include/uapi/*.h \
 		linux/lib/*.c linux/lib/*.h linux/tools/*.c include/ferry/*.h; do
+		# An in-place module build (make M=) leaves *.mod.c beside the sources.
+		case $f in *.mod.c) continue ;; esac
 		echo "file $f"
 		cat "$ROOT/$f"
 	done
@@ -120,7 +122,10 @@ rm -rf "$TREE/ferry/modules" "$TREE/ferry/include"
 mkdir -p "$TREE/ferry/include/uapi"
 mkdir -p "$TREE/ferry/modules/compat"
 # Sources only: a tree where someone built the modules in place has objects.
-cp "$ROOT/linux/modules/Kbuild" "$ROOT"/linux/modules/*.c "$TREE/ferry/modules/"
+cp "$ROOT/linux/modules/Kbuild" "$TREE/ferry/modules/"
+for c in "$ROOT"/linux/modules/*.c; do
+	case $c in *.mod.c) ;; *) cp "$c" "$TREE/ferry/modules/" ;; esac
+done
 cp "$ROOT"/linux/modules/compat/*.h "$TREE/ferry/modules/compat/"
 cp -r "$ROOT/include/ferry" "$TREE/ferry/include/ferry"
 cp "$ROOT"/linux/include/uapi/*.h "$TREE/ferry/include/uapi/"
