@@ -352,8 +352,13 @@ static void msgq_from_linux_user_space(void **state)
 	start_config(&f, json, "lxa");
 	free(json);
 	int st = watch_exit(&f.w, 1500);
-	if (st != 0)
+	if (st != 0) {
+		/* The other side's story too: lxa's alone does not say why. */
+		char *con = console_of("lxb");
+		fprintf(stderr, "lxb's console:\n%s\n", con);
+		free(con);
 		fail_with_logs(&f, "ferry did not exit with status 0");
+	}
 	printf("linux msgq run: lxa reached user space at %.1f s, the run took %.1f s\n", f.w.t_user, f.w.t_end);
 	const char *lxa[] = {
 		"module ferry_virtio_pci loaded",
