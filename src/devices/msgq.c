@@ -254,7 +254,7 @@ static void msgq_reset(struct virtio_device *vd)
 	struct msgq_dev *m = to_msgq(vd);
 	m->ep->up = false;
 	m->have_reserved = false;
-	msgq_endpoint_reset(m->ep); /* received pages go back to the pool */
+	msgq_endpoint_reset(m->ep);
 }
 
 /* At every exit of this VM to ferry: the "next natural exit" for deferred
@@ -280,6 +280,19 @@ static unsigned long refused_not_full(struct msgq_counters *c)
 	return atomic_load(&c->rejected) - atomic_load(&c->rejected_by[MSGQ_E_FULL]);
 }
 
+/* The VMs a pickup holds outside the guest: the sender and its live peers. */
+struct pause_set {
+	struct vm *paused[MSGQ_MAX_PEERS + 1];
+	unsigned npaused;
+};
+
+static void add_to_pause(struct msgq_endpoint *peer, void *arg)
+{
+	struct pause_set *set = arg;
+	if (set->npaused < MSGQ_MAX_PEERS + 1)
+		set->paused[set->npaused++] = ((struct msgq_dev *)peer->dev)->vd.dev.vm;
+}
+
 /* Every poll_us: deferred sends, and slots given back without a doorbell. */
 static void msgq_poll(void *arg, uint32_t events)
 {
@@ -289,12 +302,11 @@ static void msgq_poll(void *arg, uint32_t events)
 	(void)events;
 	pthread_mutex_lock(m->vd.lock);
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]) >= PAUSE_BATCH && m->ep->up && m->pause_pays) {
-		paused[npaused++] = m->vd.dev.vm;
-		for (unsigned i = 0; i < m->ep->nr_peers; i++) {
-			struct msgq_endpoint *peer = m->ep->sw->ep[m->ep->peers[i]];
-			if (peer && peer->up)
-				paused[npaused++] = ((struct msgq_dev *)peer->dev)->vd.dev.vm;
-		}
+		struct pause_set set = { .npaused = 1 };
+		set.paused[0] = m->vd.dev.vm;
+		msgq_for_each_live_peer(m->ep, add_to_pause, &set);
+		npaused = set.npaused;
+		memcpy(paused, set.paused, npaused * sizeof(paused[0]));
 		m->paused_pickups++;
 	}
 	pthread_mutex_unlock(m->vd.lock);
@@ -452,89 +464,6 @@ static const struct virtio_device_ops msgq_ops = {
 	.bar_mapped = msgq_bar_mapped,
 };
 
-/* Slots and message size, with defaults for the page size. */
-static void msgq_geometry(const struct msgq_device_config *mc, bool huge, uint32_t *send, uint32_t *recv,
-			  uint32_t *max)
-{
-	*send = mc->send_slots ? mc->send_slots : huge ? 8 : 1024;
-	*recv = mc->recv_slots ? mc->recv_slots : huge ? 8 : 1024;
-	*max = mc->max_msg_pages ? mc->max_msg_pages : huge ? 4 : 512;
-	if (*max > *send)
-		*max = *send;
-}
-
-/* Mappings each VM needs besides its message window (RAM, vCPU stacks and
- * guards, the run structure, devices), and the process's own slack. */
-#define MAPPINGS_PER_VM(vcpus) (16 + 4 * (uint64_t)(vcpus))
-#define MAPPINGS_SLACK 1024
-
-/* Pool pages for every VM's windows with this page size, and the longest
- * receive region (the zero area); false if no VM has a msgq device. With
- * `mappings`, also the memory mappings the run may need at most. */
-static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *pages, uint64_t *longest_recv,
-			   uint64_t *mappings)
-{
-	bool any = false;
-	uint64_t maps = MAPPINGS_SLACK;
-	*pages = *longest_recv = 0;
-	for (unsigned i = 0; i < cfg->nr_vms; i++) {
-		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
-		uint32_t send, recv, max;
-		maps += MAPPINGS_PER_VM(cfg->vms[i].vcpus);
-		if (!d)
-			continue;
-		any = true;
-		msgq_geometry(&d->msgq, huge, &send, &recv, &max);
-		maps += msgq_window_mappings(send, recv);
-		*pages += send + recv; /* a page per send slot, and per message page in flight */
-		if (recv > *longest_recv)
-			*longest_recv = recv;
-	}
-	if (mappings)
-		*mappings = maps;
-	return any;
-}
-
-int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
-{
-	uint64_t pages, longest_recv;
-	bool huge = false;
-	for (unsigned i = 0; i < cfg->nr_vms; i++)
-		if (config_find_device(&cfg->vms[i], DEV_MSGQ))
-			huge = cfg->vms[i].hugepages; /* the config checked they all agree */
-	uint64_t maps, in_use, limit, small_pages, small_recv;
-	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL))
-		return 0;
-	/* Each slot of a window can become a mapping of its own: refuse now
-	 * what could exhaust the process's mappings later, when a remap that
-	 * fails would have to be undone. With the 4 KiB geometry: the most
-	 * slots, should huge pages fall back. */
-	msgq_pool_size(cfg, false, &small_pages, &small_recv, &maps);
-	if (!gm_mappings_fit(maps, &in_use, &limit)) {
-		snprintf(err, errlen,
-			 "msgq: the message windows may need up to %llu memory mappings, and vm.max_map_count "
-			 "allows %llu (%llu in use): use fewer send_slots/recv_slots, or raise vm.max_map_count",
-			 (unsigned long long)maps, (unsigned long long)limit, (unsigned long long)in_use);
-		return -1;
-	}
-	char why[256];
-	/* Two spare pages for measuring the copy threshold. */
-	if (huge && !gm_reserve_hugepages(pages + 2 + longest_recv, why, sizeof(why))) {
-		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
-		huge = false;
-	}
-	for (;;) {
-		msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL);
-		vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
-					       cfg->msgq.copy_threshold, err, errlen);
-		if (vmm->msgq || !huge)
-			return vmm->msgq ? 0 : -1;
-		/* The kernel could not allocate the huge pages after all. */
-		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", err);
-		huge = false;
-	}
-}
-
 void msgq_abandon(struct vm *vm)
 {
 	struct msgq_dev *m = vm->msgq;
@@ -561,7 +490,7 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 	struct msgq_config *cfg = &m->cfg;
 	cfg->vm_id = config_vm_id(vm->id);
 	cfg->page_size = (uint32_t)sw->page_size;
-	msgq_geometry(mc, huge, &cfg->send_slots, &cfg->recv_slots, &cfg->max_msg_pages);
+	msgq_slot_geometry(mc, huge, &cfg->send_slots, &cfg->recv_slots, &cfg->max_msg_pages);
 	cfg->copy_threshold = sw->copy_threshold;
 	cfg->poll_us = mc->poll_us;
 	m->ep = msgq_endpoint_create(sw, cfg->vm_id, vm->name, cfg->send_slots, cfg->recv_slots,
@@ -573,6 +502,11 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 	m->ep->ops = &endpoint_ops;
 	m->ep->dev = m;
 	m->ep->vm_stopping = &vm->stopping;
+	if (msgq_endpoint_prefill(m->ep, err, errlen) < 0) {
+		msgq_endpoint_destroy(m->ep);
+		free(m);
+		return -1;
+	}
 
 	m->window_gpa = vm_window_gpa(vm, window_bar_size(m));
 	uint64_t send = send_region_size(m), recv = (uint64_t)cfg->recv_slots * cfg->page_size;

@@ -87,9 +87,23 @@ struct msgq_switch {
 	struct page_pool *pool;
 	uint64_t page_size;
 	uint32_t copy_threshold;    /* adaptive: copy below this many bytes */
-	bool threshold_measured;
 	struct msgq_endpoint *ep[MSGQ_MAX_VMS + 1];
 };
+
+struct vmm;
+struct ferry_config;
+struct msgq_device_config;
+
+/* Slots and message size of a window, with the defaults for the page size
+ * (huge: 2 MiB pages). */
+void msgq_slot_geometry(const struct msgq_device_config *mc, bool huge, uint32_t *send_slots,
+			uint32_t *recv_slots, uint32_t *max_msg_pages);
+/* Sizes the page pool for every msgq device in the config (all windows, 2 MiB
+ * pages if the VMs ask for huge pages and the host can give them, else 4 KiB
+ * with a warning), checks the memory mappings the windows may need against
+ * vm.max_map_count, and creates the switch as vmm->msgq. Nothing to do (0)
+ * if no VM has a msgq device. */
+int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen);
 
 /* pages: pool capacity for all windows; zero_pages: the longest receive
  * region. copy_threshold 0 means: measure it now. */
@@ -103,8 +117,19 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 					   uint32_t send_slots, uint32_t recv_slots, uint32_t max_msg_pages,
 					   char *err, size_t errlen);
 void msgq_endpoint_destroy(struct msgq_endpoint *ep);
-/* Takes back every page the endpoint holds in its receive slots. Lock held. */
+/* The device was reset: every page in the receive slots (held messages, and
+ * slots that keep pages the old driver has seen) goes back to the pool, and
+ * the receive region shows the never-written zero area again, so nothing
+ * received before the reset is visible after it. Lock held. */
 void msgq_endpoint_reset(struct msgq_endpoint *ep);
+/* Gives every receive slot a clean page of its own, mapped read-only, so that
+ * no delivery has to map one (a new mapping makes KVM stop the receiver's
+ * vCPUs, and costs the receiver a fault). Before the VM runs. */
+int msgq_endpoint_prefill(struct msgq_endpoint *ep, char *err, size_t errlen);
+/* Calls fn for each endpoint `ep` may send to that exists and whose driver is
+ * up. Lock held. */
+void msgq_for_each_live_peer(struct msgq_endpoint *ep, void (*fn)(struct msgq_endpoint *peer, void *arg),
+			     void *arg);
 
 /* Memory mappings the windows of these geometries can need at most (each
  * slot can become a mapping of its own), to check against the process's
