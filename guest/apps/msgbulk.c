@@ -113,10 +113,12 @@ static bool send_control(uint32_t dest, uint32_t magic, uint32_t run, uint32_t c
 
 /* What one run (one message size) measured. */
 struct run_result {
-	uint64_t ns, remapped, copied, retries;
+	uint64_t ns, remapped, copied, ring, retries;
 };
 
-/* One run over msgq: as many messages in flight as the send region holds. */
+/* One run over msgq: as many messages in flight as the send region holds.
+ * Free buffers are reused last-freed first, so that a transport that gives
+ * them back at once (a direct ring) keeps building in the same warm ones. */
 static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count, uint32_t flags, bool full,
 			 struct run_result *res)
 {
@@ -129,16 +131,17 @@ static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count
 	unsigned nbufs = cfg->send_slots / pages;
 	nbufs = nbufs > MAX_BUFS ? MAX_BUFS : nbufs;
 	static uint8_t *buf[MAX_BUFS];
-	static bool busy[MAX_BUFS];
-	memset(busy, 0, sizeof(busy));
-	for (unsigned k = 0; k < nbufs; k++)
+	static unsigned free_buf[MAX_BUFS];
+	static bool retry[MAX_BUFS];
+	unsigned nfree = 0, nretry = 0;
+	for (unsigned k = nbufs; k-- > 0;) {
 		buf[k] = msgq_alloc(len);
+		free_buf[nfree++] = k;
+	}
+	memset(retry, 0, sizeof(retry));
 	uint64_t t0 = time_ns();
 	uint32_t seq = 0, done = 0;
-	unsigned next = 0;
-	static bool retry[MAX_BUFS];
-	memset(retry, 0, sizeof(retry));
-	unsigned nretry = 0;
+	bool built = false;
 	while (done < count) {
 		/* Sends the receiver had no room for go again, after a
 		 * pause that lets it return slots: re-sending at once
@@ -152,25 +155,38 @@ static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count
 				}
 			}
 		}
-		/* Start a message in a free buffer, if one is free. */
-		if (seq < count && !busy[next]) {
-			build(buf[next], len, r, seq, count, full);
-			if (msgq_post(dest, buf[next], len, flags, next) == 0) {
-				busy[next] = true;
-				next = (next + 1) % nbufs;
+		/* Start a message in a free buffer, if one is free (built once,
+		 * however often the post has to be tried). */
+		bool posted = false, post_failed = false;
+		if (seq < count && nfree) {
+			unsigned k = free_buf[nfree - 1];
+			if (!built)
+				build(buf[k], len, r, seq, count, full);
+			built = true;
+			if (msgq_post(dest, buf[k], len, flags, k) == 0) {
+				nfree--;
+				built = false;
 				seq++;
-				continue;
+				posted = true;
+			} else {
+				post_failed = true; /* the send queue, or a direct ring, is full */
 			}
 		}
 		struct msgq_done d;
 		bool reaped = false, was_full = false;
 		while (msgq_reap(&d)) {
 			reaped = true;
+			if (d.cookie >= nbufs) {
+				kprintf("msgbulk: completion for buffer %u of %u\n", d.cookie, nbufs);
+				return FERRY_EXIT_FAIL;
+			}
 			if (d.status == MSGQ_OK) {
-				busy[d.cookie] = false;
+				free_buf[nfree++] = d.cookie;
 				done++;
 				if (d.how == MSGQ_HOW_REMAPPED)
 					res->remapped++;
+				else if (d.how == MSGQ_HOW_RING)
+					res->ring++;
 				else
 					res->copied++;
 			} else if (d.status == MSGQ_E_FULL) {
@@ -187,7 +203,7 @@ static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count
 		}
 		/* Nothing to do until the VMM or the receiver moves: give
 		 * the CPU back rather than spin. */
-		if (!was_full && !reaped && (seq == count || busy[next]))
+		if (!posted && !was_full && !reaped && (seq == count || !nfree || post_failed))
 			msgq_wait_sends(2000000);
 	}
 	res->ns = time_ns() - t0;
@@ -221,6 +237,19 @@ static int send_run_ivshmem(uint32_t len, uint32_t r, uint32_t count, bool full,
 	res->retries = ivshmem_msg_full_waits() - waits;
 	kfree(buf);
 	return err;
+}
+
+/* What the msgq driver counted: how much took the direct rings, and how
+ * often they were full or rang. */
+static void print_driver_stats(void)
+{
+	struct msgq_stats st;
+	if (ivs || !msgq_present())
+		return;
+	msgq_stats(&st);
+	kprintf("msgbulk: driver: posted %lu, received %lu, ring sends %lu, ring receives %lu, ring full %lu, "
+		"ring doorbells %lu\n", st.posted, st.received, st.ring_sent, st.ring_received, st.ring_full,
+		st.ring_doorbells);
 }
 
 /* Finds the peer and waits until its driver takes messages. */
@@ -265,7 +294,7 @@ static int sender(void)
 	int failures = 0;
 	for (int r = 0; r < runs; r++) {
 		uint32_t len = sizes[r];
-		struct run_result res = { 0, 0, 0, 0 };
+		struct run_result res = { 0, 0, 0, 0, 0 };
 		err = ivs ? send_run_ivshmem(len, (uint32_t)r, count, full, &res)
 			  : send_run_msgq(dest, len, (uint32_t)r, count, mode | post, full, &res);
 		if (err)
@@ -279,15 +308,16 @@ static int sender(void)
 		uint64_t rate = ns ? (uint64_t)count * 1000000000ull / ns : 0;
 		kprintf("msgbulk: result {\"size\": %u, \"count\": %u, \"transport\": \"%s\", \"mode\": \"%s\", "
 			"\"post\": \"%s\", \"check\": \"%s\", \"ns\": %lu, \"mbps\": %lu.%lu, \"msgs_per_s\": %lu, "
-			"\"remapped\": %lu, \"copied\": %lu, \"full_retries\": %lu}\n",
+			"\"remapped\": %lu, \"copied\": %lu, \"ring\": %lu, \"full_retries\": %lu}\n",
 			len, count, ivs ? "ivshmem" : "msgq", mode_name(mode),
 			ivs ? "none" : post == MSG_IMMEDIATE ? "immediate" : "deferred", full ? "full" : "header", ns,
-			mbps_x10 / 10, mbps_x10 % 10, rate, res.remapped, res.copied, res.retries);
+			mbps_x10 / 10, mbps_x10 % 10, rate, res.remapped, res.copied, res.ring, res.retries);
 	}
 	if (!send_control(dest, BULK_DONE, (uint32_t)runs, 0))
 		failures++;
 	if (ivs)
 		ivshmem_msg_close();
+	print_driver_stats();
 	return failures ? FERRY_EXIT_FAIL : 0;
 }
 
@@ -380,6 +410,7 @@ static int receiver(void)
 		errors += !ok;
 		kfree(rs->seen);
 	}
+	print_driver_stats();
 	return errors ? FERRY_EXIT_FAIL : 0;
 }
 

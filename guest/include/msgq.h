@@ -92,7 +92,11 @@ void msgq_recv_irq(bool on);
 
 struct msgq_stats {
 	uint64_t posted, reaped, received, released, bad_headers;
+	uint64_t ring_sent, ring_received, ring_full, ring_doorbells;  /* direct rings */
 };
 void msgq_stats(struct msgq_stats *out);
+/* Direct rings (MSGQ_F_RINGS): how many this VM has, and whether the one
+ * to `peer` and the one from it are open now. */
+unsigned msgq_rings(uint32_t peer, bool *tx_open, bool *rx_open);
 
 #endif

@@ -42,6 +42,11 @@ struct msgq_dev {
 	 * every pickup stop its peers. */
 	bool pause_pays;
 	unsigned long paused_pickups;
+	/* Direct rings (MSGQ_F_RINGS), if this VM has any: BAR 4. */
+	bool has_rings;
+	uint64_t rings_gpa;
+	int rings_region[2];         /* guest-memory regions: read-write, read-only */
+	struct device rings_guard;   /* counts writes to the read-only ring views */
 };
 
 static const char *const status_name[MSGQ_E_MAX] = {
@@ -174,6 +179,8 @@ static void msgq_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
 		process_sends(m, true);
 	else if (vq->index == MSGQ_QUEUE_RETURN)
 		process_returns(m);
+	else if (vq->index == MSGQ_QUEUE_RING_DOORBELL)
+		msgq_rings_doorbell(m->ep);
 	/* A kick of the receive queue needs nothing: buffers are taken as
 	 * messages arrive. */
 }
@@ -236,12 +243,21 @@ static void reclaim(struct msgq_endpoint *ep)
 	process_returns(ep->dev);
 }
 
+/* A peer woke this driver through a direct ring. */
+static void wake(struct msgq_endpoint *ep, unsigned queue)
+{
+	struct msgq_dev *m = ep->dev;
+	if (m->vd.transport && (m->vd.status & VIRTIO_STATUS_DRIVER_OK) && queue < MSGQ_NUM_QUEUES)
+		virtio_pci_signal_queue(m->vd.transport, &m->vd.vq[queue]);
+}
+
 static const struct msgq_endpoint_ops endpoint_ops = {
 	.reserve = reserve,
 	.unreserve = unreserve,
 	.deliver = deliver,
 	.reclaim = reclaim,
 	.isolation_lost = isolation_lost,
+	.wake = wake,
 };
 
 static void msgq_activate(struct virtio_device *vd)
@@ -326,6 +342,7 @@ static void msgq_poll(void *arg, uint32_t events)
 	}
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_RETURN]))
 		process_returns(m);
+	msgq_rings_check(m->ep);
 	pthread_mutex_unlock(m->vd.lock);
 	for (unsigned i = 0; i < npaused; i++)
 		vm_resume(paused[i]);
@@ -355,6 +372,47 @@ static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
 	cJSON_AddNumberToObject(o, "writes_to_received_pages", (double)atomic_load(&m->ro_guard.ctr.rejected));
 	cJSON_AddNumberToObject(o, "copy_threshold", m->cfg.copy_threshold);
 	cJSON_AddNumberToObject(o, "page_size", m->cfg.page_size);
+	if (!m->has_rings)
+		return;
+	cJSON_AddBoolToObject(o, "rings_driver", virtio_has_feature(vd, MSGQ_F_RINGS));
+	cJSON_AddNumberToObject(o, "ring_doorbells", (double)atomic_load(&m->ep->ring_doorbells));
+	cJSON_AddNumberToObject(o, "ring_wakeups", (double)atomic_load(&m->ep->ring_wakeups));
+	cJSON_AddNumberToObject(o, "writes_to_ring_views", (double)atomic_load(&m->rings_guard.ctr.rejected));
+	/* What the drivers last wrote in each ring's indices: their own word,
+	 * not counted by ferry, which sees no ring message. */
+	cJSON *rings = cJSON_AddArrayToObject(o, "rings");
+	for (int tx = 1; tx >= 0; tx--) {
+		struct msgq_ring_state st;
+		for (unsigned i = 0; msgq_ring_state(m->ep, tx, i, &st); i++) {
+			cJSON *r = cJSON_CreateObject();
+			cJSON_AddNumberToObject(r, tx ? "to" : "from", st.peer);
+			cJSON_AddBoolToObject(r, "open", st.open);
+			cJSON_AddNumberToObject(r, "prod_slots", (double)st.prod);
+			cJSON_AddNumberToObject(r, "cons_slots", (double)st.cons);
+			cJSON_AddItemToArray(rings, r);
+		}
+	}
+}
+
+/* Guest writes to the read-only ring views (other VMs' rings, and the acks
+ * of its own) exit here. */
+static void rings_guard_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+	struct msgq_dev *m = opaque;
+	if (is_write)
+		device_reject(&m->rings_guard, "write of %u bytes to a read-only ring view at offset 0x%llx ignored",
+			      len, (unsigned long long)off);
+	else
+		memset(data, 0xff, len);
+}
+
+/* BAR 4: both ring regions, rounded up to a power of two. */
+static uint64_t rings_bar_size(const struct msgq_dev *m)
+{
+	uint64_t need = m->ep->rings_rw + m->ep->rings_ro, size = 4096;
+	while (size < need)
+		size <<= 1;
+	return size;
 }
 
 /* Guest writes to its receive region exit here (the region is a read-only
@@ -378,28 +436,66 @@ static uint64_t window_bar_size(const struct msgq_dev *m)
 	return size;
 }
 
+/* A virtio shared memory region capability. */
+static bool add_shm_cap(struct pci_device *pdev, unsigned bar, unsigned id, uint64_t off, uint64_t len)
+{
+	struct virtio_pci_cap64 cap = {
+		.cap = { .cap_vndr = PCI_CAP_ID_VNDR, .cap_len = sizeof(cap), .cfg_type = VIRTIO_PCI_CAP_SHARED_MEMORY_CFG,
+			 .bar = (uint8_t)bar, .id = (uint8_t)id, .offset = (uint32_t)off, .length = (uint32_t)len },
+		.offset_hi = (uint32_t)(off >> 32),
+		.length_hi = (uint32_t)(len >> 32),
+	};
+	return pci_add_cap(pdev, &cap, sizeof(cap));
+}
+
 static int msgq_pci_setup(struct virtio_device *vd, struct pci_device *pdev, char *err, size_t errlen)
 {
 	struct msgq_dev *m = to_msgq(vd);
 	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
 	pci_set_bar(pdev, MSGQ_WINDOW_BAR, window_bar_size(m), true, true, NULL, NULL);
 	pci_place_bar(pdev, MSGQ_WINDOW_BAR, m->window_gpa);
-	/* The two regions as virtio shared memory regions 0 and 1. */
-	for (int id = 0; id < 2; id++) {
-		uint64_t off = id ? send : 0, len = id ? recv : send;
-		struct virtio_pci_cap64 cap = {
-			.cap = { .cap_vndr = PCI_CAP_ID_VNDR, .cap_len = sizeof(cap),
-				 .cfg_type = VIRTIO_PCI_CAP_SHARED_MEMORY_CFG, .bar = MSGQ_WINDOW_BAR, .id = (uint8_t)id,
-				 .offset = (uint32_t)off, .length = (uint32_t)len },
-			.offset_hi = (uint32_t)(off >> 32),
-			.length_hi = (uint32_t)(len >> 32),
-		};
-		if (!pci_add_cap(pdev, &cap, sizeof(cap))) {
-			snprintf(err, errlen, "msgq: no room for its capabilities");
-			return -1;
-		}
+	/* The two regions as virtio shared memory regions 0 and 1; the rings'
+	 * window as region 2 in BAR 4. */
+	bool ok = add_shm_cap(pdev, MSGQ_WINDOW_BAR, 0, 0, send) && add_shm_cap(pdev, MSGQ_WINDOW_BAR, 1, send, recv);
+	if (ok && m->has_rings) {
+		pci_set_bar(pdev, MSGQ_RINGS_BAR, rings_bar_size(m), true, true, NULL, NULL);
+		pci_place_bar(pdev, MSGQ_RINGS_BAR, m->rings_gpa);
+		/* One region for both parts: PCI configuration space has no room
+		 * for another capability. */
+		ok = add_shm_cap(pdev, MSGQ_RINGS_BAR, MSGQ_SHM_RINGS, 0, m->ep->rings_rw + m->ep->rings_ro);
+	}
+	if (!ok) {
+		snprintf(err, errlen, "msgq: no room for its capabilities");
+		return -1;
 	}
 	return 0;
+}
+
+/* The guest moved or unmapped the rings' BAR: both regions move, or neither. */
+static void rings_bar_mapped(struct msgq_dev *m, uint64_t addr, bool mapped)
+{
+	struct guest_memory *mem = &m->vd.dev.vm->mem;
+	uint64_t old = m->rings_gpa, rw = m->ep->rings_rw, ro = m->ep->rings_ro;
+	bool was = mem->region[m->rings_region[0]].present;
+	if (mapped == was && (!mapped || addr == old))
+		return;
+	if (was)
+		bus_unregister(&m->vd.dev.vm->mmio, old + rw, m);
+	bool ok = gm_move_foreign(mem, (unsigned)m->rings_region[0], addr, mapped) == 0 &&
+		  gm_move_foreign(mem, (unsigned)m->rings_region[1], addr + rw, mapped) == 0;
+	if (!ok) {
+		if (gm_move_foreign(mem, (unsigned)m->rings_region[0], old, was) < 0 ||
+		    gm_move_foreign(mem, (unsigned)m->rings_region[1], old + rw, was) < 0)
+			log_error(m->vd.dev.vm->name, "msgq: the rings' window could not be put back and is unmapped");
+		device_reject(&m->vd.dev, "cannot move the rings' window to 0x%llx; it stays at 0x%llx",
+			      (unsigned long long)addr, (unsigned long long)old);
+		addr = old;
+		mapped = was && mem->region[m->rings_region[0]].present;
+	}
+	m->rings_gpa = addr;
+	if (mapped && bus_register(&m->vd.dev.vm->mmio, addr + rw, ro, rings_guard_io, m, &m->rings_guard) < 0)
+		device_reject(&m->vd.dev, "read-only ring views at 0x%llx overlap another device",
+			      (unsigned long long)(addr + rw));
 }
 
 /* The guest moved or unmapped the window BAR: move the memory slots, both
@@ -408,6 +504,12 @@ static void msgq_bar_mapped(struct virtio_device *vd, unsigned bar, uint64_t add
 {
 	struct msgq_dev *m = to_msgq(vd);
 	struct guest_memory *mem = &m->vd.dev.vm->mem;
+	if (bar == MSGQ_RINGS_BAR && m->has_rings) {
+		pthread_mutex_lock(m->vd.lock);
+		rings_bar_mapped(m, addr, mapped);
+		pthread_mutex_unlock(m->vd.lock);
+		return;
+	}
 	if (bar != MSGQ_WINDOW_BAR)
 		return;
 	pthread_mutex_lock(m->vd.lock);
@@ -447,22 +549,22 @@ static void msgq_destroy(struct virtio_device *vd)
 	free(m);
 }
 
-static const struct virtio_device_ops msgq_ops = {
-	.type = VIRTIO_ID_MSGQ,
-	.num_queues = MSGQ_NUM_QUEUES,
-	.queue_size = MSGQ_QUEUE_SIZE,
-	.config_size = sizeof(struct msgq_config),
-	.queue_notify = msgq_queue_notify,
-	.activate = msgq_activate,
-	.reset = msgq_reset,
-	.counters_json = msgq_counters_json,
-	.destroy = msgq_destroy,
-	/* Sends and returns are handled on the vCPU that rings: the event loop
-	 * can be starved for milliseconds when guests spin on every core. */
-	.sync_notify = 1u << MSGQ_QUEUE_SEND | 1u << MSGQ_QUEUE_RETURN,
-	.pci_setup = msgq_pci_setup,
-	.bar_mapped = msgq_bar_mapped,
-};
+/* Sends, returns and ring doorbells are handled on the vCPU that rings: the
+ * event loop can be starved for milliseconds when guests spin on every
+ * core. Queue 3 is a doorbell, not a ring. */
+#define MSGQ_OPS(rings)                                                                                   \
+	{                                                                                                 \
+		.type = VIRTIO_ID_MSGQ, .num_queues = MSGQ_NUM_QUEUES, .queue_size = MSGQ_QUEUE_SIZE,       \
+		.features = (rings) ? 1ull << MSGQ_F_RINGS : 0, .config_size = sizeof(struct msgq_config), \
+		.queue_notify = msgq_queue_notify, .activate = msgq_activate, .reset = msgq_reset,         \
+		.counters_json = msgq_counters_json, .destroy = msgq_destroy,                              \
+		.sync_notify = 1u << MSGQ_QUEUE_SEND | 1u << MSGQ_QUEUE_RETURN | 1u << MSGQ_QUEUE_RING_DOORBELL, \
+		.doorbell_queues = 1u << MSGQ_QUEUE_RING_DOORBELL, .pci_setup = msgq_pci_setup,             \
+		.bar_mapped = msgq_bar_mapped,                                                             \
+	}
+
+static const struct virtio_device_ops msgq_ops = MSGQ_OPS(false);
+static const struct virtio_device_ops msgq_rings_ops = MSGQ_OPS(true);
 
 void msgq_abandon(struct vm *vm)
 {
@@ -518,6 +620,29 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 		free(m);
 		return -1;
 	}
+	/* The direct rings: what this VM writes, then what it only reads. */
+	struct msgq_endpoint *ep = m->ep;
+	m->has_rings = ep->nr_tx_rings + ep->nr_rx_rings > 0;
+	if (m->has_rings) {
+		cfg->ring_size = (uint32_t)sw->rings.ring_size;
+		cfg->nr_tx_rings = ep->nr_tx_rings;
+		cfg->nr_rx_rings = ep->nr_rx_rings;
+		for (unsigned i = 0; i < ep->nr_tx_rings; i++)
+			cfg->tx_ring_dest[i] = sw->rings.ring[ep->tx_ring[i]].dst;
+		for (unsigned j = 0; j < ep->nr_rx_rings; j++)
+			cfg->rx_ring_src[j] = sw->rings.ring[ep->rx_ring[j]].src;
+		m->rings_gpa = vm_window_gpa(vm, rings_bar_size(m));
+		m->rings_region[0] = gm_add_foreign(&vm->mem, "msgq-rings-rw", m->rings_gpa, ep->rings_rw, ep->rings_hva,
+						    false, err, errlen);
+		m->rings_region[1] = m->rings_region[0] < 0 ? -1 :
+			gm_add_foreign(&vm->mem, "msgq-rings-ro", m->rings_gpa + ep->rings_rw, ep->rings_ro,
+				       ep->rings_hva + ep->rings_rw, true, err, errlen);
+		if (m->rings_region[1] < 0) {
+			msgq_endpoint_destroy(m->ep);
+			free(m);
+			return -1;
+		}
+	}
 	vm->msgq = m;
 	return 0;
 }
@@ -539,12 +664,20 @@ int msgq_create(struct vm *vm, const struct device_config *dc, char *err, size_t
 	}
 	snprintf(m->ro_guard.name, sizeof(m->ro_guard.name), "msgq-received-pages");
 	m->ro_guard.vm = vm;
-	if (virtio_device_init(&m->vd, vm, "msgq", &msgq_ops, &m->cfg, &sw->lock, err, errlen) < 0)
+	snprintf(m->rings_guard.name, sizeof(m->rings_guard.name), "msgq-ring-views");
+	m->rings_guard.vm = vm;
+	if (virtio_device_init(&m->vd, vm, "msgq", m->has_rings ? &msgq_rings_ops : &msgq_ops, &m->cfg, &sw->lock, err,
+			       errlen) < 0)
 		return -1;
 	m->registered = true;
 	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
 	if (bus_register(&vm->mmio, m->window_gpa + send, recv, ro_guard_io, m, &m->ro_guard) < 0) {
 		snprintf(err, errlen, "msgq: receive region overlaps another device");
+		return -1;
+	}
+	if (m->has_rings && bus_register(&vm->mmio, m->rings_gpa + m->ep->rings_rw, m->ep->rings_ro, rings_guard_io, m,
+					 &m->rings_guard) < 0) {
+		snprintf(err, errlen, "msgq: the read-only ring views overlap another device");
 		return -1;
 	}
 	m->poll = evl_add_timer(vm->evl, (uint64_t)m->cfg.poll_us * 1000, msgq_poll, m);

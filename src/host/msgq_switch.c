@@ -80,6 +80,7 @@ struct msgq_switch *msgq_switch_create(uint32_t pages, uint32_t zero_pages, uint
 	}
 	pthread_mutex_init(&sw->lock, NULL);
 	sw->page_size = page_size;
+	sw->rings.fd = -1;
 	/* Two spare pages for measuring, so the windows never run short. */
 	sw->pool = pool_create(pages + 2, zero_pages, page_size, err, errlen);
 	if (!sw->pool) {
@@ -94,6 +95,7 @@ void msgq_switch_destroy(struct msgq_switch *sw)
 {
 	if (!sw)
 		return;
+	msgq_rings_destroy(&sw->rings);
 	pool_destroy(sw->pool);
 	pthread_mutex_destroy(&sw->lock);
 	free(sw);
@@ -157,6 +159,8 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 		snprintf(err, errlen, "msgq %s: cannot map the receive region: %s", name, strerror(errno));
 		goto fail;
 	}
+	if (msgq_rings_attach(ep, err, errlen) < 0)
+		goto fail;
 	pthread_mutex_lock(&sw->lock);
 	sw->ep[id] = ep;
 	pthread_mutex_unlock(&sw->lock);
@@ -174,6 +178,7 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep)
 	pthread_mutex_lock(&sw->lock);
 	if (sw->ep[ep->id] == ep)
 		sw->ep[ep->id] = NULL;
+	msgq_rings_detach(ep);
 	for (uint32_t s = 0; ep->send_page && s < ep->send_slots; s++)
 		if (ep->send_page[s] != POOL_NONE)
 			pool_free(sw->pool, ep->send_page[s], (uint8_t)ep->id);
@@ -208,6 +213,7 @@ static void release_recv(struct msgq_endpoint *ep, uint32_t slot, uint32_t n)
 void msgq_endpoint_reset(struct msgq_endpoint *ep)
 {
 	struct page_pool *pool = ep->sw->pool;
+	msgq_rings_reset(ep);
 	memset(ep->recv_held, 0, ep->recv_slots);
 	ep->recv_cursor = 0;
 	/* One mapping puts the zero area over the whole receive region; only
@@ -568,7 +574,7 @@ static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *
 			continue;
 		any = true;
 		msgq_slot_geometry(&d->msgq, huge, &send, &recv, &max);
-		maps += msgq_window_mappings(send, recv);
+		maps += msgq_window_mappings(send, recv) + (d->msgq.rings ? msgq_rings_mappings() : 0);
 		*pages += send + recv; /* a page per send slot, and per message page in flight */
 		if (recv > *longest_recv)
 			*longest_recv = recv;
@@ -610,6 +616,11 @@ int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_
 		msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL);
 		vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
 					       cfg->msgq.copy_threshold, err, errlen);
+		if (vmm->msgq && msgq_rings_setup(vmm->msgq, cfg, err, errlen) < 0) {
+			msgq_switch_destroy(vmm->msgq);
+			vmm->msgq = NULL;
+			return -1;
+		}
 		if (vmm->msgq || !huge)
 			return vmm->msgq ? 0 : -1;
 		/* The kernel could not allocate the huge pages after all. */

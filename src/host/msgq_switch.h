@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "ferry/msgq.h"
+#include "host/msgq_rings.h"
 #include "host/page_pool.h"
 
 #define MSGQ_MAX_VMS MSGQ_MAX_VM_ID
@@ -46,6 +47,9 @@ struct msgq_endpoint_ops {
 	/* A failed remap could not be undone: a page the sender still maps
 	 * writable may be visible to this VM. The device must stop the VM. */
 	void (*isolation_lost)(struct msgq_endpoint *ep, const char *why);
+	/* Interrupts the driver on `queue`'s vector, whatever its suppression
+	 * flags say: a peer woke it through a direct ring. Optional. */
+	void (*wake)(struct msgq_endpoint *ep, unsigned queue);
 };
 
 struct msgq_endpoint {
@@ -79,6 +83,15 @@ struct msgq_endpoint {
 	uint32_t peers[MSGQ_MAX_PEERS];  /* ids this endpoint may send to */
 	unsigned nr_peers;
 
+	/* Direct rings (host/msgq_rings.c): indices into sw->rings.ring of
+	 * those this VM writes and reads, and its view of them: the read-write
+	 * region (rings_rw bytes), then the read-only one (rings_ro). */
+	unsigned tx_ring[MSGQ_MAX_PEERS], nr_tx_rings;
+	unsigned rx_ring[MSGQ_MAX_PEERS], nr_rx_rings;
+	uint8_t *rings_hva;
+	uint64_t rings_rw, rings_ro;
+	atomic_ulong ring_doorbells, ring_wakeups;
+
 	struct msgq_counters ctr;
 };
 
@@ -88,6 +101,7 @@ struct msgq_switch {
 	uint64_t page_size;
 	uint32_t copy_threshold;    /* adaptive: copy below this many bytes */
 	struct msgq_endpoint *ep[MSGQ_MAX_VMS + 1];
+	struct msgq_rings rings;
 };
 
 struct vmm;
