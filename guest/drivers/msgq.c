@@ -554,32 +554,37 @@ static bool retq_has_used(void *arg)
 }
 
 /* Hands the current batch of returned slots to the device with plain
- * stores: the VMM collects them when a sender needs room, or at its poll
- * interval. Only when every batch buffer is still with the device does the
- * driver ring (an exit) to have them taken at once. */
+ * stores: the VMM collects them when it delivers to this VM, when a sender
+ * needs room, or at its poll interval. If no other batch buffer is free,
+ * the current one keeps collecting instead (posting it would leave nowhere
+ * for the next releases); only a full batch with nowhere to go makes the
+ * driver ring (an exit) to have the others taken at once. */
 void msgq_flush(void)
 {
 	struct return_batch *b;
 	if (state != 1 || !(b = &batches[cur_batch])->n)
 		return;
-	struct vq_seg seg = { b->e, b->n * (uint32_t)sizeof(b->e[0]) };
-	while (vq_add(&retq, &seg, 1, 0, b)) {
-		vq_kick(&retq);
-		reap_returns();
-	}
-	b->in_flight = true;
+	reap_returns();
 	for (;;) {
-		reap_returns();
-		for (unsigned k = 1; k <= NR_BATCHES; k++) {
+		for (unsigned k = 1; k < NR_BATCHES; k++) {
 			unsigned i = (cur_batch + k) % NR_BATCHES;
-			if (!batches[i].in_flight) {
-				cur_batch = i;
-				return;
+			if (batches[i].in_flight)
+				continue;
+			struct vq_seg seg = { b->e, b->n * (uint32_t)sizeof(b->e[0]) };
+			while (vq_add(&retq, &seg, 1, 0, b)) {
+				vq_kick(&retq);
+				reap_returns();
 			}
+			b->in_flight = true;
+			cur_batch = i;
+			return;
 		}
+		if (b->n < RETURN_BATCH)
+			return;
 		vq_kick(&retq);
 		if (!vq_has_used(&retq))
 			halt_until(retq_has_used, NULL, 1000000ull);
+		reap_returns();
 	}
 }
 
@@ -634,4 +639,31 @@ unsigned msgq_rings(uint32_t peer, bool *tx_open, bool *rx_open)
 	if (rx_open)
 		*rx_open = from;
 	return nr_tx_rings + nr_rx_rings;
+}
+
+uint8_t *msgq_ring_to(uint32_t peer, uint8_t **ack)
+{
+	struct tx_ring *t = state == 1 ? ring_to(peer) : NULL;
+	if (ack)
+		*ack = t ? (uint8_t *)(uintptr_t)t->ack : NULL;
+	return t ? (uint8_t *)(uintptr_t)t->hdr : NULL;
+}
+
+uint8_t *msgq_ring_from(uint32_t peer, uint8_t **ack)
+{
+	for (unsigned j = 0; state == 1 && j < nr_rx_rings; j++)
+		if (rx_rings[j].src == peer) {
+			if (ack)
+				*ack = (uint8_t *)(uintptr_t)rx_rings[j].ack;
+			return (uint8_t *)(uintptr_t)rx_rings[j].hdr;
+		}
+	if (ack)
+		*ack = NULL;
+	return NULL;
+}
+
+void msgq_ring_doorbell(void)
+{
+	if (ring_doorbell)
+		mmio_write16(ring_doorbell, MSGQ_QUEUE_RING_DOORBELL);
 }

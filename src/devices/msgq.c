@@ -228,6 +228,11 @@ static void deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr)
 	vq_chain_write(&m->reserved, 0, hdr, sizeof(*hdr));
 	vq_push(vq, m->reserved.head, sizeof(*hdr));
 	virtio_queue_interrupt(&m->vd, vq);
+	/* Slots the driver gave back with plain stores: taken now, on an exit
+	 * that happens anyway, so that its batch buffers come back before it
+	 * runs out of them and has to ring for them. */
+	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_RETURN]))
+		process_returns(m);
 }
 
 static void isolation_lost(struct msgq_endpoint *ep, const char *why)
