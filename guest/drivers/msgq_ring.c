@@ -72,12 +72,18 @@ void ring_rx_init(struct rx_ring *r, uint32_t src, const uint8_t *data, uint8_t 
 	touch(data, ring_size);
 }
 
+static void publish(struct rx_ring *r)
+{
+	r->published = r->cons;
+	store_release(&r->ack->cons, r->cons);
+}
+
 void ring_rx_open(struct rx_ring *r)
 {
 	r->prod = r->head = r->cons = load_acquire(&r->hdr->prod);
 	r->held_first = r->held_n = 0;
 	r->ack->wake_rx = 0;
-	store_release(&r->ack->cons, r->cons);
+	publish(r);
 	__atomic_store_n(&r->ack->open, MSGQ_RING_OPEN, __ATOMIC_RELEASE);
 	r->open = true;
 }
@@ -208,7 +214,11 @@ bool ring_pending(const struct rx_ring *r)
 	return r->open && !r->broken && load_acquire(&r->hdr->prod) != r->head;
 }
 
-/* Publishes cons up to the oldest record still held. */
+/* Gives back the slots up to the oldest record still held. The sender sees
+ * them in steps of a sixteenth of the ring, or at once when we have read
+ * everything we know of (it may be waiting) or it sleeps for room: each
+ * store to the index costs both sides a cache miss, as each load of it by
+ * a sender short of room does. */
 static void advance(struct rx_ring *r, uintptr_t doorbell)
 {
 	uint64_t cons = r->cons;
@@ -222,14 +232,18 @@ static void advance(struct rx_ring *r, uintptr_t doorbell)
 	if (cons == r->cons)
 		return;
 	r->cons = cons;
-	store_release(&r->ack->cons, cons);
-	/* A sender asleep for room is woken once half the ring is free: a
-	 * wake-up costs it far more than a message, so each should be worth
-	 * many. No barrier before looking (one per message would cost more
-	 * than the message): a token missed in the race is answered by ferry
-	 * within poll_us. */
+	/* A sender asleep for room is woken at once: it takes hundreds of
+	 * microseconds to wake (its halt ends in interpreted ring 0), long
+	 * enough for us to free much more meanwhile; waiting for more room
+	 * first only left us idle once the ring was empty. No barrier before
+	 * looking (one per message would cost more than the message): a token
+	 * missed in the race is answered by ferry within poll_us. */
 	uint32_t token = r->hdr->wake_tx;
-	if (token && token != r->rung && r->prod - cons <= r->nslots / 2) {
+	bool asleep = token && token != r->rung;
+	if (!asleep && cons - r->published < r->nslots / 16 && r->head != r->prod)
+		return;
+	publish(r);
+	if (asleep) {
 		r->rung = token;
 		r->doorbells++;
 		doorbell_write(doorbell);
@@ -266,7 +280,7 @@ bool ring_poll(struct rx_ring *r, struct msg *m)
 			r->head += k;
 			if (!r->held_n) {
 				r->cons = r->head;
-				store_release(&r->ack->cons, r->cons);
+				publish(r);
 			}
 			continue;
 		}

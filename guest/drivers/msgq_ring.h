@@ -38,7 +38,8 @@ struct rx_ring {
 	uint64_t nslots, max_msg;
 	uint64_t head;            /* the next record to read */
 	uint64_t prod;            /* the sender's index, as last loaded */
-	uint64_t cons;            /* what we published */
+	uint64_t cons;            /* what we are done with */
+	uint64_t published;       /* what the sender was told (cons, lagging) */
 	uint32_t rung;
 	uint32_t token;
 	bool broken, open;

@@ -193,12 +193,11 @@ struct msgq_return {
  * hdr.wake_tx: waiting for room), looks again, then sleeps, and clears it
  * when awake. The other side, after publishing (consuming), writes the
  * doorbell (queue MSGQ_QUEUE_RING_DOORBELL's notify address) if it sees a
- * token it has not rung for (a receiver: once the ring is at most half
- * full). ferry then interrupts, once per token, every peer of the ringing
+ * token it has not rung for. ferry then interrupts, once per token, every peer of the ringing
  * VM that waits: receivers on their recv queue's MSI-X vector, senders on
  * their send queue's (whatever the queues' interrupt suppression flags
  * say). ferry also answers, every poll_us, the tokens of receivers whose
- * ring holds messages and of senders whose ring is at most half full: a
+ * ring holds messages and of senders whose ring has room: a
  * side may therefore look for the other's token without a full barrier
  * after publishing (a "deferred" send; a wake-up it misses comes from
  * ferry within poll_us), or with one (an "immediate" send: at once). */

@@ -249,7 +249,7 @@ void msgq_rings_check(struct msgq_endpoint *ep)
 {
 	struct msgq_switch *sw = ep->sw;
 	struct msgq_rings *rings = &sw->rings;
-	uint64_t half = (rings->ring_size - MSGQ_RING_HDR) / MSGQ_RING_SLOT / 2;
+	uint64_t nslots = (rings->ring_size - MSGQ_RING_HDR) / MSGQ_RING_SLOT;
 	for (unsigned i = 0; i < ep->nr_tx_rings; i++) {
 		struct msgq_ring *r = &rings->ring[ep->tx_ring[i]];
 		struct msgq_endpoint *to = endpoint(sw, r->dst);
@@ -259,13 +259,13 @@ void msgq_rings_check(struct msgq_endpoint *ep)
 		/* The drivers look for each other's tokens without a barrier
 		 * where one per message would cost too much: what they miss in
 		 * that race is answered here. A receiver asleep on a ring with
-		 * messages, a sender asleep on one at most half full. */
+		 * messages, a sender asleep on one with room. */
 		else if (backlog(rings, r))
 			answer_receiver(sw, r);
 	}
 	for (unsigned j = 0; j < ep->nr_rx_rings; j++) {
 		struct msgq_ring *r = &rings->ring[ep->rx_ring[j]];
-		if (backlog(rings, r) <= half)
+		if (backlog(rings, r) < nslots)
 			answer_sender(sw, r);
 	}
 }

@@ -57,7 +57,7 @@ void msgq_rings_reset(struct msgq_endpoint *ep);
 /* Periodic (poll_us): closes the rings ep writes whose receivers are gone,
  * stopped or broken (waking ep if it waits for room in one), and answers
  * the wake tokens the drivers may have missed: a receiver asleep on a ring
- * with messages, a sender asleep on a ring at most half full. */
+ * with messages, a sender asleep on a ring with room. */
 void msgq_rings_check(struct msgq_endpoint *ep);
 
 /* What a ring's two sides last wrote (untrusted: for counters only). */

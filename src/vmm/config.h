@@ -25,7 +25,7 @@ enum device_type {
 };
 
 #define CFG_MSGQ_MAX_PEERS 16
-#define CFG_MSGQ_RING_KIB 1024   /* default size of a direct ring */
+#define CFG_MSGQ_RING_KIB 4096   /* default size of a direct ring */
 
 struct msgq_device_config {
 	char peers[CFG_MSGQ_MAX_PEERS][CFG_NAME_MAX];  /* VMs this one may send to */

@@ -286,6 +286,13 @@ static void rings_carry_copies(void **state)
 	require_kvm();
 	char *cfg = pair_config("app=msgbulk role=send peer=rx sizes=64,4K,64K,1M count=40 mode=adaptive check=full",
 				"app=msgbulk role=recv", ", \"rings\": true", false);
+	/* Rings of 1 MiB: messages up to half of that fit. */
+	char *text = read_file(cfg);
+	assert_non_null(text);
+	char *sized = xasprintf("{\"msgq\": {\"ring_kib\": 1024}, %s", text + 1);
+	write_file(cfg, sized);
+	free(sized);
+	free(text);
 	const char *args[] = { cfg, "--timeout", "60", NULL };
 	struct cmd_result r = ferry_run_in(tmp, args, 120);
 	char *rx = log_of("rx"), *tx = log_of("tx");

@@ -161,7 +161,7 @@ static void doorbell_answers_each_token_once(void **state)
 }
 
 /* Missed tokens are answered at the polling interval: a receiver asleep on
- * a ring with messages, a sender asleep on a ring at most half full. */
+ * a ring with messages, a sender asleep on a ring with room. */
 static void check_answers_missed_tokens(void **state)
 {
 	(void)state;
