@@ -94,11 +94,17 @@ static int attack(void)
 	*open = 0;
 	check("write into the read-only view of the victim's ack page is ignored", *open == before);
 
-	/* Break the ring: a producer index no ring of this size can have. */
+	/* Break the ring: a producer index no ring of this size can have,
+	 * once the victim has read everything before it (it says so in its
+	 * consumer index when it has caught up). */
 	if (send_one(victim, buf, RNG_CORRUPT, count) != MSGQ_HOW_RING)
 		failures++;
-	sleep_ms(20);
 	volatile uint64_t *prod = (volatile uint64_t *)(ring + offsetof(struct msgq_ring_hdr, prod));
+	volatile uint64_t *cons = (volatile uint64_t *)(ack + offsetof(struct msgq_ring_ack, cons));
+	until = time_ns() + 30000000000ull;
+	while (*cons != *prod && time_ns() < until)
+		sleep_ms(1);
+	check("the victim read everything sent on the ring", *cons == *prod);
 	*prod = *prod + (1ull << 40);
 	until = time_ns() + 10000000000ull;
 	while (ring_open(victim) && time_ns() < until)

@@ -355,17 +355,25 @@ unsigned msgq_in_flight(void)
 	return in_flight;
 }
 
+/* Halt conditions run in ring 0, which this kind of host interprets, and
+ * one that read a ring (a read-only memory slot) there was seen to leave
+ * the vCPU halted for good, deaf even to its timer: they look only at RAM
+ * and at interrupt counters. Rings are looked at in ring 3, before halting
+ * (with a wake token set) and after waking; the peer's doorbell, or ferry
+ * at its polling interval, raises the interrupt that ends the halt. */
+static uint64_t send_irqs_seen, recv_irqs_seen;
+
 static bool sendq_has_used(void *arg)
 {
 	(void)arg;
-	return vq_has_used(&sendq) || (waiting_ring && (!ring_is_open(waiting_ring) ||
-							ring_has_room(waiting_ring, waiting_len)));
+	return vq_has_used(&sendq) || sendq.interrupts != send_irqs_seen;
 }
 
 void msgq_wait_sends(uint64_t timeout_ns)
 {
 	if (state != 1 || ring_done_n || vq_has_used(&sendq))
 		return;
+	send_irqs_seen = sendq.interrupts;
 	/* Waiting for room in a ring: the receiver rings when it has made
 	 * some, if it sees our token. */
 	if (waiting_ring && ring_want_room(waiting_ring, waiting_len)) {
@@ -394,6 +402,7 @@ int msg_send(uint32_t dest, const void *buf, uint32_t len, uint32_t flags)
 		while (msgq_reap(&d))
 			if (d.cookie == cookie)
 				return d.status;
+		send_irqs_seen = sendq.interrupts;
 		vq_enable_irq(&sendq);
 		bool got = halt_until(sendq_has_used, NULL, 1000000000ull);
 		vq_disable_irq(&sendq);
@@ -483,18 +492,11 @@ bool msg_poll(struct msg *m)
 	return true;
 }
 
-static bool rings_pending(void)
-{
-	for (unsigned j = 0; j < nr_rx_rings; j++)
-		if (ring_pending(&rx_rings[j]))
-			return true;
-	return false;
-}
 
 static bool recvq_has_used(void *arg)
 {
 	(void)arg;
-	return have_stashed || vq_has_used(&recvq) || rings_pending();
+	return have_stashed || vq_has_used(&recvq) || recvq.interrupts != recv_irqs_seen;
 }
 
 /* Before halting: every ring's sender is asked to ring (true: something
@@ -529,6 +531,7 @@ bool msg_recv(struct msg *m, uint64_t timeout_ns)
 			return false;
 		bool irq = recvq.vector >= 0 && !(recvq.avail->flags & VRING_AVAIL_F_NO_INTERRUPT);
 		if (irq && now - start > RECV_SPIN_NS) {
+			recv_irqs_seen = recvq.interrupts;
 			if (!rings_want_msgs())
 				halt_until(recvq_has_used, NULL, deadline == TIMEOUT_NEVER ? TIMEOUT_NEVER : deadline - now);
 			rings_sleep_done();

@@ -394,6 +394,12 @@ static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
 			cJSON_AddBoolToObject(r, "open", st.open);
 			cJSON_AddNumberToObject(r, "prod_slots", (double)st.prod);
 			cJSON_AddNumberToObject(r, "cons_slots", (double)st.cons);
+			/* Wake tokens the drivers set, and the last ferry answered:
+			 * where a pair that stopped moving was waiting. */
+			cJSON_AddNumberToObject(r, "wake_rx", st.wake_rx);
+			cJSON_AddNumberToObject(r, "wake_tx", st.wake_tx);
+			cJSON_AddNumberToObject(r, "answered_rx", st.answered_rx);
+			cJSON_AddNumberToObject(r, "answered_tx", st.answered_tx);
 			cJSON_AddItemToArray(rings, r);
 		}
 	}

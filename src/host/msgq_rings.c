@@ -278,6 +278,8 @@ bool msgq_ring_state(struct msgq_endpoint *ep, bool tx, unsigned i, struct msgq_
 	const struct msgq_ring *r = &rings->ring[tx ? ep->tx_ring[i] : ep->rx_ring[i]];
 	volatile struct msgq_ring_ack *ack = ack_of(rings, r);
 	*out = (struct msgq_ring_state){ .peer = tx ? r->dst : r->src, .open = ack->open == MSGQ_RING_OPEN,
-					 .prod = hdr_of(rings, r)->prod, .cons = ack->cons };
+					 .prod = hdr_of(rings, r)->prod, .cons = ack->cons, .wake_rx = ack->wake_rx,
+					 .wake_tx = hdr_of(rings, r)->wake_tx, .answered_rx = r->answered_rx,
+					 .answered_tx = r->answered_tx };
 	return true;
 }

@@ -65,6 +65,8 @@ struct msgq_ring_state {
 	uint32_t peer;              /* the other side's vm id */
 	bool open;
 	uint64_t prod, cons;
+	uint32_t wake_rx, wake_tx;     /* tokens the two sides have set */
+	uint32_t answered_rx, answered_tx;  /* the last ferry answered */
 };
 bool msgq_ring_state(struct msgq_endpoint *ep, bool tx, unsigned i, struct msgq_ring_state *out);
 
