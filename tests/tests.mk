@@ -17,15 +17,19 @@ unit-tests: $(UNIT_TESTS)
 $(BUILD)/obj/tests/unit/test_buddy.o: TEST_CFLAGS += -Iguest/include
 $(BUILD)/obj/tests/unit/test_net.o: TEST_CFLAGS += -Iguest/include
 
+# Tests that drive devices in a test VM without KVM (tests/testvm.h).
+TESTVM_TESTS := $(BUILD)/tests/unit/test_devices
+$(TESTVM_TESTS): $(BUILD)/obj/tests/testvm.o
+
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	$(HOST_CC) $(TEST_CFLAGS) -c $< -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_HELPERS) $(FERRY_LIB)
 	@mkdir -p $(dir $@)
-	$(HOST_CC) $(TEST_CFLAGS) $^ -o $@ $(TEST_LIBS)
+	$(HOST_CC) $(TEST_CFLAGS) $(filter %.o,$^) $(FERRY_LIB) -o $@ $(TEST_LIBS)
 
--include $(patsubst $(BUILD)/tests/%,$(BUILD)/obj/tests/%.d,$(UNIT_TESTS) $(INTEGRATION_TESTS)) $(TEST_HELPERS:.o=.d)
+-include $(patsubst $(BUILD)/tests/%,$(BUILD)/obj/tests/%.d,$(UNIT_TESTS) $(INTEGRATION_TESTS)) $(TEST_HELPERS:.o=.d) $(BUILD)/obj/tests/testvm.d
 
 # The VMM and the tests again, with AddressSanitizer and UBSan, in build/asan.
 asan:

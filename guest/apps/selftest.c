@@ -271,10 +271,13 @@ static enum result check_timer(void)
 	if (irq_count(VECTOR_TIMER) == irqs)
 		return failed("timer fired without a LAPIC timer interrupt");
 
+	/* Early is wrong; late is the host's scheduling (a vCPU of a loaded
+	 * host may wait long for a CPU), unless so late that the timer was
+	 * programmed wrong (100x). */
 	start = time_ns();
 	sleep_ms(20);
 	elapsed = time_ns() - start;
-	if (elapsed < 10000000 || elapsed > 30000000)
+	if (elapsed < 10000000 || elapsed > 2000000000)
 		return failed("sleep_ms(20) took %lu us", elapsed / 1000);
 	return PASS;
 }

@@ -6,8 +6,9 @@
  *
  * The server sends every datagram on port (default 7) back to where it came
  * from, until it has echoed count datagrams, ms milliseconds have passed,
- * or (idle_ms) nothing at all has arrived for that long since the first
- * frame; without any of these it runs forever. It answers pings meanwhile,
+ * or (idle_ms) no datagram or ping has come for it for that long since
+ * the first (other traffic, say a host's IPv6 chatter on a TAP, does not
+ * count); without any of these it runs forever. It answers pings meanwhile,
  * so it also serves as the peer of app=ping. Ends with
  *   udpecho: echoed=N bytes=B
  *
@@ -33,7 +34,7 @@ static int server(struct udp_sock *s)
 {
 	uint64_t count = cmdline_get_u64("count", 0);
 	uint64_t ms = cmdline_get_u64("ms", 0), idle_ms = cmdline_get_u64("idle_ms", 0);
-	uint64_t start = time_ns(), last_rx = 0, seen_frames = net_stats.rx_frames;
+	uint64_t start = time_ns(), last_rx = 0, seen = 0;
 	uint64_t echoed = 0, bytes = 0, failed = 0;
 	struct udp_dgram d;
 
@@ -41,8 +42,8 @@ static int server(struct udp_sock *s)
 	while (!count || echoed < count) {
 		uint64_t now = time_ns(), wait = TIMEOUT_NEVER;
 
-		if (net_stats.rx_frames != seen_frames) {
-			seen_frames = net_stats.rx_frames;
+		if (net_stats.udp_received + net_stats.icmp_echo_replies_sent != seen) {
+			seen = net_stats.udp_received + net_stats.icmp_echo_replies_sent;
 			last_rx = now;
 		}
 		if (ms) {
@@ -54,9 +55,11 @@ static int server(struct udp_sock *s)
 			if (now - last_rx >= idle_ms * 1000000)
 				break;
 			wait = MIN(wait, idle_ms * 1000000 - (now - last_rx));
-		} else if (idle_ms) {
-			wait = MIN(wait, idle_ms * 1000000);  /* to look at the frame count again */
 		}
+		/* Pings are answered inside udp_recv without ending its wait:
+		 * look at the counts again every 100 ms. */
+		if (idle_ms)
+			wait = MIN(wait, 100000000ull);
 		if (!udp_recv(s, &d, wait))
 			continue;
 		if (udp_sendto(s, d.src, d.sport, d.data, d.len, 0))

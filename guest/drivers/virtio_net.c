@@ -720,10 +720,15 @@ void vnet_zc_sleep(struct vnet *n, bool sleeping)
 
 bool vnet_zc_pending(struct vnet *n)
 {
-	for (unsigned c = 0; n->zc && c < FERRY_ZC_CHANNELS; c++)
+	/* A changed table is news in itself: the caller must look again, and
+	 * tell a newly bound peer that it sleeps, before it halts. (Reading the
+	 * table here instead would let it halt unseen by that peer.) */
+	if (!n->zc || n->zc_stale)
+		return n->zc;
+	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
 		if (zc_readable(n, c) && READ_ONCE(n->zcc[c].rx->prod) != n->zcc[c].cons)
 			return true;
-	return n->zc && n->zc_stale;
+	return false;
 }
 
 int vnet_zc_leftover(struct vnet *n)

@@ -163,12 +163,19 @@ struct virtio_net_ctrl_hdr {
  * FERRY_ZC_DOORBELL_QUEUE + channel. ferry answers it with an interrupt on
  * the peer's vector for that queue (the driver assigns one with
  * queue_msix_vector, as for any queue; the queue itself is never enabled) -
- * the receive interrupt and the transmit-complete interrupt of the claims. A channel going DRAINING or
- * UNBOUND takes no new frames: the driver sends on queue pair 0 again and,
- * after its last frame on the channel, sets `closed` in its ring. ferry maps
- * the areas back to private memory once both sides have closed and both
- * rings are empty (at once if the peer went away, or stopped reading while
- * its sender waited, or a side does not close within a second).
+ * the receive interrupt and the transmit-complete interrupt of the claims.
+ * A full ring is waited on briefly; then the frame is dropped, as a NIC with
+ * a full queue does.
+ * A channel going DRAINING takes no new frames: the driver sets `closed` in
+ * its ring and waits until the peer has read its last frames before it
+ * sends to that peer on queue pair 0. ferry maps the areas back to private
+ * memory once both sides have closed and both rings are read, or at once if
+ * the peer went away, a side does not close within a second, or a receiver
+ * read nothing for half a second while its sender's ring was full. Each
+ * area keeps its contents when it goes private, and ferry writes
+ * `unbound_mark` into the receive area: the driver reads the frames left
+ * there before queue pair 0's frames from after the mark, and ferry binds
+ * the channel again only once they are read (or after a second).
  * Every index and length read from the peer's area is untrusted: a receiver
  * checks peer.prod - cons <= FERRY_ZC_RING_SLOTS and the length of each
  * frame, and copies the frame out before it reads it. */
@@ -209,8 +216,6 @@ struct ferry_zc_ring {
 };
 #define FERRY_ZC_MARK_VALID 0x10000u
 _Static_assert(sizeof(struct ferry_zc_ring) == 64, "ferry_zc_ring is one cache line");
-
-
 
 #define FERRY_ZC_UNBOUND  0
 #define FERRY_ZC_BOUND    1

@@ -34,7 +34,13 @@ static const char balloon_help[] =
 	"balloon has no MSI-X and ferry-guest no INTx, so there the driver polls for\n"
 	"targets every 5 ms). Target on the project's machines: inflate >= 2 GiB/s.\n";
 
-#define GUEST_CMDLINE "app=memhog phases=1536M,16M,16M,16M,16M,16M phase_ms=4000 balloon_report=0"
+/* The guest first touches three quarters of its RAM (so that the host has
+ * something to get back), then holds 16 MiB while the balloon moves. */
+static void guest_cmdline(char *buf, size_t len, uint64_t mem_mib)
+{
+	snprintf(buf, len, "app=memhog phases=%lluM,16M,16M,16M,16M,16M phase_ms=4000 balloon_report=0",
+		 (unsigned long long)(mem_mib * 3 / 4));
+}
 
 struct result {
 	double inflate_ms, deflate_ms, release_ms;
@@ -97,9 +103,11 @@ static struct result bench_ferry(uint64_t mem_mib, uint64_t size_mib)
 	FILE *f = fopen(cfg, "w");
 	if (!f)
 		return r;
+	char cmdline[160];
+	guest_cmdline(cmdline, sizeof(cmdline), mem_mib);
 	fprintf(f, "{\"vms\": [{\"name\": \"b\", \"memory_mib\": %llu, \"kernel\": \"%s\", \"cmdline\": \"%s\","
 		   " \"devices\": [{\"type\": \"virtio-balloon\"}]}]}\n",
-		(unsigned long long)mem_mib, kernel, GUEST_CMDLINE);
+		(unsigned long long)mem_mib, kernel, cmdline);
 	fclose(f);
 	char *argv[] = { self, "run", cfg, "--console", "--quiet", "--control", sock, "--log-dir", tmpdir, NULL };
 	struct child c;
@@ -183,7 +191,9 @@ static struct result bench_qemu(uint64_t mem_mib, uint64_t size_mib)
 	snprintf(mem, sizeof(mem), "%lluM", (unsigned long long)mem_mib);
 	snprintf(backend, sizeof(backend), "memory-backend-memfd,id=ram,size=%lluM", (unsigned long long)mem_mib);
 	snprintf(machine, sizeof(machine), "q35,memory-backend=ram");
-	snprintf(append, sizeof(append), "%s balloon_poll_ms=5", GUEST_CMDLINE);
+	char cmdline[160];
+	guest_cmdline(cmdline, sizeof(cmdline), mem_mib);
+	snprintf(append, sizeof(append), "%s balloon_poll_ms=5", cmdline);
 	char *argv[] = { "qemu-system-x86_64", "-M", machine, "-accel", "kvm", "-m", mem, "-object", backend,
 			 "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none",
 			 "-no-reboot", "-qmp", qmp_opt, "-kernel", kernel, "-append", append,

@@ -29,8 +29,9 @@ static const char net_help[] =
 	"\n"
 	"Two VMs exchange UDP datagrams of 1472 and 64 bytes (udpbulk: N datagrams,\n"
 	"default 20000, each sequenced and checksummed, 192 in flight) and ping each\n"
-	"other back to back (--pings,\n"
-	"default 1000 round trips), over ferry's zero-copy path, ferry's one-copy path,\n"
+	"other back to back (--pings, default 1000 round trips; twice: with the\n"
+	"guests' default 50 us of polling before they halt for an interrupt, and\n"
+	"polling 2 ms, keys *_rtt_poll_us), over ferry's zero-copy path, ferry's one-copy path,\n"
 	"two TAPs in a Linux bridge (in a network namespace the bench makes), and, with\n"
 	"qemu-system-x86_64 installed, QEMU's virtio-net on TAPs in the same bridge.\n"
 	"Throughputs are the median of --repeat runs (default 3). Targets on the\n"
@@ -97,6 +98,10 @@ static void ns_teardown(void)
 }
 
 enum path { ZC, ONECOPY, TAP, QEMU_TAP };
+/* Round trips again with guests that poll this long before halting: what
+ * a path costs when no interrupt into the guest is on the way. */
+#define POLL_SPIN_US 2000
+
 static const char *const path_names[] = { "zc", "onecopy", "tap", "qemu_tap" };
 
 /* One ferry run of a receiver and a sender; returns the sender's console. */
@@ -125,8 +130,13 @@ static bool run_ferry(enum path p, const char *rx, const char *tx, struct child 
 	if (child_spawn(c, p == TAP ? in_ns : plain) < 0)
 		return false;
 	int st = child_finish(c, 400);
-	if (st != 0)
-		fprintf(stderr, "ferry bench net: a %s run failed (exit %d): \"%s\"\n", path_names[p], st, tx);
+	if (st != 0) {
+		/* Why, from the consoles: their last lines. */
+		size_t len = strlen(c->buf);
+		const char *tail = c->buf + (len > 1500 ? len - 1500 : 0);
+		fprintf(stderr, "ferry bench net: a %s run failed (exit %d): \"%s\"; the end of its output:\n%s\n",
+			path_names[p], st, tx, tail);
+	}
 	return st == 0;
 }
 
@@ -199,12 +209,19 @@ struct rtt {
 	double p50, p99;
 };
 
-static struct rtt rtt(enum path p, unsigned long pings)
+/* Ping round trips. spin_us: how long both guests poll before they halt
+ * for an interrupt (0: ferry-guest's default, 50 us). */
+static struct rtt rtt(enum path p, unsigned long pings, unsigned spin_us)
 {
-	char tx[256];
+	char tx[256], rx[128] = "app=udpecho idle_ms=3000";
 	snprintf(tx, sizeof(tx), "app=ping peer=10.9.0.2 count=%lu interval_ms=0", pings);
+	if (spin_us) {
+		size_t l = strlen(tx), m = strlen(rx);
+		snprintf(tx + l, sizeof(tx) - l, " net_spin_us=%u", spin_us);
+		snprintf(rx + m, sizeof(rx) - m, " net_spin_us=%u", spin_us);
+	}
 	static struct child c;
-	if (!run_path(p, "app=udpecho idle_ms=3000", tx, &c))
+	if (!run_path(p, rx, tx, &c))
 		return (struct rtt){ -1, -1 };
 	return (struct rtt){ number_after(c.buf, "ping: peer=", "p50_us="), number_after(c.buf, "ping: peer=", "p99_us=") };
 }
@@ -279,7 +296,8 @@ int bench_net(int argc, char **argv)
 		bool run = p < TAP || (p == TAP && tap) || (p == QEMU_TAP && qemu);
 		struct bulk big = run ? bulk(p, 1472, (unsigned long)count) : (struct bulk){ -1, -1 };
 		struct bulk small = run ? bulk(p, 64, (unsigned long)count) : (struct bulk){ -1, -1 };
-		struct rtt t = run ? rtt(p, (unsigned long)pings) : (struct rtt){ -1, -1 };
+		struct rtt t = run ? rtt(p, (unsigned long)pings, 0) : (struct rtt){ -1, -1 };
+		struct rtt tp = run ? rtt(p, (unsigned long)pings, POLL_SPIN_US) : (struct rtt){ -1, -1 };
 		snprintf(key, sizeof(key), "%s_1472_mbps", path_names[p]);
 		put(o, key, big.mbps);
 		snprintf(key, sizeof(key), "%s_1472_pps", path_names[p]);
@@ -292,6 +310,10 @@ int bench_net(int argc, char **argv)
 		put(o, key, t.p50);
 		snprintf(key, sizeof(key), "%s_rtt_p99_us", path_names[p]);
 		put(o, key, t.p99);
+		snprintf(key, sizeof(key), "%s_rtt_poll_us", path_names[p]);
+		put(o, key, tp.p50);
+		snprintf(key, sizeof(key), "%s_rtt_poll_p99_us", path_names[p]);
+		put(o, key, tp.p99);
 	}
 	ns_teardown();
 	bench_remove_dir("net", tmpdir);
@@ -301,19 +323,22 @@ int bench_net(int argc, char **argv)
 		printf("%s\n", s);
 		free(s);
 	} else {
-		printf("%-10s %12s %12s %12s %12s %12s\n", "path", "1472B Mb/s", "1472B pkt/s", "64B pkt/s", "RTT p50 us",
-		       "RTT p99 us");
+		printf("%-10s %12s %12s %12s %12s %12s %12s %12s\n", "path", "1472B Mb/s", "1472B pkt/s", "64B pkt/s",
+		       "RTT p50 us", "RTT p99 us", "polled p50", "polled p99");
 		for (unsigned i = 0; i < 4; i++) {
 			char key[64];
-			double v[5];
-			const char *suffix[5] = { "1472_mbps", "1472_pps", "64_pps", "rtt_us", "rtt_p99_us" };
-			for (int k = 0; k < 5; k++) {
+			double v[7];
+			const char *suffix[7] = { "1472_mbps", "1472_pps", "64_pps", "rtt_us", "rtt_p99_us", "rtt_poll_us",
+						  "rtt_poll_p99_us" };
+			for (int k = 0; k < 7; k++) {
 				snprintf(key, sizeof(key), "%s_%s", path_names[i], suffix[k]);
 				cJSON *x = cJSON_GetObjectItem(o, key);
 				v[k] = cJSON_IsNumber(x) ? x->valuedouble : -1;
 			}
-			printf("%-10s %12.1f %12.0f %12.0f %12.1f %12.1f\n", path_names[i], v[0], v[1], v[2], v[3], v[4]);
+			printf("%-10s %12.1f %12.0f %12.0f %12.1f %12.1f %12.1f %12.1f\n", path_names[i], v[0], v[1], v[2],
+			       v[3], v[4], v[5], v[6]);
 		}
+		printf("(polled: both guests poll %u us before they halt, instead of 50)\n", POLL_SPIN_US);
 	}
 	cJSON_Delete(o);
 	return 0;

@@ -76,6 +76,10 @@ static void *signal_thread(void *arg)
 {
 	struct signal_ctx *s = arg;
 	int sig;
+	char why[160];
+	pthread_setname_np(pthread_self(), "ferry-control");
+	if (sandbox_thread(SANDBOX_CONTROL, "ferry-control", why, sizeof(why)) < 0)
+		log_error(NULL, "%s", why);
 	if (sigwait(&s->set, &sig) != 0)
 		return NULL;
 	if (sig == SIGUSR2) /* our own wake-up at the end of the run */
@@ -362,6 +366,10 @@ int cmd_run(int argc, char **argv)
 		if (!ctl)
 			log_error(NULL, "%s", err);
 	}
+	/* Everything is open and running: from here the main thread only
+	 * waits, reports and tears down. */
+	if (sandbox_thread(SANDBOX_MAIN, "main", err, sizeof(err)) < 0)
+		log_error(NULL, "%s", err);
 	wait_for_vms(&vmm, vms, cfg.nr_vms, o.timeout);
 	control_destroy(ctl);
 	mem_scheduler_stop(sched);

@@ -53,6 +53,7 @@ struct balloon {
 	unsigned ticks;
 
 	uint64_t inflated, deflated, freed_bytes, reported_bytes, touched_pages, punch_errors;
+	uint64_t over_target;       /* pages inflated beyond the target (it fell meanwhile) */
 };
 
 static struct balloon *to_balloon(struct virtio_device *vd)
@@ -144,13 +145,18 @@ static void balloon_frames(struct balloon *b, struct vq_chain *c, bool give)
 			bool in = test_bit(b->in_balloon, pfn);
 			if (give && in) {
 				device_reject(&b->vd.dev, "frame 0x%llx given twice", (unsigned long long)pfn);
-			} else if (give && b->held >= b->cfg.num_pages) {
-				device_reject(&b->vd.dev, "frame 0x%llx is more than the %u pages asked", (unsigned long long)pfn,
-					      b->cfg.num_pages);
 			} else if (!give && !in) {
 				device_reject(&b->vd.dev, "deflate of frame 0x%llx, which is not in the balloon",
 					      (unsigned long long)pfn);
 			} else if (give) {
+				/* Beyond the target: the target fell while the driver
+				 * was inflating (or the guest gives more than asked).
+				 * Taken all the same: the page is the guest's to give,
+				 * the bitmap bounds what it can give, and refusing it
+				 * would leave the driver counting a page the host never
+				 * got back. The driver deflates once it reads the target. */
+				if (b->held >= b->cfg.num_pages)
+					b->over_target++;
 				set_bit(b->in_balloon, pfn, true);
 				b->held++;
 				b->inflated++;
@@ -315,6 +321,7 @@ static void balloon_counters_json(struct virtio_device *vd, cJSON *o)
 	cJSON_AddNumberToObject(o, "actual_pages", b->cfg.actual);
 	cJSON_AddNumberToObject(o, "held_pages", (double)b->held);
 	cJSON_AddNumberToObject(o, "inflated", (double)b->inflated);
+	cJSON_AddNumberToObject(o, "inflated_over_target", (double)b->over_target);
 	cJSON_AddNumberToObject(o, "deflated", (double)b->deflated);
 	cJSON_AddNumberToObject(o, "host_freed_bytes", (double)b->freed_bytes);
 	cJSON_AddNumberToObject(o, "reported_bytes", (double)b->reported_bytes);

@@ -1,10 +1,12 @@
 /* virtio-net: queue pair 0 as any virtio-net device has it, frames switched
- * with one copy (host/net_switch.c); with VIRTIO_NET_F_FERRY_ZC, channels
- * 1..8 whose buffers live in BAR 2 and which ferry binds, one per
- * co-resident peer, onto memory shared with that peer: then frames move by
- * descriptors alone. The rules a driver follows on a channel are in
- * include/ferry/virtio_net.h; every one is checked here, and a channel whose
- * rules are broken is unbound (its traffic goes back to the copy path). */
+ * with one copy (host/net_switch.c). With VIRTIO_NET_F_FERRY_ZC, BAR 2 holds
+ * eight zero-copy channels, each a transmit and a receive area that the
+ * switch maps onto memory shared with one co-resident peer: the two drivers
+ * then move frames by plain stores into rings there
+ * (include/ferry/virtio_net.h), and this device only relays their doorbells
+ * as interrupts, counts frames, and tells the switch when a channel drained
+ * or its peer stopped reading. Guest indices are read, never trusted: a
+ * liar skews its own counts, nothing else. */
 #include "devices/virtio_net.h"
 
 #include <cjson/cJSON.h>

@@ -58,6 +58,10 @@ fail:
 	return NULL;
 }
 
+/* The loop this thread is running exclusively (evl_run_exclusive), if any:
+ * it holds that loop's lock already. */
+static __thread struct eventloop *exclusive_on;
+
 static void free_dead(struct eventloop *evl)
 {
 	while (evl->dead) {
@@ -69,13 +73,30 @@ static void free_dead(struct eventloop *evl)
 	}
 }
 
+/* Runs one batch of ready handlers; loop lock held. */
+static void dispatch(struct eventloop *evl, const struct epoll_event *events, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct evl_handler *h = events[i].data.ptr;
+		if (!h || h->dead)
+			continue;
+		if (h->owns_fd) { /* timer: consume the expiry count */
+			uint64_t expirations;
+			if (read(h->fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+				log_error(NULL, "event loop: timer read: %s", strerror(errno));
+		}
+		h->fn(h->arg, events[i].events);
+	}
+	free_dead(evl);
+}
+
 static void *evl_thread(void *p)
 {
 	struct eventloop *evl = p;
 	struct epoll_event events[64];
 	char why[160];
 	pthread_setname_np(pthread_self(), "ferry-events");
-	if (sandbox_thread("event loop", why, sizeof(why)) < 0)
+	if (sandbox_thread(SANDBOX_EVENT_LOOP, "ferry-events", why, sizeof(why)) < 0)
 		log_error(NULL, "%s", why);
 	for (;;) {
 		int n = epoll_wait(evl->epfd, events, 64, -1);
@@ -90,21 +111,26 @@ static void *evl_thread(void *p)
 			pthread_mutex_unlock(&evl->lock);
 			break;
 		}
-		for (int i = 0; i < n; i++) {
-			struct evl_handler *h = events[i].data.ptr;
-			if (!h || h->dead)
-				continue;
-			if (h->owns_fd) { /* timer: consume the expiry count */
-				uint64_t expirations;
-				if (read(h->fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
-					log_error(NULL, "event loop: timer read: %s", strerror(errno));
-			}
-			h->fn(h->arg, events[i].events);
-		}
-		free_dead(evl);
+		dispatch(evl, events, n);
 		pthread_mutex_unlock(&evl->lock);
 	}
 	return NULL;
+}
+
+int evl_poll(struct eventloop *evl, int timeout_ms)
+{
+	if (evl->running)
+		return -1;
+	struct epoll_event events[64];
+	int n = epoll_wait(evl->epfd, events, 64, timeout_ms);
+	if (n <= 0)
+		return n < 0 && errno != EINTR ? -1 : 0;
+	pthread_mutex_lock(&evl->lock);
+	exclusive_on = evl; /* handlers that evl_del themselves are on the loop */
+	dispatch(evl, events, n);
+	exclusive_on = NULL;
+	pthread_mutex_unlock(&evl->lock);
+	return n;
 }
 
 int evl_start(struct eventloop *evl)
@@ -135,9 +161,6 @@ void evl_destroy(struct eventloop *evl)
 	free(evl);
 }
 
-/* The loop this thread is running exclusively (evl_run_exclusive), if any:
- * it holds that loop's lock already. */
-static __thread struct eventloop *exclusive_on;
 
 static bool on_loop_thread(struct eventloop *evl)
 {

@@ -12,6 +12,10 @@ typedef void (*evl_fn)(void *arg, uint32_t events);
 
 struct eventloop *evl_create(void);
 int evl_start(struct eventloop *evl);
+/* For a loop that was never started (tests/testvm.h): waits up to
+ * timeout_ms for ready handlers and runs one batch of them on the calling
+ * thread. How many were ready, or -1. */
+int evl_poll(struct eventloop *evl, int timeout_ms);
 /* Stops the thread and frees everything; handlers must be removed first. */
 void evl_destroy(struct eventloop *evl);
 

@@ -36,11 +36,19 @@ const char *net_drop_name(enum net_drop d)
 	return d < NET_DROP_MAX ? drop_names[d] : "?";
 }
 
+/* Counted always, logged once per port and cause: a warning when the
+ * guest broke a rule, a debug line when the network was just busy or a
+ * peer gone (a VM that powers off first makes its peers' last frames drop). */
 static void drop(struct net_port *p, struct net_counters *c, enum net_drop why)
 {
 	atomic_fetch_add(&c->dropped[why], 1);
-	if (p && log_limit_ok(&p->log))
-		log_warn(p->name, "net: frame dropped: %s", net_drop_name(why));
+	if (!p || (p->drops_logged & (1u << why)))
+		return;
+	p->drops_logged |= 1u << why;
+	if (why == NET_DROP_DOWN || why == NET_DROP_NO_BUFFER || why == NET_DROP_NO_ROUTE || why == NET_DROP_TAP)
+		log_debug(p->name, "net: frame dropped: %s (counted; not logged again)", net_drop_name(why));
+	else
+		log_warn(p->name, "net: frame dropped: %s (counted; not logged again)", net_drop_name(why));
 }
 
 static bool is_multicast(const uint8_t *mac)
@@ -327,17 +335,33 @@ static void deliver(struct net_port *from, struct net_port *to, const struct iov
 	drop(to, &to->ctr, why); /* the receiver's doing: counted there */
 }
 
+/* The TAP is gone (deleted, or broken): said once; from now on frames for
+ * the outside are dropped and counted without trying. Lock held; any
+ * thread (the event loop stops watching it in tap_ready). */
+static void tap_gone(struct net_switch *sw, const char *why)
+{
+	if (sw->tap_dead)
+		return;
+	sw->tap_dead = true;
+	log_error(sw->name, "net: TAP %s failed (%s); the network has no external port now", tap_name(sw->tap), why);
+}
+
 static void to_tap(struct net_switch *sw, struct net_port *from, const struct iovec *iov, int n, size_t len)
 {
-	if (tap_send(sw->tap, iov, n) == (ssize_t)len) {
+	if (!sw->tap_dead && tap_send(sw->tap, iov, n) == (ssize_t)len) {
 		atomic_fetch_add(&from->ctr.frames_external, 1);
 		atomic_fetch_add(&from->ctr.bytes_copied_by_host, len);
 		atomic_fetch_add(&sw->tap_ctr.frames_rx, 1);
 		return;
 	}
 	atomic_fetch_add(&sw->tap_ctr.dropped[NET_DROP_TAP], 1);
-	if (log_limit_ok(&sw->log))
-		log_warn(sw->name, "net: TAP %s refused a frame: %s", tap_name(sw->tap), strerror(errno));
+	drop(from, &from->ctr, NET_DROP_TAP);
+	if (sw->tap_dead)
+		return;
+	/* A full TAP queue (the host reads slowly) drops a frame, as a full
+	 * NIC would; anything else means the interface is gone. */
+	if (errno != EAGAIN && errno != ENOBUFS)
+		tap_gone(sw, strerror(errno));
 }
 
 bool net_switch_tx(struct net_port *from, const struct iovec *iov, int iovcnt, size_t len)
@@ -391,18 +415,12 @@ static void tap_ready(void *arg, uint32_t events)
 	struct net_switch *sw = arg;
 	static uint8_t buf[TAP_FRAME_MAX]; /* the event loop is one thread */
 	pthread_mutex_lock(&sw->lock);
-	for (int i = 0; i < TAP_BURST; i++) {
+	for (int i = 0; i < TAP_BURST && !sw->tap_dead; i++) {
 		ssize_t n = tap_recv(sw->tap, buf, sizeof(buf));
 		if (n == 0)
 			break;
 		if (n < 0) {
-			/* The interface is gone (or broken): say so once and stop
-			 * watching it, or epoll would wake us forever. */
-			atomic_fetch_add(&sw->tap_ctr.dropped[NET_DROP_TAP], 1);
-			log_error(sw->name, "net: TAP %s failed (%s); the network has no external port now",
-				  tap_name(sw->tap), strerror(errno));
-			evl_del(sw->evl, sw->tap_handler);
-			sw->tap_handler = NULL;
+			tap_gone(sw, strerror(errno));
 			break;
 		}
 		atomic_fetch_add(&sw->tap_ctr.frames_tx, 1);
@@ -423,9 +441,11 @@ static void tap_ready(void *arg, uint32_t events)
 		else
 			drop(NULL, &sw->tap_ctr, NET_DROP_NO_ROUTE);
 	}
-	if (events & (EPOLLERR | EPOLLHUP) && sw->tap_handler) {
-		log_error(sw->name, "net: TAP %s reports an error; the network has no external port now",
-			  tap_name(sw->tap));
+	if (events & (EPOLLERR | EPOLLHUP))
+		tap_gone(sw, "the interface reports an error");
+	/* A dead TAP stays readable (or in error) for epoll: stop watching it,
+	 * here on the event loop's own thread. */
+	if (sw->tap_dead && sw->tap_handler) {
 		evl_del(sw->evl, sw->tap_handler);
 		sw->tap_handler = NULL;
 	}
@@ -528,6 +548,13 @@ void net_port_set_up(struct net_port *p, bool up)
 	if (!up) /* the peer cannot wait for a driver that is gone */
 		for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
 			unbind(p, c, true);
+	/* Detection from configuration (claim 8): NICs on one network are
+	 * assumed to talk, so a driver that starts is bound to every peer
+	 * already running (as channels allow) before it sends anything. */
+	if (up && p->sw->bind_at_start)
+		for (unsigned i = 0; i < p->sw->nr_ports; i++)
+			if (p->sw->port[i] && p->sw->port[i] != p)
+				detect(p, p->sw->port[i]);
 }
 
 unsigned net_port_unbind_all(struct net_port *p)
@@ -582,6 +609,7 @@ struct net_switch *net_switch_create(const struct net_config *cfg, unsigned max_
 	snprintf(sw->name, sizeof(sw->name), "%s", cfg->name);
 	sw->mtu = cfg->mtu;
 	sw->zero_copy = cfg->zero_copy;
+	sw->bind_at_start = cfg->bind_at_start;
 	sw->evl = evl;
 	sw->pool_fd = -1;
 	if (sw->zero_copy && max_zc_ports >= 2) {

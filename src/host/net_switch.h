@@ -117,6 +117,7 @@ struct net_port {
 	struct net_channel chan[FERRY_ZC_CHANNELS];
 	struct net_counters ctr;
 	struct log_limit log;
+	uint32_t drops_logged;       /* causes (bit per enum net_drop) already logged; switch lock */
 };
 
 struct net_switch {
@@ -124,10 +125,12 @@ struct net_switch {
 	char name[32];
 	uint32_t mtu;
 	bool zero_copy;
+	bool bind_at_start;           /* claim 8: pairs bound when drivers start, not on traffic */
 	struct net_port *port[NET_MAX_PORTS];
 	unsigned nr_ports;
 	/* The external port. */
 	struct tap *tap;
+	bool tap_dead;                /* it failed: frames for the outside are dropped */
 	struct evl_handler *tap_handler, *timer;
 	uint64_t last_stall_check_ns;
 	struct eventloop *evl;

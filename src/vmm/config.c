@@ -373,8 +373,8 @@ static int parse_networks(struct ctx *c, const cJSON *root, struct ferry_config 
 		return fail(c, "networks", "must be an object like {\"lan0\": {}}, not %s", json_type_name(nets));
 	const cJSON *j;
 	cJSON_ArrayForEach(j, nets) {
-		static const char *const keys[] = { "tap", "address", "bridge", "mtu", "zero_copy", "shm", NULL };
-		char path[64], addr[32] = "";
+		static const char *const keys[] = { "tap", "address", "bridge", "mtu", "zero_copy", "bind", "shm", NULL };
+		char path[64], addr[32] = "", bind[16] = "on_traffic";
 		snprintf(path, sizeof(path), "networks.%.40s", j->string);
 		if (cfg->nr_networks == CFG_MAX_NETWORKS)
 			return fail(c, "networks", "too many networks (max %d)", CFG_MAX_NETWORKS);
@@ -392,9 +392,14 @@ static int parse_networks(struct ctx *c, const cJSON *root, struct ferry_config 
 		    get_string(c, j, "address", path, false, addr, sizeof(addr)) < 0 ||
 		    get_string(c, j, "bridge", path, false, n->bridge, sizeof(n->bridge)) < 0 ||
 		    get_uint(c, j, "mtu", path, 68, 65535, false, &mtu) < 0 ||
-		    get_bool(c, j, "zero_copy", path, &n->zero_copy) < 0 || get_bool(c, j, "shm", path, &n->shm) < 0)
+		    get_bool(c, j, "zero_copy", path, &n->zero_copy) < 0 || get_bool(c, j, "shm", path, &n->shm) < 0 ||
+		    get_string(c, j, "bind", path, false, bind, sizeof(bind)) < 0)
 			return -1;
 		n->mtu = (uint32_t)mtu;
+		if (strcmp(bind, "on_traffic") && strcmp(bind, "at_start"))
+			return fail(c, path, "\"bind\": \"%s\" must be \"on_traffic\" (cross-talk detected from frames) or "
+				    "\"at_start\" (every pair of the network assumed to talk)", bind);
+		n->bind_at_start = !strcmp(bind, "at_start");
 		if (n->tap[0] && !ifname_valid(n->tap))
 			return fail(c, path, "\"tap\": \"%s\" is not an interface name (1-%d of A-Z a-z 0-9 - _ .)", n->tap,
 				    CFG_IFNAME_MAX - 1);

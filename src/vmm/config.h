@@ -59,6 +59,7 @@ struct net_config {
 	unsigned prefix_len;
 	uint32_t mtu;
 	bool zero_copy;               /* offer ferry's zero-copy feature to drivers */
+	bool bind_at_start;           /* bind every pair of zero-copy NICs when their drivers start (claim 8) */
 	bool shm;                     /* every VM on it also shares memory with the others (a link) */
 };
 

@@ -11,6 +11,8 @@
 
 static int irq_commit(struct irq_chip *irq)
 {
+	if (irq->vm_fd < 0)
+		return 0;
 	struct kvm_irq_routing *table =
 		malloc(sizeof(*table) + irq->nr_routes * sizeof(struct kvm_irq_routing_entry));
 	if (!table)
@@ -43,12 +45,20 @@ int irq_init(struct irq_chip *irq, int vm_fd, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (ioctl(vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+	if (vm_fd < 0) {
+		irq->recorded_irqfd = malloc(IRQ_MAX_ROUTES * sizeof(*irq->recorded_irqfd));
+		if (!irq->recorded_irqfd) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		for (unsigned i = 0; i < IRQ_MAX_ROUTES; i++)
+			irq->recorded_irqfd[i] = -1;
+	} else if (ioctl(vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
 		snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
 		return -1;
 	}
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
-	if (ioctl(vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+	if (vm_fd >= 0 && ioctl(vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
 		snprintf(err, errlen, "KVM_CREATE_PIT2: %s", strerror(errno));
 		return -1;
 	}
@@ -72,6 +82,8 @@ void irq_destroy(struct irq_chip *irq)
 {
 	free(irq->routes);
 	irq->routes = NULL;
+	free(irq->recorded_irqfd);
+	irq->recorded_irqfd = NULL;
 	pthread_mutex_destroy(&irq->lock);
 }
 
@@ -125,6 +137,12 @@ int irq_msi_set(struct irq_chip *irq, uint32_t gsi, uint64_t address, uint32_t d
 
 int irq_irqfd(struct irq_chip *irq, int efd, uint32_t gsi, bool assign)
 {
+	if (irq->vm_fd < 0) {
+		if (gsi >= IRQ_MAX_ROUTES || !irq->recorded_irqfd)
+			return -1;
+		irq->recorded_irqfd[gsi] = assign ? efd : -1;
+		return 0;
+	}
 	struct kvm_irqfd req = {
 		.fd = (uint32_t)efd,
 		.gsi = gsi,
@@ -135,6 +153,13 @@ int irq_irqfd(struct irq_chip *irq, int efd, uint32_t gsi, bool assign)
 
 int irq_line(struct irq_chip *irq, uint32_t gsi, int level)
 {
+	if (irq->vm_fd < 0) {
+		if (gsi >= IRQ_IOAPIC_PINS)
+			return -1;
+		if (level)
+			__atomic_fetch_add(&irq->recorded_line_raises[gsi], 1, __ATOMIC_RELAXED);
+		return 0;
+	}
 	struct kvm_irq_level l = { .irq = gsi, .level = level };
 	return ioctl(irq->vm_fd, KVM_IRQ_LINE, &l);
 }

@@ -19,9 +19,16 @@ struct irq_chip {
 	struct kvm_irq_routing_entry *routes;  /* whole table as given to KVM */
 	unsigned nr_routes;
 	uint32_t next_gsi;                     /* first free GSI for MSI routes */
+	/* Without KVM (vm_fd < 0: a test VM, tests/testvm.h) nothing is
+	 * injected; irqfds and line changes are recorded here instead, so tests
+	 * and fuzzers see what a guest would have received. */
+	int *recorded_irqfd;                   /* per GSI: the eventfd bound to it, or -1 */
+	uint64_t recorded_line_raises[IRQ_IOAPIC_PINS];
 };
 
-/* Creates the irqchip and PIT and installs the PC routing for GSIs 0-23. */
+/* Creates the irqchip and PIT and installs the PC routing for GSIs 0-23.
+ * With vm_fd < 0 there is no KVM: the table is kept and checked as usual,
+ * and what would reach KVM is recorded (see recorded_*). */
 int irq_init(struct irq_chip *irq, int vm_fd, char *err, size_t errlen);
 void irq_destroy(struct irq_chip *irq);
 

@@ -5,6 +5,7 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,59 +17,171 @@ bool sandbox_enabled = true;
 #define SANITIZED 0
 #endif
 
-/* What guest-driven work does: KVM ioctls, eventfds and the console, locks,
- * memory (the message window is remapped page by page, balloon pages are
- * punched out), the event loop's epoll, timers and control socket, thread
- * affinity (the CPU scheduler), and signals (vCPU kicks). */
-static const int allowed[] = {
-	SCMP_SYS(ioctl), SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(writev), SCMP_SYS(readv),
-	SCMP_SYS(futex), SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
-	SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(tgkill), SCMP_SYS(rt_sigreturn),
-	SCMP_SYS(rt_sigprocmask), SCMP_SYS(sigaltstack), SCMP_SYS(restart_syscall), SCMP_SYS(sched_yield),
-	SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(madvise), SCMP_SYS(brk),
-	SCMP_SYS(mremap), SCMP_SYS(fallocate), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(lseek),
-	SCMP_SYS(close), SCMP_SYS(getrandom), SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait),
-	SCMP_SYS(epoll_ctl), SCMP_SYS(timerfd_settime), SCMP_SYS(accept4), SCMP_SYS(sendto), SCMP_SYS(recvfrom),
-	SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), SCMP_SYS(exit), SCMP_SYS(exit_group),
+/* The lists. docs/SECURITY.md gives the reason for each call; keep the two
+ * in step. A 0 ends a list (syscall 0 is read, which every list has first). */
+
+/* Every thread: memory (malloc, and the remapping of message and
+ * zero-copy pages), locks, clocks, reads and writes of fds it already has,
+ * stdio's fstat/lseek on its first use of a stream, signals it takes
+ * (vCPU kicks) and sends (tgkill to kick vCPUs), getrandom (glibc's malloc
+ * seeds from it), and ending the thread. */
+#define COMMON                                                                                         \
+	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(close),           \
+	SCMP_SYS(futex), SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),     \
+	SCMP_SYS(sched_yield), SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(tgkill),                  \
+	SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask), SCMP_SYS(restart_syscall),                  \
+	SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(madvise), SCMP_SYS(mremap),     \
+	SCMP_SYS(brk), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(lseek), SCMP_SYS(getrandom),   \
+	SCMP_SYS(exit), SCMP_SYS(exit_group)
+
+/* What device code needs, on whichever thread runs it (a doorbell by exit
+ * on a vCPU, by ioeventfd on the event loop): KVM ioctls (routes, irqfds,
+ * ioeventfds and memory slots that follow a moved BAR) and the TAP's
+ * ioctls, fallocate (balloon pages, message and zero-copy pages released),
+ * timerfd_settime (a device re-arming its timer). */
+#define DEVICES SCMP_SYS(ioctl), SCMP_SYS(fallocate), SCMP_SYS(timerfd_settime)
+
+static const int vcpu_calls[] = { COMMON, DEVICES, 0 };
+
+/* The event loop also waits (epoll), adds and removes what it watches,
+ * serves the control socket (accept4, sendto, recvfrom, shutdown), and
+ * runs the CPU scheduler (thread affinity). */
+static const int event_loop_calls[] = {
+	COMMON, DEVICES,
+	SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl),
+	SCMP_SYS(accept4), SCMP_SYS(sendto), SCMP_SYS(recvfrom), SCMP_SYS(shutdown),
+	SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), 0,
 };
 
-/* A forbidden call lands here: say which, and stop everything. Only
- * async-signal-safe calls, all of them allowed above. */
+/* The control thread waits for signals and stops VMs (kicking vCPUs). */
+static const int control_calls[] = { COMMON, SCMP_SYS(rt_sigtimedwait), 0 };
+
+/* The main thread, once every VM runs: waits for them, writes the summary
+ * (openat: the one file it creates, and the hugepage sysctl it restores),
+ * and tears down: joins threads, KVM ioctls that take ioeventfds and
+ * irqfds back, event-loop removals, unlink of the control socket's path,
+ * and the signal it sends its control thread. */
+static const int main_calls[] = {
+	COMMON, DEVICES,
+	SCMP_SYS(openat), SCMP_SYS(unlink), SCMP_SYS(epoll_ctl), SCMP_SYS(rt_sigtimedwait), SCMP_SYS(fsync), 0,
+};
+
+static const struct {
+	const char *name;
+	const int *calls;
+} kinds[SANDBOX_KINDS] = {
+	[SANDBOX_VCPU] = { "vCPU", vcpu_calls },
+	[SANDBOX_EVENT_LOOP] = { "event loop", event_loop_calls },
+	[SANDBOX_CONTROL] = { "control", control_calls },
+	[SANDBOX_MAIN] = { "main", main_calls },
+};
+
+const char *sandbox_kind_name(enum sandbox_kind kind)
+{
+	return kind < SANDBOX_KINDS ? kinds[kind].name : "?";
+}
+
+bool sandbox_allows(enum sandbox_kind kind, int nr)
+{
+	if (kind >= SANDBOX_KINDS)
+		return false;
+	const int *c = kinds[kind].calls;
+	if (nr == c[0])
+		return true;
+	for (c++; *c; c++)
+		if (*c == nr)
+			return true;
+	return false;
+}
+
+/* For the report, made in a signal handler where nothing may allocate:
+ * the thread's name and kind, and system call names resolved up front. */
+#define MAX_SYSCALL 512
+static const char *syscall_names[MAX_SYSCALL];
+static __thread char thread_who[64];
+static __thread int thread_kind = -1;
+
+static size_t put(char *buf, size_t at, size_t cap, const char *s)
+{
+	while (*s && at + 1 < cap)
+		buf[at++] = *s++;
+	buf[at] = 0;
+	return at;
+}
+
+static size_t put_num(char *buf, size_t at, size_t cap, long v)
+{
+	char digits[24];
+	int n = 0;
+	unsigned long u = v < 0 ? (unsigned long)-v : (unsigned long)v;
+	do
+		digits[n++] = (char)('0' + u % 10);
+	while ((u /= 10) && n < 23);
+	if (v < 0)
+		digits[n++] = '-';
+	while (n && at + 1 < cap)
+		buf[at++] = digits[--n];
+	buf[at] = 0;
+	return at;
+}
+
+/* A forbidden call lands here: say who made which, and stop everything.
+ * Only async-signal-safe work, and only calls every list allows. */
 static void on_sigsys(int sig, siginfo_t *info, void *ctx)
 {
 	(void)sig;
 	(void)ctx;
-	char msg[160];
-	int n = snprintf(msg, sizeof(msg),
-			 "ferry: seccomp: a sandboxed thread made system call %d, which it may not; stopping "
-			 "(run with --no-seccomp to debug)\n", info->si_syscall);
-	if (n > 0 && write(2, msg, (size_t)n) < 0)
-		_exit(70);
-	_exit(70);
+	char msg[320];
+	int nr = info->si_syscall;
+	size_t n = put(msg, 0, sizeof(msg), "ferry: seccomp: ");
+	n = put(msg, n, sizeof(msg), thread_kind >= 0 ? kinds[thread_kind].name : "?");
+	n = put(msg, n, sizeof(msg), " thread ");
+	n = put(msg, n, sizeof(msg), thread_who);
+	n = put(msg, n, sizeof(msg), " made system call ");
+	n = put_num(msg, n, sizeof(msg), nr);
+	if (nr >= 0 && nr < MAX_SYSCALL && syscall_names[nr]) {
+		n = put(msg, n, sizeof(msg), " (");
+		n = put(msg, n, sizeof(msg), syscall_names[nr]);
+		n = put(msg, n, sizeof(msg), ")");
+	}
+	n = put(msg, n, sizeof(msg), ", which its kind may not; refused, stopping ferry (docs/SECURITY.md; --no-seccomp to debug)\n");
+	if (write(2, msg, n) < 0)
+		_exit(SANDBOX_EXIT_STATUS);
+	_exit(SANDBOX_EXIT_STATUS);
 }
 
 static void install_sigsys_handler(void)
 {
+	for (int nr = 0; nr < MAX_SYSCALL; nr++) {
+		char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+		syscall_names[nr] = name; /* kept for the process's life */
+	}
 	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGSYS, &sa, NULL);
 }
 
-int sandbox_thread(const char *who, char *err, size_t errlen)
+int sandbox_thread(enum sandbox_kind kind, const char *who, char *err, size_t errlen)
 {
 	if (!sandbox_enabled || SANITIZED)
 		return 0;
-	/* vCPU threads start concurrently; install the handler once. */
+	if (kind >= SANDBOX_KINDS) {
+		snprintf(err, errlen, "%s: no seccomp list for thread kind %d", who, (int)kind);
+		return -1;
+	}
+	/* Threads start concurrently; the handler and names are set up once. */
 	static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 	pthread_once(&handler_once, install_sigsys_handler);
+	snprintf(thread_who, sizeof(thread_who), "%s", who);
+	thread_kind = (int)kind;
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
 	if (!ctx) {
 		snprintf(err, errlen, "%s: seccomp_init failed", who);
 		return -1;
 	}
 	int rc = 0;
-	for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && rc == 0; i++)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
+	for (const int *c = kinds[kind].calls; rc == 0 && (c == kinds[kind].calls || *c); c++)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, *c, 0);
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);

@@ -1,7 +1,11 @@
-/* Seccomp for the threads that handle what guests send: vCPU threads and
- * the event loop. Each may make only the system calls its work needs; any
- * other stops ferry with a message naming the call, before it can do harm.
- * (libseccomp; per thread, so the main thread can still open files.) */
+/* Seccomp allow-lists, one per kind of thread (docs/SECURITY.md lists each
+ * allowed call and why). Every thread of `ferry run` loads its kind's filter
+ * once its set-up is done: vCPU threads and the event loop before their
+ * first guest work, the control thread (signals, stopping VMs) at start,
+ * and the main thread once every VM runs. Any other call stops ferry with a
+ * message naming the thread, its kind and the call, before it can do harm.
+ * (libseccomp; per thread, so a thread's set-up is not constrained by the
+ * filters of threads already running.) */
 #ifndef FERRY_SANDBOX_H
 #define FERRY_SANDBOX_H
 
@@ -10,8 +14,26 @@
 
 extern bool sandbox_enabled;   /* --no-seccomp clears it */
 
-/* Confines the calling thread; 0, or -1 with a reason. Does nothing when
- * disabled or in sanitizer builds (their runtimes make calls of their own). */
-int sandbox_thread(const char *who, char *err, size_t errlen);
+enum sandbox_kind {
+	SANDBOX_VCPU,        /* KVM_RUN and the exits it handles */
+	SANDBOX_EVENT_LOOP,  /* doorbells, timers, schedulers, the control socket */
+	SANDBOX_CONTROL,     /* the run's control thread: signals, stopping VMs */
+	SANDBOX_MAIN,        /* waits for the VMs, then reports and tears down */
+	SANDBOX_KINDS
+};
+
+const char *sandbox_kind_name(enum sandbox_kind kind);
+
+/* Confines the calling thread to its kind's list; 0, or -1 with a reason.
+ * `who` names the thread in the report of a forbidden call. Does nothing
+ * when disabled or in sanitizer builds (their runtimes make calls of their
+ * own, and a forbidden call would hide the sanitizer's report). */
+int sandbox_thread(enum sandbox_kind kind, const char *who, char *err, size_t errlen);
+
+/* Whether kind's list allows system call nr (for tests and the docs). */
+bool sandbox_allows(enum sandbox_kind kind, int nr);
+
+/* The exit status of a ferry stopped for a forbidden call. */
+#define SANDBOX_EXIT_STATUS 70
 
 #endif

@@ -389,7 +389,7 @@ static void *vcpu_thread(void *arg)
 		atomic_store(&vcpu->clock_ready, true);
 	char why[160];
 	profile_start(vcpu); /* before the sandbox: it allows no timer_create */
-	if (sandbox_thread(tname, why, sizeof(why)) < 0)
+	if (sandbox_thread(SANDBOX_VCPU, tname, why, sizeof(why)) < 0)
 		vm_stop(vm, VM_EXIT_VMM_ERROR, 0, why);
 
 	pthread_mutex_lock(&vm->lock);

@@ -168,6 +168,28 @@ static int load_kernel(struct vm *vm, char *err, size_t errlen)
 	return vcpu_set_pvh_entry(vm->vcpus[0], entry, (uint32_t)FERRY_START_INFO_GPA, err, errlen);
 }
 
+/* The VM in KVM: its fd and the two pages VT-x needs. */
+static int kvm_vm_create(struct vm *vm, char *why, size_t whylen)
+{
+	vm->fd = ioctl(vm->kvm->fd, KVM_CREATE_VM, 0);
+	if (vm->fd < 0) {
+		snprintf(why, whylen, "KVM_CREATE_VM: %s", strerror(errno));
+		return -1;
+	}
+	/* Needed by VT-x for real mode; harmless elsewhere. Both pages are in
+	 * the MMIO hole, away from RAM. */
+	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, (unsigned long)FERRY_KVM_TSS_GPA) < 0) {
+		snprintf(why, whylen, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+		return -1;
+	}
+	uint64_t idmap = FERRY_KVM_IDMAP_GPA;
+	if (ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) {
+		snprintf(why, whylen, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
 		     const char *log_dir, bool console_to_terminal, char *err, size_t errlen)
 {
@@ -193,33 +215,25 @@ struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
 	bus_init(&vm->mmio, "mmio");
 	gm_init(&vm->mem, -1);
 
-	if (cfg->vcpus > (unsigned)vm->kvm->max_vcpus) {
+	/* A vmm without KVM (tests/testvm.h) builds the VM's memory, buses and
+	 * devices for tests and fuzzers that drive device handlers directly:
+	 * no vCPUs, no kernel, interrupts recorded (vmm/irq.h). */
+	bool no_kvm = vm->kvm->fd < 0;
+	if (!no_kvm && cfg->vcpus > (unsigned)vm->kvm->max_vcpus) {
 		snprintf(why, sizeof(why), "%u vCPUs asked, KVM allows %d", cfg->vcpus, vm->kvm->max_vcpus);
 		goto fail;
 	}
-	vm->fd = ioctl(vm->kvm->fd, KVM_CREATE_VM, 0);
-	if (vm->fd < 0) {
-		snprintf(why, sizeof(why), "KVM_CREATE_VM: %s", strerror(errno));
+	if (!no_kvm && kvm_vm_create(vm, why, sizeof(why)) < 0)
 		goto fail;
-	}
 	vm->mem.vm_fd = vm->fd;
-	/* Needed by VT-x for real mode; harmless elsewhere. Both pages are in
-	 * the MMIO hole, away from RAM. */
-	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, (unsigned long)FERRY_KVM_TSS_GPA) < 0) {
-		snprintf(why, sizeof(why), "KVM_SET_TSS_ADDR: %s", strerror(errno));
-		goto fail;
-	}
-	uint64_t idmap = FERRY_KVM_IDMAP_GPA;
-	if (ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) {
-		snprintf(why, sizeof(why), "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
-		goto fail;
-	}
 	/* RAM before the irqchip: once an irqchip exists, KVM waits for an SRCU
 	 * grace period on every memory slot change (~6 ms here, per slot). */
 	if (add_ram(vm, why, sizeof(why)) < 0 || add_device_memory(vm, why, sizeof(why)) < 0 ||
 	    irq_init(&vm->irq, vm->fd, why, sizeof(why)) < 0 ||
 	    add_devices(vm, log_dir, console_to_terminal, why, sizeof(why)) < 0)
 		goto fail;
+	if (no_kvm)
+		return vm;
 
 	vm->vcpus = calloc(cfg->vcpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {

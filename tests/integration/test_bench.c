@@ -1,7 +1,7 @@
-/* `ferry bench msg --json` as a smoke test: the smallest run (10 messages,
- * no repeats, no QEMU) prints one JSON object with every key, and every
- * figure is a measurement (a failed pair reports -1). What the figures are
- * is the bench's business, not this test's. */
+/* Every `ferry bench` target as a smoke test: its smallest run (tiny
+ * counts, no repeats, no QEMU) prints one JSON object with every key, and
+ * every figure is a measurement (a failed run reports -1 or null). What
+ * the figures are is the bench's business, not this test's. */
 #include "helpers.h"
 
 #include <cjson/cJSON.h>
@@ -47,10 +47,93 @@ static void bench_msg_json(void **state)
 	cmd_result_free(&r);
 }
 
+/* Runs `ferry bench ARGS... --no-qemu --json` and returns its JSON. */
+static cJSON *bench_json(char **args)
+{
+	char *argv[24] = { (char *)ferry_bin(), "bench" };
+	int n = 2;
+	for (; *args && n < 20; args++)
+		argv[n++] = *args;
+	argv[n++] = "--kernel";
+	argv[n++] = (char *)guest_image();
+	argv[n++] = "--no-qemu";
+	argv[n++] = "--json";
+	argv[n] = NULL;
+	struct cmd_result r = run_cmd(argv, 600);
+	if (r.status != 0)
+		fail_msg("ferry bench %s exited %d:\n%s", argv[2], r.status, r.err);
+	cJSON *j = cJSON_Parse(r.out);
+	if (!cJSON_IsObject(j))
+		fail_msg("ferry bench %s: not one JSON object:\n%s\n%s", argv[2], r.out, r.err);
+	cmd_result_free(&r);
+	return j;
+}
+
+/* Every key in keys is a positive number; every key in absent is null or missing. */
+static void expect_measured(cJSON *j, const char *const *keys, const char *const *absent)
+{
+	char *text = cJSON_PrintUnformatted(j);
+	for (; keys && *keys; keys++) {
+		cJSON *v = cJSON_GetObjectItemCaseSensitive(j, *keys);
+		if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
+			fail_msg("%s: missing or not a measurement in %s", *keys, text);
+	}
+	for (; absent && *absent; absent++) {
+		cJSON *v = cJSON_GetObjectItemCaseSensitive(j, *absent);
+		if (v && !cJSON_IsNull(v))
+			fail_msg("%s: measured with --no-qemu in %s", *absent, text);
+	}
+	free(text);
+}
+
+static void bench_boot_json(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *args[] = { "boot", "--count", "2", NULL };
+	static const char *const keys[] = { "ferry_boot_ms_median", "ferry_boot_ms_p95", "ferry_spawn_ms_median",
+					    "ferry_spawn_ms_p95", "ferry_overhead_mib", NULL };
+	cJSON *j = bench_json(args);
+	expect_measured(j, keys, NULL);
+	assert_int_equal(cJSON_GetObjectItem(j, "runs")->valuedouble, 2);
+	cJSON_Delete(j);
+}
+
+static void bench_balloon_json(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *args[] = { "balloon", "--mem", "256M", "--size", "64M", NULL };
+	static const char *const keys[] = { "inflate_gibps", "deflate_gibps", "host_release_ms", NULL };
+	cJSON *j = bench_json(args);
+	expect_measured(j, keys, NULL);
+	cJSON_Delete(j);
+}
+
+/* The TAP path needs root (a namespace, a bridge): as make test runs. */
+static void bench_net_json(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *args[] = { "net", "--count", "200", "--pings", "10", "--repeat", "1", NULL };
+	static const char *const keys[] = {
+		"zc_1472_mbps", "zc_1472_pps", "zc_64_pps", "zc_rtt_us", "zc_rtt_p99_us",
+		"onecopy_1472_mbps", "onecopy_64_pps", "onecopy_rtt_us",
+		"tap_1472_mbps", "tap_64_pps", "tap_rtt_us", "zc_rtt_poll_us", "zc_rtt_poll_p99_us", "tap_rtt_poll_us", NULL,
+	};
+	static const char *const absent[] = { "qemu_tap_1472_mbps", "qemu_tap_rtt_us", "qemu_tap_rtt_poll_us", NULL };
+	cJSON *j = bench_json(args);
+	expect_measured(j, keys, absent);
+	cJSON_Delete(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(bench_msg_json),
+		cmocka_unit_test(bench_boot_json),
+		cmocka_unit_test(bench_balloon_json),
+		cmocka_unit_test(bench_net_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

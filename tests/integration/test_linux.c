@@ -168,17 +168,20 @@ static void devices_balloon_port_exit(void **state)
 		fail_with_logs(&f, "the init did not reach the balloon check");
 
 	/* The init touched 16 MiB and freed it: the host holds those pages
-	 * until the balloon takes them or free page reporting returns them
-	 * (which may already have begun). Which free pages the balloon gets is
-	 * up to Linux's allocator, so only part of the 16 MiB is sure to come
-	 * back through it (8-12 MiB in this test's runs). */
+	 * until the balloon takes them or free page reporting returns them.
+	 * How much of it the balloon gets back is Linux's allocator's choice
+	 * and a race with reporting (which may have returned it all before the
+	 * balloon starts, on a loaded host), so what is checked is that taking
+	 * 24 MiB costs the host nothing (ballooned pages are punched, not
+	 * kept) and, below, that ferry released all 24 MiB. ferry-guest's
+	 * balloon tests check that the host's memory follows, byte for byte. */
 	double before = resident_mib(&f);
 	balloon_to(&f, "24M", 24 * 256);
 	double inflated = resident_mib(&f);
 	balloon_to(&f, "0", 0);
 	printf("resident memory: %.1f MiB before, %.1f MiB with 24 MiB in the balloon\n", before, inflated);
-	if (before - inflated < 4)
-		fail_with_logs(&f, "the host's resident memory did not follow the balloon (less than 4 MiB returned)");
+	if (inflated > before + 2)
+		fail_with_logs(&f, "the host's resident memory grew while the guest gave it 24 MiB");
 
 	if (watch_exit(&f.w, 120) != 0)
 		fail_with_logs(&f, "ferry did not exit with status 0");

@@ -381,12 +381,21 @@ static void threads_are_sandboxed(void **state)
 				 "--name", "sb", "--log-dir", tmp, off ? "--no-seccomp" : NULL, NULL };
 		int pid = spawn_background(argv);
 		int vcpu = seccomp_mode_of(pid, "vcpu0/sb"), events = seccomp_mode_of(pid, "ferry-events");
+		int control = seccomp_mode_of(pid, "ferry-control");
+		/* The main thread loads its filter once the VM runs. */
+		int main_thread = -1;
+		for (int tries = 0; tries < 50 && main_thread != (off ? 0 : 2); tries++) {
+			main_thread = seccomp_mode_of(pid, "ferry");
+			usleep(20000);
+		}
 		assert_int_equal(wait_background(pid, 30), 0);
 		/* Sanitizer builds leave threads unconfined (their runtimes need calls of their own). */
 		if (getenv("FERRY_BIN") && strstr(getenv("FERRY_BIN"), "asan"))
 			continue;
 		assert_int_equal(vcpu, off ? 0 : 2);
 		assert_int_equal(events, off ? 0 : 2);
+		assert_int_equal(control, off ? 0 : 2);
+		assert_int_equal(main_thread, off ? 0 : 2);
 	}
 }
 

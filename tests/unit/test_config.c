@@ -151,7 +151,7 @@ static void networks_and_nics(void **state)
 	(void)state;
 	struct ferry_config cfg;
 	int r = parse("{\"networks\": {\"lan0\": {\"tap\": \"ferry0\", \"address\": \"10.77.0.1/24\"},"
-		      " \"lan1\": {\"zero_copy\": false, \"mtu\": 9000}},"
+		      " \"lan1\": {\"zero_copy\": false, \"mtu\": 9000, \"bind\": \"at_start\"}},"
 		      " \"vms\": [" NET_VM("a", "[{\"network\": \"lan0\", \"mac\": \"02:00:00:00:00:0A\"}, {\"network\": \"lan1\"}]") ","
 		      NET_VM("b", "[{\"network\": \"lan0\"}]") "]}", &cfg);
 	if (r)
@@ -163,6 +163,8 @@ static void networks_and_nics(void **state)
 	assert_true(cfg.networks[0].zero_copy);
 	assert_false(cfg.networks[1].zero_copy);
 	assert_int_equal(cfg.networks[1].mtu, 9000);
+	assert_false(cfg.networks[0].bind_at_start);
+	assert_true(cfg.networks[1].bind_at_start);
 	assert_int_equal(cfg.vms[0].nr_nics, 2);
 	assert_int_equal(cfg.vms[0].nics[0].mac[5], 0x0a);
 	assert_int_equal(cfg.vms[0].nics[1].net, 1);
@@ -198,6 +200,8 @@ static void network_mistakes(void **state)
 	expect_error("{\"networks\": {\"n\": {\"mtu\": 10}}, \"vms\": [" NET_VM("a", "[]") "]}", "networks.n");
 	expect_error("{\"networks\": [], \"vms\": [" NET_VM("a", "[]") "]}", "networks: must be an object");
 	expect_error("{\"networks\": {\"n\": {\"bogus\": 1}}, \"vms\": [" NET_VM("a", "[]") "]}", "bogus");
+	expect_error("{\"networks\": {\"n\": {\"bind\": \"always\"}}, \"vms\": [" NET_VM("a", "[]") "]}",
+		     "networks.n: \"bind\": \"always\" must be \"on_traffic\"");
 }
 
 static void links(void **state)
