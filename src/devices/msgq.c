@@ -364,9 +364,10 @@ static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
 	cJSON_AddNumberToObject(o, "bytes_copied", (double)atomic_load(&c->bytes_copied));
 	cJSON_AddNumberToObject(o, "immediate", (double)atomic_load(&c->immediate));
 	cJSON_AddNumberToObject(o, "deferred", (double)atomic_load(&c->deferred));
-	/* The device counter covers every refusal (sends, bad returns, writes
-	 * to received pages); this one counts refused sends. */
-	cJSON_AddNumberToObject(o, "rejected", (double)atomic_load(&c->rejected));
+	/* "rejected" (the device's generic counter, already in the object)
+	 * counts misbehaviour; this one every refused send, MSGQ_E_FULL
+	 * included. A JSON object names a key once. */
+	cJSON_AddNumberToObject(o, "rejected_sends", (double)atomic_load(&c->rejected));
 	cJSON *by = cJSON_AddObjectToObject(o, "rejected_by");
 	for (int i = 1; i < MSGQ_E_MAX; i++)
 		cJSON_AddNumberToObject(by, status_name[i], (double)atomic_load(&c->rejected_by[i]));
