@@ -19,6 +19,24 @@ static const char *const msg_keys[] = {
 	"ferry_ivshmem_copy_2m_mbps", "ferry_ivshmem_copy_4k_mbps", "ferry_ivshmem_copy_64k_mbps",
 	"ferry_ivshmem_copy_64b_msgs", "ferry_ivshmem_64b_msgs", "ferry_ivshmem_latency_64b_us",
 	"ferry_ivshmem_latency_4k_us", "ferry_ivshmem_latency_64k_us", "ferry_ivshmem_latency_2m_us",
+	/* Tails of the latencies, and direct rings (issue 9). */
+	"latency_64b_immediate_p99_us", "latency_64b_deferred_p99_us", "latency_4k_immediate_p99_us",
+	"latency_64k_immediate_p99_us", "latency_2m_immediate_p99_us", "latency_2m_deferred_p99_us",
+	"latency_64b_ring_us", "latency_64b_ring_p99_us", "latency_4k_ring_us", "latency_64k_ring_us",
+	"ferry_ivshmem_latency_64b_p99_us", "ring_64b_msgs", "ring_4k_mbps", "ring_64k_mbps",
+	"ring_deferred_64b_msgs", "ring_deferred_4k_mbps", "ring_deferred_64k_mbps", "deferred_4k_mbps",
+	"deferred_64k_mbps", "adaptive_2m_deferred_mbps", "best_64b_mbps", "best_4k_mbps", "best_64k_mbps",
+	"best_2m_mbps", "adaptive_4k_vs_faster_path", "adaptive_64k_vs_faster_path", "adaptive_2m_vs_faster_path",
+	"round_trips",
+};
+
+/* With QEMU: its column, the latency tails included, and ferry's best
+ * against it per size. */
+static const char *const msg_qemu_keys[] = {
+	"qemu_copy_2m_mbps", "qemu_copy_4k_mbps", "qemu_copy_64k_mbps", "qemu_copy_64b_msgs", "qemu_64b_msgs",
+	"qemu_latency_64b_us", "qemu_latency_64b_p99_us", "qemu_latency_4k_us", "qemu_latency_4k_p99_us",
+	"qemu_latency_64k_us", "qemu_latency_2m_us", "qemu_latency_2m_p99_us", "latency_64b_immediate_p99_us",
+	"best_64b_vs_qemu", "best_4k_vs_qemu", "best_64k_vs_qemu", "best_2m_vs_qemu", NULL,
 };
 
 static void bench_msg_json(void **state)
@@ -86,6 +104,25 @@ static void expect_measured(cJSON *j, const char *const *keys, const char *const
 	free(text);
 }
 
+/* The smallest run with QEMU's column: the same guest, ivshmem-plain. */
+static void bench_msg_qemu_json(void **state)
+{
+	(void)state;
+	require_qemu();
+	char *argv[] = { (char *)ferry_bin(), "bench", "msg", "--count", "10", "--ms", "20", "--repeat", "1",
+			 "--kernel", (char *)guest_image(), "--json", NULL };
+	struct cmd_result r = run_cmd(argv, 900);
+	if (r.status != 0)
+		fail_msg("ferry bench msg exited %d:\n%s", r.status, r.err);
+	cJSON *j = cJSON_Parse(r.out);
+	if (!cJSON_IsObject(j))
+		fail_msg("not one JSON object:\n%s", r.out);
+	cmd_result_free(&r);
+	expect_measured(j, msg_qemu_keys, NULL);
+	assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "qemu_transport")));
+	cJSON_Delete(j);
+}
+
 static void bench_boot_json(void **state)
 {
 	(void)state;
@@ -131,6 +168,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(bench_msg_json),
+		cmocka_unit_test(bench_msg_qemu_json),
 		cmocka_unit_test(bench_boot_json),
 		cmocka_unit_test(bench_balloon_json),
 		cmocka_unit_test(bench_net_json),
