@@ -3,18 +3,22 @@
  * does may crash or stall ferry or reach another VM; each attack is counted
  * here and, by ferry, as a rejection in the run summary.
  *
- *   app=hostile [phases=LIST] [ms=N] [victim_mac=MAC] [flood_kib=N]
+ *   app=hostile [phases=LIST] [ms=N] [victim_mac=MAC] [release=NAME]
+ *               [flood_kib=N]
  *
  * Phases, in this order (LIST picks some, comma-separated; default all):
+ *   net       frames with spoofed source MACs, over the MTU, to victim_mac
+ *             (binding a zero-copy channel), then lies in that channel's
+ *             ring indices and writes into its read-only receive area; its
+ *             own receive buffers are never given back. Then, if release
+ *             names a msgq peer, it sends that peer msgping's end message:
+ *             the victim (app=msgping role=pong) stays up exactly as long
+ *             as the attack needs it. First, so the victim's wait is short.
  *   console   floods the console (flood_kib KiB, lines and one endless line)
  *   msgq      sends of pages it does not own: RAM, its receive region, off
  *             slot boundaries, too long, to itself, to ids nobody has
  *   balloon   inflates frames outside RAM, twice, beyond the target;
  *             deflates frames never given; reports ranges it does not own
- *   net       frames with spoofed source MACs, over the MTU, to victim_mac
- *             (binding a zero-copy channel), then lies in that channel's
- *             ring indices and writes into its read-only receive area; its
- *             own receive buffers are never given back
  *   chains    on every virtio queue it can set up: wild and overflowing
  *             addresses and lengths, descriptor loops, chains longer than
  *             the device allows, next indices past the table, indirect
@@ -424,6 +428,31 @@ static bool send_frame(struct vnet *n, const uint8_t *dst, const uint8_t *src, u
 	return true;
 }
 
+/* msgping's end message: its first word (guest/apps/msgping.c). */
+#define PING_END 0x21444e45u
+
+/* The victim's NIC must be up while the channel is bound and lied on; a
+ * pong that waits for this message keeps it up exactly that long. */
+static void release_victim(void)
+{
+	const char *name = cmdline_get("release");
+	if (!name)
+		return;
+	uint32_t id = msgq_open() == 0 ? msgq_peer(name) : 0;
+	uint8_t *slot = id ? msgq_alloc(4) : NULL;
+	if (!slot) {
+		kprintf("hostile: net: release=%s is not a msgq peer\n", name);
+		return;
+	}
+	uint32_t end = PING_END;
+	memcpy(slot, &end, sizeof(end));
+	int st = msgq_wait_peer(id, MSG_COPY, 60000000000ull);
+	if (st == MSGQ_OK)
+		st = msg_send(id, slot, sizeof(end), MSG_COPY | MSG_IMMEDIATE);
+	msgq_free(slot, 4);
+	kprintf("hostile: net: released %s (status %d)\n", name, st);
+}
+
 static void phase_net(void)
 {
 	struct vnet *n = vnet_get(0);
@@ -478,6 +507,7 @@ static void phase_net(void)
 	}
 	/* Receive buffers: this NIC never gives back what it is sent. */
 	kprintf("hostile: net: leaving its receive buffers to fill\n");
+	release_victim();
 	done("net");
 }
 
@@ -940,14 +970,14 @@ static int hostile_main(void)
 {
 	phase_ms = cmdline_get_u64("ms", 1000);
 	kprintf("hostile: starting on %u vCPUs\n", smp_cpu_count());
+	if (want("net"))
+		phase_net();
 	if (want("console"))
 		phase_console();
 	if (want("msgq"))
 		phase_msgq();
 	if (want("balloon"))
 		phase_balloon();
-	if (want("net"))
-		phase_net();
 	if (want("chains"))
 		phase_chains();
 	if (want("refetch"))

@@ -20,9 +20,8 @@
 #define TAP_BURST 64            /* frames read from the TAP per wake-up */
 #define TAP_FRAME_MAX 65536
 #define TICK_NS (20 * 1000000ull)   /* counting, draining and stall checks */
-#define DRAIN_NS (1000 * 1000000ull) /* a channel not drained by then is unbound anyway */
-#define STALL_NS (500 * 1000000ull) /* a receiver that reads nothing this long loses its channel */
-#define LEFTOVER_NS (1000 * 1000000ull) /* what an unbound channel's driver has to read its last frames */
+
+uint64_t (*net_switch_clock)(void) = clock_ns;
 
 static const char *const drop_names[NET_DROP_MAX] = {
 	[NET_DROP_RUNT] = "runt", [NET_DROP_OVERSIZE] = "oversize", [NET_DROP_SPOOFED] = "spoofed_source",
@@ -188,7 +187,7 @@ static void unbind_now(struct net_port *p, unsigned c)
 	}
 	set_channel(p, c, FERRY_ZC_UNBOUND, NULL, 0);
 	set_channel(q, d, FERRY_ZC_UNBOUND, NULL, 0);
-	p->chan[c].unbound_ns = q->chan[d].unbound_ns = clock_ns();
+	p->chan[c].unbound_ns = q->chan[d].unbound_ns = net_switch_clock();
 	if (ok) {
 		area_free(sw, a0);
 		area_free(sw, a1);
@@ -218,7 +217,7 @@ static void unbind(struct net_port *p, unsigned c, bool force)
 	if (ch->state == FERRY_ZC_BOUND) {
 		ch->state = FERRY_ZC_DRAINING;
 		q->chan[d].state = FERRY_ZC_DRAINING;
-		ch->drain_since_ns = q->chan[d].drain_since_ns = clock_ns();
+		ch->drain_since_ns = q->chan[d].drain_since_ns = net_switch_clock();
 		p->ops->channels_changed(p);
 		q->ops->channels_changed(q);
 	}
@@ -239,13 +238,13 @@ void net_channel_drained(struct net_port *p, unsigned c)
 }
 
 /* An unbound channel whose driver has read the frames left in it (or has
- * had LEFTOVER_NS to): binding it again replaces that memory. */
+ * had NET_LEFTOVER_NS to): binding it again replaces that memory. */
 static int free_channel(struct net_port *p)
 {
-	uint64_t now = clock_ns();
+	uint64_t now = net_switch_clock();
 	for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++)
 		if (p->chan[c].state == FERRY_ZC_UNBOUND &&
-		    (p->ops->channel_idle(p, c) || now - p->chan[c].unbound_ns > LEFTOVER_NS))
+		    (p->ops->channel_idle(p, c) || now - p->chan[c].unbound_ns > NET_LEFTOVER_NS))
 			return (int)c;
 	return -1;
 }
@@ -283,13 +282,20 @@ static bool bind(struct net_port *p, struct net_port *q)
 		if (log_limit_ok(&sw->log))
 			log_warn(p->name, "net: cannot map a zero-copy channel to %s (%s); staying on the copy path",
 				 q->name, strerror(errno));
-		if (map_private(p, (unsigned)c) < 0 || map_private(q, (unsigned)d) < 0)
-			log_error(p->name, "net: a channel's private memory could not be restored");
+		/* Both put back, whatever the first does; an area that may still
+		 * be mapped in a window is retired, never given to another pair. */
+		int rp = map_private(p, (unsigned)c), rq = map_private(q, (unsigned)d);
+		if (rp < 0 || rq < 0) {
+			log_error(p->name, "net: a channel's private memory could not be restored; its areas are retired");
+			return false;
+		}
 		area_free(sw, a0);
 		area_free(sw, a1);
 		return false;
 	}
-	atomic_fetch_add(&p->ctr.remaps, 4);
+	/* Counted per NIC whose window changed, as unbinding counts them. */
+	atomic_fetch_add(&p->ctr.remaps, 2);
+	atomic_fetch_add(&q->ctr.remaps, 2);
 	p->ops->channel_reset(p, (unsigned)c);
 	q->ops->channel_reset(q, (unsigned)d);
 	set_channel(p, (unsigned)c, FERRY_ZC_BOUND, q, (unsigned)d);
@@ -479,13 +485,13 @@ static void check_stalls(struct net_switch *sw, uint64_t now)
 			continue;
 		}
 		for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
-			if (p->chan[c].state == FERRY_ZC_DRAINING && now - p->chan[c].drain_since_ns > DRAIN_NS) {
+			if (p->chan[c].state == FERRY_ZC_DRAINING && now - p->chan[c].drain_since_ns > NET_DRAIN_NS) {
 				atomic_fetch_add(&p->ctr.stalls, 1);
 				log_warn(p->name, "net: channel %u to %s did not drain; unbound", c, p->chan[c].peer->name);
 				unbind(p, c, true);
 				continue;
 			}
-			if (p->chan[c].state == FERRY_ZC_UNBOUND || !p->ops->channel_stalled(p, c, now, STALL_NS))
+			if (p->chan[c].state == FERRY_ZC_UNBOUND || !p->ops->channel_stalled(p, c, now, NET_STALL_NS))
 				continue;
 			atomic_fetch_add(&p->ctr.stalls, 1);
 			log_warn(p->name, "net: %s stopped reading channel frames; back to the copy path",
@@ -496,15 +502,19 @@ static void check_stalls(struct net_switch *sw, uint64_t now)
 }
 
 /* Every TICK_NS: channels' frames counted, drained ones unbound, stalls. */
-static void tick(void *arg, uint32_t events)
+void net_switch_tick(struct net_switch *sw)
 {
-	struct net_switch *sw = arg;
-	(void)events;
 	pthread_mutex_lock(&sw->lock);
-	uint64_t now = clock_ns();
+	uint64_t now = net_switch_clock();
 	service_all(sw);
 	check_stalls(sw, now);
 	pthread_mutex_unlock(&sw->lock);
+}
+
+static void tick(void *arg, uint32_t events)
+{
+	(void)events;
+	net_switch_tick(arg);
 }
 
 /* --- ports ------------------------------------------------------------------ */
@@ -716,6 +726,7 @@ cJSON *net_switch_report(struct net_switch *sw)
 		cJSON_AddStringToObject(j, "mac", mac);
 		cJSON_AddBoolToObject(j, "up", p->up);
 		cJSON_AddBoolToObject(j, "zero_copy", p->zc);
+		net_counters_json(&p->ctr, j);
 		cJSON *chans = cJSON_AddArrayToObject(j, "channels");
 		for (unsigned c = 0; c < FERRY_ZC_CHANNELS; c++) {
 			if (p->chan[c].state == FERRY_ZC_UNBOUND)

@@ -30,6 +30,11 @@ struct cJSON;
 
 #define NET_MAX_PORTS 64
 
+/* The channel rules' deadlines (docs/devices/net.md). */
+#define NET_DRAIN_NS (1000 * 1000000ull)    /* a channel not drained by then is unbound anyway */
+#define NET_STALL_NS (500 * 1000000ull)     /* a receiver that reads nothing this long loses its channel */
+#define NET_LEFTOVER_NS (1000 * 1000000ull) /* what an unbound channel's driver has to read its last frames */
+
 /* Why a frame was dropped. */
 enum net_drop {
 	NET_DROP_RUNT,           /* shorter than an Ethernet header */
@@ -183,6 +188,12 @@ struct vmm;
 struct ferry_config;
 /* Makes every network of the config (vmm->nets), before any VM. */
 int net_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen);
+
+/* For tests: the switch's clock (clock_ns; a unit test steps it instead of
+ * sleeping through the deadlines above), and its periodic tick (counting,
+ * drained channels, stalls; the event loop's timer calls it every 20 ms). */
+extern uint64_t (*net_switch_clock)(void);
+void net_switch_tick(struct net_switch *sw);
 
 /* Counters as JSON (adds to obj), for a port or the TAP. */
 void net_counters_json(const struct net_counters *c, struct cJSON *obj);

@@ -81,9 +81,10 @@ static void expect_clean(const char *vm, const char *device)
 /* The hostile guest's every attack, beside VMs doing real work: a message
  * stream checked byte by byte, a working set that grows under a memory
  * budget (the memory comes from an idle VM's balloon), and a UDP stream
- * with every datagram verified, on the network the hostile VM is on
- * (it spoofs the receiver's MAC, sends it frames until a zero-copy channel
- * binds them, then lies in that channel's ring). ferry must run them all
+ * with every datagram verified, on the network the hostile VM is on (it
+ * spoofs the receiver's MAC; it sends a victim VM frames until a zero-copy
+ * channel binds them, then lies in that channel's ring; the victim stays
+ * up until the hostile VM releases it over msgq). ferry must run them all
  * to the end, and its summary must show each attack refused. */
 static void hostile_beside_good_vms(void **state)
 {
@@ -93,9 +94,9 @@ static void hostile_beside_good_vms(void **state)
 		"{ \"host\": { \"memory_budget_mib\": 900 }, \"networks\": { \"lan\": { \"mtu\": 1500 } },"
 		"  \"vms\": ["
 		" { \"name\": \"evil\", \"memory_mib\": 128, \"vcpus\": 2, \"kernel\": \"%s\","
-		"   \"cmdline\": \"app=hostile ms=700 victim_mac=" VICTIM_MAC " flood_kib=512\","
+		"   \"cmdline\": \"app=hostile ms=700 victim_mac=" VICTIM_MAC " release=victim flood_kib=512\","
 		"   \"devices\": [ { \"type\": \"virtio-rng\" }, { \"type\": \"virtio-balloon\" }, { \"type\": \"cpu-reserve\" },"
-		"                { \"type\": \"msgq\", \"peers\": [\"mrx\"] } ],"
+		"                { \"type\": \"msgq\", \"peers\": [\"mrx\", \"victim\"] } ],"
 		"   \"nics\": [ { \"network\": \"lan\", \"mac\": \"" EVIL_MAC "\" } ] },"
 		" { \"name\": \"mtx\", \"memory_mib\": 64, \"kernel\": \"%s\","
 		"   \"cmdline\": \"app=msgbulk role=send peer=mrx sizes=64,4K,64K count=150 check=full\","
@@ -107,14 +108,17 @@ static void hostile_beside_good_vms(void **state)
 		"   \"devices\": [ { \"type\": \"virtio-balloon\" } ] },"
 		" { \"name\": \"idler\", \"memory_mib\": 512, \"kernel\": \"%s\", \"cmdline\": \"app=idle ms=4000\","
 		"   \"devices\": [ { \"type\": \"virtio-balloon\" } ] },"
+		" { \"name\": \"victim\", \"memory_mib\": 64, \"kernel\": \"%s\", \"cmdline\": \"app=msgping role=pong wait=irq\","
+		"   \"devices\": [ { \"type\": \"msgq\", \"peers\": [\"evil\"] } ],"
+		"   \"nics\": [ { \"network\": \"lan\", \"mac\": \"" VICTIM_MAC "\" } ] },"
 		" { \"name\": \"nrx\", \"memory_mib\": 64, \"kernel\": \"%s\","
 		"   \"cmdline\": \"app=udpbulk role=recv ip=10.0.0.2/24\","
-		"   \"nics\": [ { \"network\": \"lan\", \"mac\": \"" VICTIM_MAC "\" } ] },"
+		"   \"nics\": [ { \"network\": \"lan\" } ] },"
 		" { \"name\": \"ntx\", \"memory_mib\": 64, \"kernel\": \"%s\","
 		"   \"cmdline\": \"app=udpbulk role=send ip=10.0.0.1/24 peer=10.0.0.2 count=3000\","
 		"   \"nics\": [ { \"network\": \"lan\" } ] } ],"
 		"  \"links\": [ { \"vms\": [\"evil\", \"idler\"], \"size_mib\": 2 } ] }",
-		kernel, kernel, kernel, kernel, kernel, kernel, kernel);
+		kernel, kernel, kernel, kernel, kernel, kernel, kernel, kernel);
 	struct cmd_result r = run_config_timeout(json, 600);
 	free(json);
 	if (r.status != 0)
@@ -134,8 +138,14 @@ static void hostile_beside_good_vms(void **state)
 	const char *clean = strstr(bulk, "received=3000 lost=0 duplicated=0");
 	if (!clean || (eol && clean > eol) || !strstr(bulk, "corrupt=0"))
 		fail_msg("the UDP stream beside the hostile VM was not clean:\n%.*s", eol ? (int)(eol - bulk) : 300, bulk);
+	/* The victim was released by the hostile VM once its attack on the
+	 * zero-copy channel was over (so the channel was bound, not refused
+	 * for a receiver already gone). */
+	if (!strstr(r.out, "[evil] hostile: net: lied on zero-copy channel") ||
+	    !strstr(r.out, "[evil] hostile: net: released victim (status 0)"))
+		fail_msg("the hostile VM never lied on a bound zero-copy channel:\n%s", r.out);
 	cmd_result_free(&r);
-	const char *good[] = { "mtx", "mrx", "hog", "idler", "nrx", "ntx", NULL };
+	const char *good[] = { "mtx", "mrx", "hog", "idler", "victim", "nrx", "ntx", NULL };
 	for (int i = 0; good[i]; i++)
 		expect_poweroff_ok(good[i]);
 	expect_poweroff_ok("evil");
@@ -157,6 +167,7 @@ static void hostile_beside_good_vms(void **state)
 	expect_clean("hog", "balloon");
 	expect_clean("idler", "balloon");
 	expect_clean("ntx", "net");
+	expect_clean("victim", "net");
 	/* Every kind of attack, refused and counted. */
 	expect_refused("counters.virtio-rng.rejected");
 	expect_refused("counters.balloon.rejected");
