@@ -82,6 +82,13 @@ static cJSON *results_in(char *console)
 	return out;
 }
 
+/* Why a run failed is in the last lines of its console. */
+static const char *tail_of(const char *buf)
+{
+	size_t len = strlen(buf);
+	return buf + (len > 1500 ? len - 1500 : 0);
+}
+
 /* A sender/receiver pair in one ferry process, talking through msgq (with
  * direct rings if `rings`), or (`link`) through the ivshmem devices of a
  * static link, with the QEMU pair's command lines. */
@@ -128,7 +135,8 @@ static cJSON *run_ferry_pair(bool huge, bool rings, bool link, const char *tx, c
 	}
 	int st = child_finish(&c, 400);
 	if (st != 0) {
-		fprintf(stderr, "ferry bench msg: a pair failed (exit %d): tx \"%s\"\n", st, tx);
+		fprintf(stderr, "ferry bench msg: a pair failed (exit %d): tx \"%s\"; the end of its output:\n%s\n", st,
+			tx, tail_of(c.buf));
 		return NULL;
 	}
 	return results_in(c.buf);
@@ -174,7 +182,10 @@ static cJSON *run_qemu_pair(const char *tx, const char *rx)
 	int st_tx = c[1].pid > 0 ? child_finish(&c[1], 300) : -1, st_rx = child_finish(&c[0], 60);
 	unlink(shm);
 	if (st_tx != 1 || st_rx != 1) {
-		fprintf(stderr, "ferry bench msg: a QEMU pair failed (exit %d and %d): tx \"%s\"\n", st_tx, st_rx, tx);
+		fprintf(stderr,
+			"ferry bench msg: a QEMU pair failed (exit %d and %d): tx \"%s\"; the end of the sender's output:\n"
+			"%s\nand of the receiver's:\n%s\n",
+			st_tx, st_rx, tx, tail_of(c[1].buf), tail_of(c[0].buf));
 		return NULL;
 	}
 	return results_in(c[1].buf);
