@@ -7,9 +7,9 @@ HOST_CC  := $(CC)
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 HOST_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -Iinclude -Isrc -D_GNU_SOURCE -pthread -MMD -MP
-HOST_LIBS   := -lcjson -lseccomp -lpthread -lm
+HOST_LIBS   := -lcjson -lseccomp -lncurses -lpthread -lm
 
-.PHONY: all clean test demo deps linux-guest
+.PHONY: all clean test demo bench deps linux-guest
 all: ferry guest tests
 
 include guest/guest.mk
@@ -29,8 +29,18 @@ deps:
 linux-guest:
 	scripts/linux-guest.sh $(BUILD)/linux
 
-# Several VMs that boot and report; their consoles are copied to the terminal.
-demo: deps
-	$(MAKE) ferry guest
-	$(BUILD)/ferry run examples/demo.json --console --summary $(BUILD)/demo-summary.json
-	@echo "summary: $(BUILD)/demo-summary.json"
+# Every `ferry bench` target beside QEMU, as JSON, PNG charts (gnuplot) and
+# $(BUILD)/bench/index.html (scripts/bench.sh; BENCH_TARGETS, BENCH_MSG=...
+# pass options). Takes several minutes; the net target needs root.
+bench:
+	@scripts/install-deps.sh bench
+	@$(MAKE) -s ferry guest
+	@BUILD=$(BUILD) scripts/bench.sh
+
+# Eleven VMs in one ferry for about 15 seconds (examples/demo.json),
+# driven through the control socket, then an account of what they did
+# together; their consoles go to $(BUILD)/demo/logs (scripts/demo.sh).
+demo:
+	@scripts/install-deps.sh demo
+	@$(MAKE) -s ferry guest
+	@BUILD=$(BUILD) scripts/demo.sh

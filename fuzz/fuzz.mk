@@ -34,7 +34,7 @@ $(FUZZ_LIB): $(FUZZ_OBJS)
 
 $(BUILD)/fuzz/%: fuzz/%.c fuzz/fuzz_device.h $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB) -o $@ -lcjson -lseccomp -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB) -o $@ -lcjson -lseccomp -lncurses -lm
 
 -include $(FUZZ_OBJS:.o=.d)
 

@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct control *ctl;
 	char err[128];
 	if (!ctl)
-		ctl = control_create(NULL, NULL, 0, NULL, true, true, err, sizeof(err));
+		ctl = control_create(NULL, NULL, err, sizeof(err));
 	char *line = malloc(size + 1);
 	memcpy(line, data, size);
 	line[size] = '\0';

@@ -1,11 +1,30 @@
 #!/bin/sh
-# Installs, with apt-get, whatever ferry needs that this Debian machine lacks:
-# the compiler and libraries to build, cmocka for the tests, QEMU as the
-# reference VMM that tests and benchmarks compare against, ping and socat for
-# the network tests, ACPICA's iasl to check the ACPI tables ferry writes.
+# Installs, with apt-get, whatever ferry needs that this Debian machine lacks.
+#   install-deps.sh demo   what building ferry and `make demo` need: the
+#                          compiler and libraries, ncurses (ferry top), jq
+#                          (the demo's account)
+#   install-deps.sh bench  that, and QEMU (the reference every benchmark
+#                          measures), iproute2 (bench net's bridge), gnuplot
+#                          (the charts)
+#   install-deps.sh        everything, for `make test` too: cmocka, clang and
+#                          its sanitizer runtime (fuzzing), ping and socat (the
+#                          network tests), ACPICA's iasl (the ACPI tables), tmux
+#                          (ferry top in a real terminal), Prometheus's promtool
+#                          (the metrics)
 set -eu
 
-PACKAGES="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libcmocka-dev clang libclang-rt-dev qemu-system-x86 iproute2 procps iputils-ping socat acpica-tools"
+DEMO="gcc make libc6-dev binutils libcjson-dev libseccomp-dev libncurses-dev jq procps"
+BENCH="$DEMO qemu-system-x86 iproute2 gnuplot-nox"
+ALL="$BENCH libcmocka-dev clang libclang-rt-dev iputils-ping socat acpica-tools tmux prometheus"
+case "${1:-all}" in
+demo) PACKAGES=$DEMO ;;
+bench) PACKAGES=$BENCH ;;
+all) PACKAGES=$ALL ;;
+*)
+	echo "usage: install-deps.sh [demo|bench|all]" >&2
+	exit 2
+	;;
+esac
 
 missing=""
 for p in $PACKAGES; do

@@ -81,34 +81,29 @@ int testvm_create(struct testvm *t, const char *json, char *err, size_t errlen)
 		config_free(&t->cfg);
 		return -1;
 	}
-	t->vmm.cfg = &t->cfg;
-	if (msgq_setup(&t->vmm, &t->cfg, err, errlen) < 0 || net_setup(&t->vmm, &t->cfg, err, errlen) < 0 ||
-	    link_service_create(&t->cfg, &t->vmm.links, err, errlen) < 0) {
+	/* The VMM builds them as for a run (vm_start starts no thread: a VM
+	 * without KVM has no vCPUs), so devices see running VMs. */
+	struct vmm_options opts = { .log_dir = "/tmp" };
+	if (vmm_start(&t->vmm, &t->cfg, &opts, err, errlen) < 0) {
 		testvm_destroy(t);
 		return -1;
 	}
-	for (unsigned i = 0; i < t->cfg.nr_vms; i++) {
-		t->vm[i] = vm_create(&t->vmm, &t->cfg.vms[i], i, "/tmp", false, err, errlen);
-		if (!t->vm[i]) {
+	for (unsigned i = 0; i < t->vmm.nr_entries; i++) {
+		struct vmm_entry *e = t->vmm.entries[i];
+		if (!e->vm) {
+			snprintf(err, errlen, "%s", e->error ? e->error : "a VM could not be built");
 			testvm_destroy(t);
 			return -1;
 		}
-		t->nr = i + 1;
-		/* Devices see a running VM (the message switch delivers only to
-		 * those); there are no vCPU threads to start. */
-		pthread_mutex_lock(&t->vm[i]->lock);
-		t->vm[i]->state = VM_RUNNING;
-		pthread_mutex_unlock(&t->vm[i]->lock);
+		t->vm[t->nr++] = e->vm;
 	}
 	return 0;
 }
 
 void testvm_destroy(struct testvm *t)
 {
-	for (unsigned i = 0; i < t->nr; i++)
-		vm_destroy(t->vm[i]);
 	t->nr = 0;
-	vmm_destroy(&t->vmm);
+	vmm_destroy(&t->vmm); /* and its VMs */
 	config_free(&t->cfg);
 }
 

@@ -25,6 +25,8 @@ static cJSON *device_counters(struct device *dev)
 
 cJSON *summary_vm(struct vm *vm, const struct vm_config *cfg, const char *create_error)
 {
+	if (vm)
+		cfg = vm->cfg;
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "name", cfg->name);
 	if (!vm) {
@@ -90,16 +92,9 @@ cJSON *summary_vm(struct vm *vm, const struct vm_config *cfg, const char *create
 	return o;
 }
 
-int summary_write(const char *path, cJSON *vms, cJSON *memory, cJSON *cpu)
+int summary_write(const char *path, const cJSON *doc)
 {
-	cJSON *root = cJSON_CreateObject();
-	cJSON_AddItemReferenceToObject(root, "vms", vms);
-	if (memory)
-		cJSON_AddItemReferenceToObject(root, "memory", memory);
-	if (cpu)
-		cJSON_AddItemReferenceToObject(root, "cpu", cpu);
-	char *text = cJSON_Print(root);
-	cJSON_Delete(root);
+	char *text = cJSON_Print(doc);
 	if (!text)
 		return -1;
 	FILE *f = fopen(path, "w");

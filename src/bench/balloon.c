@@ -71,7 +71,8 @@ struct ferry_probe {
 
 static void ferry_sample(struct ferry_probe *p)
 {
-	cJSON *a = control_call(p->fd, "{\"cmd\": \"status\"}");
+	/* brief: the balloon and resident memory only, for polling fast */
+	cJSON *a = control_call(p->fd, "{\"cmd\": \"status\", \"brief\": true}");
 	cJSON *vm = cJSON_GetArrayItem(cJSON_GetObjectItem(a, "vms"), 0);
 	cJSON *b = cJSON_GetObjectItem(vm, "balloon");
 	cJSON *ap = cJSON_GetObjectItem(b, "actual_pages"), *res = cJSON_GetObjectItem(vm, "resident_mib");

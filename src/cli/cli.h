@@ -13,6 +13,7 @@
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
+int cmd_top(int argc, char **argv);
 
 /* "64", "64M", "64MiB", "2G", "2GiB" -> MiB. false if malformed or not whole MiB. */
 bool parse_size_mib(const char *s, uint64_t *mib);

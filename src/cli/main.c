@@ -13,6 +13,7 @@ static const struct {
 	{ "run", cmd_run, "run VMs from a JSON config, or one VM from options" },
 	{ "bench", cmd_bench, "measure boot time, message passing, ballooning" },
 	{ "ctl", cmd_ctl, "send a command to a running ferry (ferry run --control)" },
+	{ "top", cmd_top, "watch a running ferry live: VMs, memory, vCPUs, messages, frames" },
 };
 
 static void usage(FILE *out)

@@ -2,29 +2,18 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
-#include <pthread.h>
-#include <signal.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "api/control.h"
-#include "api/summary.h"
+#include "api/metrics_http.h"
+#include "api/run.h"
 #include "cli/cli.h"
-#include "host/cpu_scheduler.h"
-#include "host/link.h"
-#include "host/mem_scheduler.h"
-#include "host/msgq_switch.h"
-#include "host/net_switch.h"
-#include "vmm/clock.h"
 #include "vmm/config.h"
 #include "vmm/log.h"
 #include "vmm/sandbox.h"
-#include "vmm/vm.h"
-#include "vmm/vmm.h"
 
 static const char run_help[] =
 	"usage: ferry run CONFIG.json [OPTIONS]\n"
@@ -39,9 +28,14 @@ static const char run_help[] =
 	"  --timeout SECONDS  stop VMs still running after this long (reported as 'timeout')\n"
 	"  --console          copy each VM's console to the terminal, lines prefixed [name]\n"
 	"  --log-dir DIR      where console logs go, one NAME.log per VM (default: ferry-logs)\n"
-	"  --control PATH     answer commands on a unix socket (see 'ferry ctl --help')\n"
+	"  --control PATH     answer commands on a unix socket (see 'ferry ctl --help', docs/API.md)\n"
+	"  --metrics-addr 127.0.0.1:PORT\n"
+	"                     serve Prometheus metrics at http://127.0.0.1:PORT/metrics (loopback\n"
+	"                     only; port 0 takes a free one, logged)\n"
+	"  --log FILE         log there instead of stderr (one line per event: time, level, VM)\n"
+	"  --log-level LEVEL  error, warn, info (default) or debug\n"
 	"  --no-seccomp       do not confine vCPU and event-loop threads (for debugging)\n"
-	"  -v, --verbose      log more; -q, --quiet: errors only\n"
+	"  -v, --verbose      --log-level debug; -q, --quiet: --log-level error\n"
 	"  -h, --help         show this text\n"
 	"\n"
 	"one VM without a config file:\n"
@@ -54,47 +48,15 @@ static const char run_help[] =
 
 struct run_opts {
 	const char *config;
-	const char *summary;
-	const char *control;
-	const char *log_dir;
-	double timeout;
-	bool console;
-	struct vm_config single;
-	bool single_mode;
+	struct run_options run;
+	cJSON *vm;           /* one VM from options, as a config file would give it */
+	bool single_mode, vm_opts;
 };
-
-/* SIGINT and SIGTERM are taken by a thread of their own, which stops the VMs
- * cleanly so the summary is still written. */
-struct signal_ctx {
-	sigset_t set;
-	struct vm **vms;
-	unsigned nr;
-	pthread_t thread;
-};
-
-static void *signal_thread(void *arg)
-{
-	struct signal_ctx *s = arg;
-	int sig;
-	char why[160];
-	pthread_setname_np(pthread_self(), "ferry-control");
-	if (sandbox_thread(SANDBOX_CONTROL, "ferry-control", why, sizeof(why)) < 0)
-		log_error(NULL, "%s", why);
-	if (sigwait(&s->set, &sig) != 0)
-		return NULL;
-	if (sig == SIGUSR2) /* our own wake-up at the end of the run */
-		return NULL;
-	log_warn(NULL, "got %s; stopping all VMs", strsignal(sig));
-	for (unsigned i = 0; i < s->nr; i++)
-		if (s->vms[i])
-			vm_stop(s->vms[i], VM_EXIT_INTERRUPTED, 0, NULL);
-	return NULL;
-}
 
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
 	enum { O_SUMMARY = 256, O_TIMEOUT, O_CONSOLE, O_LOGDIR, O_KERNEL, O_MEM, O_CPUS, O_CMDLINE, O_NAME, O_DEVICE,
-	       O_CONTROL, O_NO_SECCOMP };
+	       O_CONTROL, O_NO_SECCOMP, O_LOG, O_LOG_LEVEL, O_METRICS };
 	static const struct option longopts[] = {
 		{ "summary", required_argument, 0, O_SUMMARY }, { "timeout", required_argument, 0, O_TIMEOUT },
 		{ "console", no_argument, 0, O_CONSOLE },       { "log-dir", required_argument, 0, O_LOGDIR },
@@ -102,84 +64,103 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 		{ "cpus", required_argument, 0, O_CPUS },       { "cmdline", required_argument, 0, O_CMDLINE },
 		{ "name", required_argument, 0, O_NAME },       { "device", required_argument, 0, O_DEVICE },
 		{ "control", required_argument, 0, O_CONTROL }, { "no-seccomp", no_argument, 0, O_NO_SECCOMP },
+		{ "log", required_argument, 0, O_LOG },         { "log-level", required_argument, 0, O_LOG_LEVEL },
+		{ "metrics-addr", required_argument, 0, O_METRICS },
 		{ "verbose", no_argument, 0, 'v' },             { "quiet", no_argument, 0, 'q' },
 		{ "help", no_argument, 0, 'h' },                { 0, 0, 0, 0 },
 	};
 	memset(o, 0, sizeof(*o));
-	o->log_dir = "ferry-logs";
-	struct vm_config *v = &o->single;
-	config_vm_defaults(v);
-	bool vm_opts = false;
+	o->run.log_dir = "ferry-logs";
+	o->vm = cJSON_CreateObject();
+	cJSON *devices = cJSON_CreateArray();
+	if (!o->vm || !devices) {
+		cJSON_Delete(devices);
+		return usage_error("run", "out of memory");
+	}
+	cJSON_AddItemToObject(o->vm, "devices", devices);
 	uint64_t n;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "vqh", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_SUMMARY:
-			o->summary = optarg;
+			o->run.summary_path = optarg;
 			break;
 		case O_TIMEOUT:
-			if (!parse_seconds(optarg, &o->timeout))
+			if (!parse_seconds(optarg, &o->run.timeout_s))
 				return usage_error("run", "--timeout: expected a positive number of seconds, got '%s'", optarg);
 			break;
 		case O_CONSOLE:
-			o->console = true;
+			o->run.console = true;
 			break;
 		case O_LOGDIR:
-			o->log_dir = optarg;
+			o->run.log_dir = optarg;
 			break;
 		case O_CONTROL:
-			o->control = optarg;
+			o->run.control_path = optarg;
 			break;
+		case O_METRICS: {
+			struct sockaddr_in sa;
+			char why[256];
+			if (metrics_http_parse_addr(optarg, &sa, why, sizeof(why)) < 0)
+				return usage_error("run", "%s", why);
+			o->run.metrics_addr = optarg;
+			break;
+		}
 		case O_NO_SECCOMP:
 			sandbox_enabled = false;
 			break;
+		case O_LOG:
+			if (log_to_file(optarg) < 0)
+				return usage_error("run", "--log: cannot open %s: %s", optarg, strerror(errno));
+			break;
+		case O_LOG_LEVEL:
+			if (!log_level_parse(optarg, &log_threshold))
+				return usage_error("run", "--log-level: expected error, warn, info or debug, got '%s'", optarg);
+			break;
 		case O_KERNEL:
-			if (strlen(optarg) >= sizeof(v->kernel))
-				return usage_error("run", "--kernel: path too long");
-			strcpy(v->kernel, optarg);
+			if (access(optarg, R_OK) != 0)
+				return usage_error("run", "--kernel: cannot read %s: %s", optarg, strerror(errno));
+			cJSON_AddStringToObject(o->vm, "kernel", optarg);
 			o->single_mode = true;
 			break;
 		case O_MEM:
-			if (!parse_size_mib(optarg, &v->memory_mib) || v->memory_mib < CFG_MIN_MEMORY_MIB ||
-			    v->memory_mib > CFG_MAX_MEMORY_MIB)
+			if (!parse_size_mib(optarg, &n) || n < CFG_MIN_MEMORY_MIB || n > CFG_MAX_MEMORY_MIB)
 				return usage_error("run", "--mem: expected a size like 64M or 2G, at least %dM, got '%s'",
 						   CFG_MIN_MEMORY_MIB, optarg);
-			vm_opts = true;
+			cJSON_AddNumberToObject(o->vm, "memory_mib", (double)n);
+			o->vm_opts = true;
 			break;
 		case O_CPUS:
 			if (!parse_uint(optarg, 1, CFG_MAX_VCPUS, &n))
 				return usage_error("run", "--cpus: expected 1 to %d, got '%s'", CFG_MAX_VCPUS, optarg);
-			v->vcpus = (unsigned)n;
-			vm_opts = true;
+			cJSON_AddNumberToObject(o->vm, "vcpus", (double)n);
+			o->vm_opts = true;
 			break;
 		case O_CMDLINE:
-			if (strlen(optarg) >= sizeof(v->cmdline))
-				return usage_error("run", "--cmdline: longer than %zu characters", sizeof(v->cmdline) - 1);
-			strcpy(v->cmdline, optarg);
-			vm_opts = true;
+			if (strlen(optarg) >= CFG_CMDLINE_MAX)
+				return usage_error("run", "--cmdline: longer than %d characters", CFG_CMDLINE_MAX - 1);
+			cJSON_AddStringToObject(o->vm, "cmdline", optarg);
+			o->vm_opts = true;
 			break;
 		case O_NAME:
 			if (!config_name_valid(optarg))
 				return usage_error("run", "--name: '%s' is not 1-31 characters from A-Z a-z 0-9 . _ -", optarg);
-			snprintf(v->name, sizeof(v->name), "%s", optarg);
-			vm_opts = true;
+			cJSON_AddStringToObject(o->vm, "name", optarg);
+			o->vm_opts = true;
 			break;
 		case O_DEVICE: {
-			enum device_type t;
-			if (!strcmp(optarg, "virtio-rng"))
-				t = DEV_VIRTIO_RNG;
-			else if (!strcmp(optarg, "virtio-balloon"))
-				t = DEV_BALLOON;
-			else if (!strcmp(optarg, "cpu-reserve"))
-				t = DEV_CPU_RESERVE;
-			else
+			if (strcmp(optarg, "virtio-rng") && strcmp(optarg, "virtio-balloon") && strcmp(optarg, "cpu-reserve"))
 				return usage_error("run", "--device: unknown type '%s' (known: virtio-rng, virtio-balloon, cpu-reserve)",
 						   optarg);
-			if (config_find_device(v, t))
-				return usage_error("run", "--device %s given twice", optarg);
-			config_device_defaults(&v->devices[v->nr_devices++], t);
-			vm_opts = true;
+			const cJSON *d;
+			cJSON_ArrayForEach(d, devices)
+				if (!strcmp(cJSON_GetObjectItem(d, "type")->valuestring, optarg))
+					return usage_error("run", "--device %s given twice", optarg);
+			cJSON *dev = cJSON_CreateObject();
+			cJSON_AddStringToObject(dev, "type", optarg);
+			cJSON_AddItemToArray(devices, dev);
+			o->vm_opts = true;
 			break;
 		}
 		case 'v':
@@ -199,215 +180,53 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
 		o->config = argv[optind++];
 	if (optind < argc)
 		return usage_error("run", "unexpected argument '%s'", argv[optind]);
-	if (o->config && (o->single_mode || vm_opts))
+	if (o->config && (o->single_mode || o->vm_opts))
 		return usage_error("run", "give either a config file or --kernel and its options, not both");
 	if (!o->config && !o->single_mode)
 		return usage_error("run", "no config file and no --kernel: nothing to run");
 	return 0;
 }
 
-static int make_dir(const char *dir)
+/* The VM of --kernel and its options, through the config parser: one VM,
+ * with every default and check a config file's VM gets. */
+static int single_vm_config(struct run_opts *o, struct ferry_config *cfg, char *err, size_t errlen)
 {
-	if (mkdir(dir, 0755) == 0 || errno == EEXIST)
-		return 0;
-	log_error(NULL, "cannot create log directory %s: %s", dir, strerror(errno));
-	return -1;
-}
-
-/* Waits until every VM has stopped; stops those still running at the deadline. */
-static void wait_for_vms(struct vmm *vmm, struct vm **vms, unsigned nr, double timeout)
-{
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	uint64_t ns = (uint64_t)(timeout * 1e9);
-	deadline.tv_sec += (time_t)(ns / 1000000000ull);
-	deadline.tv_nsec += (long)(ns % 1000000000ull);
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
+	if (!cJSON_GetObjectItem(o->vm, "name"))
+		cJSON_AddStringToObject(o->vm, "name", "vm0");
+	if (!cJSON_GetObjectItem(o->vm, "memory_mib"))
+		cJSON_AddNumberToObject(o->vm, "memory_mib", 64);
+	cJSON *root = cJSON_CreateObject(), *vms = cJSON_AddArrayToObject(root, "vms");
+	cJSON_AddItemToArray(vms, o->vm);
+	o->vm = NULL;
+	char *text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	if (!text) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
 	}
-	pthread_mutex_lock(&vmm->lock);
-	for (;;) {
-		bool all = true;
-		for (unsigned i = 0; i < nr; i++)
-			all &= !vms[i] || vm_is_stopped(vms[i]);
-		if (all)
-			break;
-		int r = timeout > 0 ? pthread_cond_timedwait(&vmm->vm_stopped, &vmm->lock, &deadline)
-				    : pthread_cond_wait(&vmm->vm_stopped, &vmm->lock);
-		if (r == ETIMEDOUT) {
-			pthread_mutex_unlock(&vmm->lock);
-			char detail[128];
-			snprintf(detail, sizeof(detail), "still running after --timeout %.3g s; stopped", timeout);
-			for (unsigned i = 0; i < nr; i++)
-				if (vms[i] && !vm_is_stopped(vms[i]))
-					vm_stop(vms[i], VM_EXIT_TIMEOUT, 0, detail);
-			return;
-		}
-	}
-	pthread_mutex_unlock(&vmm->lock);
-}
-
-static void report(struct vm *vm)
-{
-	int code = vm_exit_code_for(vm->exit_reason, vm->guest_status);
-	double boot = vm_boot_ms(vm);
-	char bootstr[48] = "no console output";
-	if (boot >= 0)
-		snprintf(bootstr, sizeof(bootstr), "first console byte at %.1f ms", boot);
-	if (vm->exit_reason == VM_EXIT_POWEROFF)
-		log_msg(code == 0 ? LOG_INFO : LOG_ERROR, vm->name, "powered off with status %d after %.1f ms (%s)", code,
-			ns_to_ms(vm->t_stop_ns - vm->t_create_ns), bootstr);
-	else
-		log_error(vm->name, "stopped: %s (%s)", vm_exit_reason_name(vm->exit_reason), bootstr);
+	int r = config_parse(text, "options", ".", cfg, err, errlen);
+	free(text);
+	return r;
 }
 
 int cmd_run(int argc, char **argv)
 {
 	struct run_opts o;
 	int ret = parse_opts(argc, argv, &o);
-	if (ret)
+	if (ret) {
+		cJSON_Delete(o.vm);
 		return ret;
-
+	}
 	struct ferry_config cfg = { 0 };
 	char err[1024];
-	if (o.config) {
-		if (config_load_file(o.config, &cfg, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ferry run: %s\n", err);
-			return EXIT_USAGE;
-		}
-	} else {
-		if (access(o.single.kernel, R_OK) != 0) {
-			fprintf(stderr, "ferry run: --kernel: cannot read %s: %s\n", o.single.kernel, strerror(errno));
-			return EXIT_USAGE;
-		}
-		cfg.vms = calloc(1, sizeof(*cfg.vms));
-		if (!cfg.vms)
-			return 1;
-		cfg.vms[0] = o.single;
-		config_memory_defaults(&cfg.vms[0]);
-		cfg.nr_vms = 1;
-	}
-	if (make_dir(o.log_dir) < 0) {
-		config_free(&cfg);
-		return 1;
-	}
-
-	/* Signals are handled by one thread; every other thread blocks them. */
-	struct signal_ctx sig = { 0 };
-	sigemptyset(&sig.set);
-	sigaddset(&sig.set, SIGINT);
-	sigaddset(&sig.set, SIGTERM);
-	sigaddset(&sig.set, SIGUSR2);
-	pthread_sigmask(SIG_BLOCK, &sig.set, NULL);
-
-	struct vmm vmm;
-	if (vmm_init(&vmm, err, sizeof(err)) < 0) {
+	if (o.config ? config_load_file(o.config, &cfg, err, sizeof(err)) : single_vm_config(&o, &cfg, err, sizeof(err))) {
 		fprintf(stderr, "ferry run: %s\n", err);
-		config_free(&cfg);
-		return 1;
+		cJSON_Delete(o.vm);
+		return EXIT_USAGE;
 	}
-	vmm.cfg = &cfg;
-	if (msgq_setup(&vmm, &cfg, err, sizeof(err)) < 0 || net_setup(&vmm, &cfg, err, sizeof(err)) < 0 ||
-	    link_service_create(&cfg, &vmm.links, err, sizeof(err)) < 0) {
-		fprintf(stderr, "ferry run: %s\n", err);
-		vmm_destroy(&vmm);
-		config_free(&cfg);
-		return 1;
-	}
-	struct vm **vms = calloc(cfg.nr_vms, sizeof(*vms));
-	char **errors = calloc(cfg.nr_vms, sizeof(*errors));
-	if (!vms || !errors) {
-		fprintf(stderr, "ferry run: out of memory\n");
-		free(vms);
-		free(errors);
-		vmm_destroy(&vmm);
-		config_free(&cfg);
-		return 1;
-	}
-	sig.vms = vms;
-	sig.nr = cfg.nr_vms;
-	if (pthread_create(&sig.thread, NULL, signal_thread, &sig) != 0) {
-		fprintf(stderr, "ferry run: cannot start the signal thread\n");
-		free(vms);
-		free(errors);
-		vmm_destroy(&vmm);
-		config_free(&cfg);
-		return 1;
-	}
-
-	/* A VM that cannot be built is reported; the others still run. */
-	for (unsigned i = 0; i < cfg.nr_vms; i++) {
-		vms[i] = vm_create(&vmm, &cfg.vms[i], i, o.log_dir, o.console, err, sizeof(err));
-		if (!vms[i]) {
-			log_error(NULL, "%s", err);
-			errors[i] = strdup(err);
-		}
-	}
-	for (unsigned i = 0; i < cfg.nr_vms; i++) {
-		if (vms[i] && vm_start(vms[i], err, sizeof(err)) < 0)
-			log_error(NULL, "%s", err);
-	}
-	struct mem_scheduler *sched = NULL;
-	if (cfg.host.memory_budget_mib) {
-		sched = mem_scheduler_create(&vmm, vms, cfg.nr_vms, cfg.host.memory_budget_mib);
-		if (!sched)
-			log_error(NULL, "cannot start the memory scheduler; VMs run unscheduled");
-	}
-	struct cpu_scheduler *csched = NULL;
-	if (cfg.host.vcpu_budget) {
-		csched = cpu_scheduler_create(&vmm, vms, cfg.nr_vms, (unsigned)cfg.host.vcpu_budget);
-		if (!csched)
-			log_error(NULL, "cannot start the CPU scheduler; vCPUs run unscheduled");
-	}
-	struct control *ctl = NULL;
-	if (o.control) {
-		ctl = control_create(&vmm, vms, cfg.nr_vms, o.control, !sched, !csched, err, sizeof(err));
-		if (!ctl)
-			log_error(NULL, "%s", err);
-	}
-	/* Everything is open and running: from here the main thread only
-	 * waits, reports and tears down. */
-	if (sandbox_thread(SANDBOX_MAIN, "main", err, sizeof(err)) < 0)
-		log_error(NULL, "%s", err);
-	wait_for_vms(&vmm, vms, cfg.nr_vms, o.timeout);
-	control_destroy(ctl);
-	mem_scheduler_stop(sched);
-	cpu_scheduler_stop(csched);
-
-	cJSON *entries = cJSON_CreateArray();
-	bool all_ok = true;
-	for (unsigned i = 0; i < cfg.nr_vms; i++) {
-		if (vms[i]) {
-			vm_join(vms[i]);
-			report(vms[i]);
-			all_ok &= vms[i]->exit_reason == VM_EXIT_POWEROFF && vms[i]->guest_status == 0;
-		} else {
-			all_ok = false;
-		}
-		cJSON_AddItemToArray(entries, summary_vm(vms[i], &cfg.vms[i], errors[i]));
-	}
-	cJSON *memory = sched ? mem_scheduler_report(sched) : NULL;
-	cJSON *cpu = csched ? cpu_scheduler_report(csched) : NULL;
-	if (o.summary && summary_write(o.summary, entries, memory, cpu) < 0) {
-		log_error(NULL, "cannot write summary %s: %s", o.summary, strerror(errno));
-		all_ok = false;
-	}
-	cJSON_Delete(entries);
-	cJSON_Delete(memory);
-	cJSON_Delete(cpu);
-	mem_scheduler_destroy(sched);
-	cpu_scheduler_destroy(csched);
-
-	pthread_kill(sig.thread, SIGUSR2);
-	pthread_join(sig.thread, NULL);
-	for (unsigned i = 0; i < cfg.nr_vms; i++) {
-		vm_destroy(vms[i]);
-		free(errors[i]);
-	}
-	free(vms);
-	free(errors);
-	vmm_destroy(&vmm);
+	cJSON_Delete(o.vm);
+	ret = api_run(&cfg, &o.run);
 	config_free(&cfg);
-	return all_ok ? 0 : 1;
+	log_close();
+	return ret;
 }

@@ -256,6 +256,23 @@ static void wake(struct msgq_endpoint *ep, unsigned queue)
 		virtio_pci_signal_queue(m->vd.transport, &m->vd.vq[queue]);
 }
 
+/* A peer was removed from the run: it leaves the peer table the driver
+ * reads, and the driver gets a configuration change. */
+static void peer_gone(struct msgq_endpoint *ep, uint32_t id)
+{
+	struct msgq_dev *m = ep->dev;
+	for (uint32_t i = 0; i < m->cfg.nr_peers; i++) {
+		if (m->cfg.peers[i].vm_id != id)
+			continue;
+		memmove(&m->cfg.peers[i], &m->cfg.peers[i + 1], (m->cfg.nr_peers - i - 1) * sizeof(m->cfg.peers[0]));
+		m->cfg.nr_peers--;
+		memset(&m->cfg.peers[m->cfg.nr_peers], 0, sizeof(m->cfg.peers[0]));
+		break;
+	}
+	if (m->registered)
+		virtio_config_changed(&m->vd);
+}
+
 static const struct msgq_endpoint_ops endpoint_ops = {
 	.reserve = reserve,
 	.unreserve = unreserve,
@@ -263,6 +280,7 @@ static const struct msgq_endpoint_ops endpoint_ops = {
 	.reclaim = reclaim,
 	.isolation_lost = isolation_lost,
 	.wake = wake,
+	.peer_gone = peer_gone,
 };
 
 static void msgq_activate(struct virtio_device *vd)
@@ -666,11 +684,13 @@ int msgq_create(struct vm *vm, const struct device_config *dc, char *err, size_t
 	struct msgq_switch *sw = vm->vmm->msgq;
 	/* Policy: the peers this VM may send to, by id, also shown to the guest. */
 	for (unsigned p = 0; p < mc->nr_peers; p++) {
-		unsigned k = 0;
-		while (k < vm->vmm->cfg->nr_vms && strcmp(vm->vmm->cfg->vms[k].name, mc->peers[p]))
-			k++;
-		m->ep->peers[m->ep->nr_peers++] = config_vm_id(k);
-		m->cfg.peers[m->cfg.nr_peers].vm_id = config_vm_id(k);
+		/* Names are resolved now: a peer removed later is gone for good,
+		 * and a new VM with its name is not this peer (ids are never reused). */
+		unsigned id;
+		if (!vmm_vm_id(vm->vmm, mc->peers[p], &id))
+			continue; /* it could not be created */
+		m->ep->peers[m->ep->nr_peers++] = config_vm_id(id);
+		m->cfg.peers[m->cfg.nr_peers].vm_id = config_vm_id(id);
 		snprintf(m->cfg.peers[m->cfg.nr_peers].name, MSGQ_NAME_LEN, "%s", mc->peers[p]);
 		m->cfg.nr_peers++;
 	}

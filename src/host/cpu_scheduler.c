@@ -46,8 +46,8 @@ void cpusched_divide(const unsigned *vcpus, const uint64_t *shares, const bool *
 
 struct cpu_scheduler {
 	struct vmm *vmm;
-	struct vm **vms;
-	unsigned nr, budget;
+	struct vm *vms[MAX_VMS];      /* slots; NULL: free (a removed VM's slot is reused) */
+	unsigned nr, budget;          /* nr: slots ever used */
 	unsigned host_cpus;
 	struct evl_handler *timer;
 	pthread_mutex_t lock;
@@ -75,7 +75,7 @@ static void tick(void *arg, uint32_t events)
 		struct vm *vm = s->vms[i];
 		bool alive = vm && !vm_is_stopped(vm);
 		vcpus[i] = alive ? vm->nr_vcpus : 0;
-		shares[i] = s->vmm->cfg->vms[i].cpu_shares;
+		shares[i] = vm ? vm->cfg->cpu_shares : 1;
 		memset(&st[i], 0, sizeof(st[i]));
 		coop[i] = alive && cpu_reserve_get_status(vm, &st[i]) && st[i].driver_ok;
 	}
@@ -126,16 +126,12 @@ static void tick(void *arg, uint32_t events)
 	pthread_mutex_unlock(&s->lock);
 }
 
-struct cpu_scheduler *cpu_scheduler_create(struct vmm *vmm, struct vm **vms, unsigned nr, unsigned budget)
+struct cpu_scheduler *cpu_scheduler_create(struct vmm *vmm, unsigned budget)
 {
-	if (nr > MAX_VMS)
-		return NULL;
 	struct cpu_scheduler *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
 	s->vmm = vmm;
-	s->vms = vms;
-	s->nr = nr;
 	s->budget = budget;
 	s->host_cpus = vmm->nr_host_cpus;
 	pthread_mutex_init(&s->lock, NULL);
@@ -148,6 +144,41 @@ struct cpu_scheduler *cpu_scheduler_create(struct vmm *vmm, struct vm **vms, uns
 		return NULL;
 	}
 	return s;
+}
+
+int cpu_scheduler_add(struct cpu_scheduler *s, struct vm *vm)
+{
+	pthread_mutex_lock(&s->lock);
+	unsigned i = 0;
+	while (i < s->nr && s->vms[i])
+		i++;
+	if (i == MAX_VMS) {
+		pthread_mutex_unlock(&s->lock);
+		return -1;
+	}
+	s->vms[i] = vm;
+	for (unsigned k = 0; k < 64; k++) {
+		s->pinned[i][k] = -1;
+		s->last_cpu_ns[i][k] = 0;
+	}
+	if (i == s->nr)
+		s->nr++;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+void cpu_scheduler_remove(struct cpu_scheduler *s, struct vm *vm)
+{
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->nr; i++)
+		if (s->vms[i] == vm)
+			s->vms[i] = NULL;
+	pthread_mutex_unlock(&s->lock);
+}
+
+unsigned cpu_scheduler_budget(struct cpu_scheduler *s)
+{
+	return s->budget;
 }
 
 void cpu_scheduler_stop(struct cpu_scheduler *s)

@@ -22,7 +22,13 @@ void cpusched_divide(const unsigned *vcpus, const uint64_t *shares, const bool *
 		     unsigned budget, unsigned *running);
 
 struct cpu_scheduler;
-struct cpu_scheduler *cpu_scheduler_create(struct vmm *vmm, struct vm **vms, unsigned nr, unsigned budget);
+/* A scheduler with no VMs yet (its timer is a new file descriptor: not
+ * from a sandboxed thread). VMs join and leave while it runs, up to 64 at
+ * once; add is -1 when full. */
+struct cpu_scheduler *cpu_scheduler_create(struct vmm *vmm, unsigned budget);
+int cpu_scheduler_add(struct cpu_scheduler *s, struct vm *vm);
+void cpu_scheduler_remove(struct cpu_scheduler *s, struct vm *vm);
+unsigned cpu_scheduler_budget(struct cpu_scheduler *s);
 void cpu_scheduler_stop(struct cpu_scheduler *s);
 struct cJSON *cpu_scheduler_report(struct cpu_scheduler *s);
 void cpu_scheduler_destroy(struct cpu_scheduler *s);

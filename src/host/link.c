@@ -48,6 +48,8 @@ static uint8_t *map_aligned(int fd, uint64_t size)
 static int link_init(struct shm_link *l, unsigned index, const struct link_config *lc, char *err, size_t errlen)
 {
 	char name[32];
+	memset(l, 0, sizeof(*l));
+	l->used = true;
 	l->index = index;
 	l->size = lc->size_mib << 20;
 	l->memfd = -1;
@@ -79,11 +81,28 @@ static int link_init(struct shm_link *l, unsigned index, const struct link_confi
 
 static void link_fini(struct shm_link *l)
 {
+	if (!l->used)
+		return;
 	if (l->hva)
 		munmap(l->hva, (size_t)l->size);
 	if (l->memfd >= 0)
 		close(l->memfd);
 	pthread_mutex_destroy(&l->lock);
+	memset(l, 0, sizeof(*l));
+	l->memfd = -1;
+}
+
+static struct link_service *service_new(void)
+{
+	struct link_service *svc = calloc(1, sizeof(*svc));
+	struct shm_link *links = calloc(LINK_MAX, sizeof(*links));
+	if (!svc || !links) {
+		free(svc);
+		free(links);
+		return NULL;
+	}
+	svc->link = links;
+	return svc;
 }
 
 int link_service_create(const struct ferry_config *cfg, struct link_service **out, char *err, size_t errlen)
@@ -91,24 +110,62 @@ int link_service_create(const struct ferry_config *cfg, struct link_service **ou
 	*out = NULL;
 	if (!cfg->nr_links)
 		return 0;
-	struct link_service *svc = calloc(1, sizeof(*svc));
-	struct shm_link *links = calloc(cfg->nr_links, sizeof(*links));
-	if (!svc || !links) {
-		free(svc);
-		free(links);
-		snprintf(err, errlen, "links: out of memory");
+	struct link_service *svc = service_new();
+	if (!svc || cfg->nr_links > LINK_MAX) {
+		link_service_destroy(svc);
+		snprintf(err, errlen, "links: %s", svc ? "too many" : "out of memory");
 		return -1;
 	}
-	svc->link = links;
 	for (unsigned i = 0; i < cfg->nr_links; i++) {
 		svc->nr++;
-		if (link_init(&links[i], i, &cfg->links[i], err, errlen) < 0) {
+		if (link_init(&svc->link[i], i, &cfg->links[i], err, errlen) < 0) {
 			link_service_destroy(svc);
 			return -1;
 		}
 	}
 	*out = svc;
 	return 0;
+}
+
+int link_service_add(struct link_service **svcp, const struct link_config *lc, struct shm_link **out, char *err,
+		     size_t errlen)
+{
+	if (!*svcp && !(*svcp = service_new())) {
+		snprintf(err, errlen, "links: out of memory");
+		return -1;
+	}
+	struct link_service *svc = *svcp;
+	unsigned i = 0;
+	while (i < svc->nr && svc->link[i].used)
+		i++;
+	if (i == LINK_MAX) {
+		snprintf(err, errlen, "links: %d links exist already", LINK_MAX);
+		return -1;
+	}
+	if (link_init(&svc->link[i], i, lc, err, errlen) < 0) {
+		link_fini(&svc->link[i]);
+		return -1;
+	}
+	if (i == svc->nr)
+		svc->nr++;
+	*out = &svc->link[i];
+	return 0;
+}
+
+void link_service_remove(struct link_service *svc, struct shm_link *l)
+{
+	if (svc && l && !link_attached(l))
+		link_fini(l);
+}
+
+bool link_attached(struct shm_link *l)
+{
+	bool any = false;
+	pthread_mutex_lock(&l->lock);
+	for (unsigned p = 0; p < l->nr_peers; p++)
+		any |= l->port[p].attached;
+	pthread_mutex_unlock(&l->lock);
+	return any;
 }
 
 void link_service_destroy(struct link_service *svc)
@@ -124,7 +181,7 @@ void link_service_destroy(struct link_service *svc)
 struct shm_link *link_find(struct link_service *svc, unsigned vm, unsigned *peer)
 {
 	for (unsigned i = 0; svc && i < svc->nr; i++)
-		for (unsigned p = 0; p < svc->link[i].nr_peers; p++)
+		for (unsigned p = 0; svc->link[i].used && p < svc->link[i].nr_peers; p++)
 			if (svc->link[i].port[p].vm == vm) {
 				*peer = p;
 				return &svc->link[i];

@@ -42,7 +42,7 @@ struct link_port_counters {
 };
 
 struct link_port {
-	unsigned vm;                  /* index of the VM in the config */
+	unsigned vm;                  /* the VM's id (vm->id; its index in the config for links made at start) */
 	bool attached;                /* a device is there (under the link lock) */
 	link_ring_fn ring;
 	void *dev;
@@ -52,7 +52,8 @@ struct link_port {
 };
 
 struct shm_link {
-	unsigned index;               /* in the config's links */
+	bool used;                    /* the slot holds a link */
+	unsigned index;               /* its slot: links[index] in reports */
 	uint64_t size;                /* bytes */
 	int memfd;
 	uint8_t *hva;                 /* ferry's mapping, shared by the link's VMs' memory slots */
@@ -61,8 +62,10 @@ struct shm_link {
 	struct link_port port[CFG_MAX_LINK_VMS];
 };
 
+#define LINK_MAX 64                /* links at once: the config's and those added later */
+
 struct link_service {
-	struct shm_link *link;
+	struct shm_link *link;        /* LINK_MAX slots, [0, nr) ever used; a link never moves */
 	unsigned nr;
 };
 
@@ -72,6 +75,17 @@ struct link_service {
 int link_service_create(const struct ferry_config *cfg, struct link_service **out, char *err, size_t errlen);
 /* After every VM (and so every device) is gone. */
 void link_service_destroy(struct link_service *svc);
+
+/* A link for VMs added while ferry runs: lc->vm[] holds their ids. Makes
+ * the service if *svc is NULL. Not from a sandboxed thread (it creates a
+ * file). -1 with a reason. */
+int link_service_add(struct link_service **svc, const struct link_config *lc, struct shm_link **out, char *err,
+		     size_t errlen);
+/* Frees a link no device is attached to any more (its VMs are gone): its
+ * memory goes back to the host. */
+void link_service_remove(struct link_service *svc, struct shm_link *l);
+/* Whether any device is attached to the link. */
+bool link_attached(struct shm_link *l);
 
 /* The link VM `vm` (its index in the config) is in, and its peer id; NULL
  * if it is in none (or svc is NULL). */

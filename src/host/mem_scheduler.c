@@ -104,7 +104,11 @@ struct sample {
 
 struct mem_scheduler {
 	struct vmm *vmm;
-	struct vm **vms;
+	/* One slot per VM ever scheduled (up to 64 in a run); a removed VM's
+	 * slot keeps its name and figures for the report. */
+	struct vm *vms[64];
+	char names[64][32];
+	bool gone[64];
 	unsigned nr;
 	double budget_mib;
 	struct evl_handler *timer;
@@ -221,12 +225,8 @@ static void tick(void *arg, uint32_t events)
 	pthread_mutex_unlock(&s->lock);
 }
 
-struct mem_scheduler *mem_scheduler_create(struct vmm *vmm, struct vm **vms, unsigned nr, uint64_t budget_mib)
+struct mem_scheduler *mem_scheduler_create(struct vmm *vmm, uint64_t budget_mib)
 {
-	if (nr > 64) {
-		log_error(NULL, "memory scheduler: at most 64 VMs");
-		return NULL;
-	}
 	struct mem_scheduler *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
@@ -236,26 +236,71 @@ struct mem_scheduler *mem_scheduler_create(struct vmm *vmm, struct vm **vms, uns
 		return NULL;
 	}
 	s->vmm = vmm;
-	s->vms = vms;
-	s->nr = nr;
 	s->budget_mib = (double)budget_mib;
 	s->t0 = clock_ns();
 	pthread_mutex_init(&s->lock, NULL);
-	for (unsigned i = 0; i < nr; i++) {
-		const struct vm_config *c = &vmm->cfg->vms[i];
-		struct memsched_vm *v = &s->state[i];
-		v->ram_mib = c->memory_mib;
-		v->min_mib = c->memory.min_mib;
-		v->max_mib = c->memory.max_mib;
-		v->shares = c->memory.shares;
-		v->alloc_mib = (double)c->memory_mib;
-	}
 	s->timer = evl_add_timer(vmm->evl, MEMSCHED_TICK_MS * 1000000ull, tick, s);
 	if (!s->timer) {
 		mem_scheduler_destroy(s);
 		return NULL;
 	}
 	return s;
+}
+
+int mem_scheduler_add(struct mem_scheduler *s, struct vm *vm)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->nr == 64) {
+		pthread_mutex_unlock(&s->lock);
+		return -1;
+	}
+	unsigned i = s->nr++;
+	const struct vm_config *c = vm->cfg;
+	struct memsched_vm *v = &s->state[i];
+	memset(v, 0, sizeof(*v));
+	v->ram_mib = c->memory_mib;
+	v->min_mib = c->memory.min_mib;
+	v->max_mib = c->memory.max_mib;
+	v->shares = c->memory.shares;
+	v->alloc_mib = (double)c->memory_mib;
+	s->vms[i] = vm;
+	snprintf(s->names[i], sizeof(s->names[i]), "%s", vm->name);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+void mem_scheduler_remove(struct mem_scheduler *s, struct vm *vm)
+{
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->nr; i++)
+		if (s->vms[i] == vm) {
+			s->vms[i] = NULL;
+			s->gone[i] = true;
+		}
+	pthread_mutex_unlock(&s->lock);
+}
+
+bool mem_scheduler_full(struct mem_scheduler *s)
+{
+	pthread_mutex_lock(&s->lock);
+	bool full = s->nr == 64;
+	pthread_mutex_unlock(&s->lock);
+	return full;
+}
+
+void mem_scheduler_set_budget(struct mem_scheduler *s, uint64_t budget_mib)
+{
+	pthread_mutex_lock(&s->lock);
+	s->budget_mib = (double)budget_mib;
+	pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t mem_scheduler_budget(struct mem_scheduler *s)
+{
+	pthread_mutex_lock(&s->lock);
+	uint64_t b = (uint64_t)s->budget_mib;
+	pthread_mutex_unlock(&s->lock);
+	return b;
 }
 
 void mem_scheduler_stop(struct mem_scheduler *s)
@@ -276,7 +321,9 @@ cJSON *mem_scheduler_report(struct mem_scheduler *s)
 	cJSON_AddNumberToObject(o, "idle_tax", MEMSCHED_IDLE_TAX);
 	cJSON *vms = cJSON_AddObjectToObject(o, "vms");
 	for (unsigned i = 0; i < s->nr; i++) {
-		cJSON *v = cJSON_AddObjectToObject(vms, s->vmm->cfg->vms[i].name);
+		cJSON *v = cJSON_AddObjectToObject(vms, s->names[i]);
+		if (s->gone[i])
+			cJSON_AddBoolToObject(v, "removed", true);
 		cJSON_AddBoolToObject(v, "cooperative", !s->why_not[i]);
 		if (s->why_not[i])
 			cJSON_AddStringToObject(v, "why_not", s->why_not[i]);
@@ -292,7 +339,7 @@ cJSON *mem_scheduler_report(struct mem_scheduler *s)
 		cJSON_AddNumberToObject(p, "t_ms", s->samples[k].t_ms);
 		cJSON *per = cJSON_AddObjectToObject(p, "vms");
 		for (unsigned i = 0; i < s->nr; i++) {
-			cJSON *v = cJSON_AddObjectToObject(per, s->vmm->cfg->vms[i].name);
+			cJSON *v = cJSON_AddObjectToObject(per, s->names[i]);
 			cJSON_AddNumberToObject(v, "target_mib", round(s->samples[k].target_mib[i] * 10) / 10);
 			cJSON_AddNumberToObject(v, "resident_mib", round(s->samples[k].resident_mib[i] * 10) / 10);
 		}

@@ -37,7 +37,17 @@ struct memsched_vm {
 void memsched_divide(struct memsched_vm *v, unsigned n, double budget_mib);
 
 struct mem_scheduler;
-struct mem_scheduler *mem_scheduler_create(struct vmm *vmm, struct vm **vms, unsigned nr, uint64_t budget_mib);
+/* A scheduler with no VMs yet; its timer runs on the event loop (make it
+ * outside the sandboxed threads: a timer is a new file descriptor). */
+struct mem_scheduler *mem_scheduler_create(struct vmm *vmm, uint64_t budget_mib);
+/* VMs join and leave while it runs. Up to 64 VMs in a run (a slot per VM,
+ * kept for the report after it leaves); -1 when full. */
+int mem_scheduler_add(struct mem_scheduler *s, struct vm *vm);
+void mem_scheduler_remove(struct mem_scheduler *s, struct vm *vm);
+bool mem_scheduler_full(struct mem_scheduler *s);
+/* The budget it divides from the next tick on. */
+void mem_scheduler_set_budget(struct mem_scheduler *s, uint64_t budget_mib);
+uint64_t mem_scheduler_budget(struct mem_scheduler *s);
 /* Stops the timer; the report stays readable. */
 void mem_scheduler_stop(struct mem_scheduler *s);
 /* {"budget_mib", "peak_resident_mib", "vms": {...}, "series": [...]} */

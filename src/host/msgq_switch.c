@@ -176,8 +176,21 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep)
 		return;
 	struct msgq_switch *sw = ep->sw;
 	pthread_mutex_lock(&sw->lock);
-	if (sw->ep[ep->id] == ep)
+	if (sw->ep[ep->id] == ep) {
 		sw->ep[ep->id] = NULL;
+		/* Its senders learn it is gone; sends to it now fail with NO_DEST. */
+		for (unsigned i = 1; i <= MSGQ_MAX_VMS; i++) {
+			struct msgq_endpoint *o = sw->ep[i];
+			for (unsigned k = 0; o && k < o->nr_peers; k++) {
+				if (o->peers[k] != ep->id)
+					continue;
+				o->peers[k] = o->peers[--o->nr_peers];
+				if (o->ops && o->ops->peer_gone)
+					o->ops->peer_gone(o, ep->id);
+				break;
+			}
+		}
+	}
 	msgq_rings_detach(ep);
 	for (uint32_t s = 0; ep->send_page && s < ep->send_slots; s++)
 		if (ep->send_page[s] != POOL_NONE)
@@ -584,8 +597,48 @@ static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *
 	return any;
 }
 
+/* VMs added to a running ferry: their windows must fit in the pool beside
+ * what the running endpoints may hold (a page per slot), its zero area and
+ * the process's memory mappings. They get no direct rings: a ring is set
+ * up at start-up, in both VMs' windows. */
+static int msgq_reserve(struct msgq_switch *sw, const struct ferry_config *cfg, char *err, size_t errlen)
+{
+	uint64_t pages, longest_recv, maps, in_use, limit;
+	bool huge = sw->page_size > 4096;
+	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv, &maps))
+		return 0;
+	pthread_mutex_lock(&sw->lock);
+	uint64_t held = 2; /* the pool's spare pages for measuring */
+	for (unsigned i = 1; i <= MSGQ_MAX_VMS; i++)
+		if (sw->ep[i])
+			held += (uint64_t)sw->ep[i]->send_slots + sw->ep[i]->recv_slots;
+	uint64_t capacity = sw->pool->nr_pages, zero = sw->pool->zero_pages;
+	pthread_mutex_unlock(&sw->lock);
+	if (held + pages > capacity) {
+		snprintf(err, errlen,
+			 "msgq: the page pool has room for %llu more pages and these VMs' windows need %llu (start "
+			 "ferry with \"msgq\": {\"spare_pages\": N} to keep room for VMs added later)",
+			 (unsigned long long)(capacity > held ? capacity - held : 0), (unsigned long long)pages);
+		return -1;
+	}
+	if (longest_recv > zero) {
+		snprintf(err, errlen, "msgq: at most %llu recv_slots for a VM added now (the longest of those at start)",
+			 (unsigned long long)zero);
+		return -1;
+	}
+	if (!gm_mappings_fit(maps - MAPPINGS_SLACK, &in_use, &limit)) {
+		snprintf(err, errlen, "msgq: the new windows may need %llu memory mappings, and vm.max_map_count allows "
+			 "%llu (%llu in use)", (unsigned long long)maps, (unsigned long long)limit,
+			 (unsigned long long)in_use);
+		return -1;
+	}
+	return 0;
+}
+
 int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
 {
+	if (vmm->msgq)
+		return msgq_reserve(vmm->msgq, cfg, err, errlen);
 	uint64_t pages, longest_recv;
 	bool huge = false;
 	for (unsigned i = 0; i < cfg->nr_vms; i++)
@@ -608,12 +661,13 @@ int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_
 	}
 	char why[256];
 	/* Two spare pages for measuring the copy threshold. */
-	if (huge && !gm_reserve_hugepages(pages + 2 + longest_recv, why, sizeof(why))) {
+	if (huge && !gm_reserve_hugepages(pages + cfg->msgq.spare_pages + 2 + longest_recv, why, sizeof(why))) {
 		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
 		huge = false;
 	}
 	for (;;) {
 		msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL);
+		pages += cfg->msgq.spare_pages; /* for VMs added later */
 		vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
 					       cfg->msgq.copy_threshold, err, errlen);
 		if (vmm->msgq && msgq_rings_setup(vmm->msgq, cfg, err, errlen) < 0) {

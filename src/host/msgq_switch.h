@@ -50,6 +50,9 @@ struct msgq_endpoint_ops {
 	/* Interrupts the driver on `queue`'s vector, whatever its suppression
 	 * flags say: a peer woke it through a direct ring. Optional. */
 	void (*wake)(struct msgq_endpoint *ep, unsigned queue);
+	/* Optional: a VM this one may send to went away (it was removed);
+	 * its id is out of the endpoint's peers already. */
+	void (*peer_gone)(struct msgq_endpoint *ep, uint32_t id);
 };
 
 struct msgq_endpoint {
@@ -130,6 +133,9 @@ void msgq_switch_destroy(struct msgq_switch *sw);
 struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, const char *name,
 					   uint32_t send_slots, uint32_t recv_slots, uint32_t max_msg_pages,
 					   char *err, size_t errlen);
+/* Unregisters and frees the endpoint; endpoints that could send to it lose
+ * it from their peers and are told (ops->peer_gone). Ids are never given
+ * to another endpoint in a run: pages keep their writer's id. */
 void msgq_endpoint_destroy(struct msgq_endpoint *ep);
 /* The device was reset: every page in the receive slots (held messages, and
  * slots that keep pages the old driver has seen) goes back to the pool, and

@@ -14,6 +14,7 @@
 #include "host/tap.h"
 #include "vmm/clock.h"
 #include "vmm/config.h"
+#include "vmm/events.h"
 #include "vmm/vmm.h"
 
 #define ETH_HLEN 14
@@ -197,6 +198,12 @@ static void unbind_now(struct net_port *p, unsigned c)
 	p->ops->channels_changed(p);
 	q->ops->channels_changed(q);
 	log_debug(p->name, "net: channel %u to %s unbound", c, q->name);
+	cJSON *f = cJSON_CreateObject();
+	cJSON_AddStringToObject(f, "peer", q->name);
+	cJSON_AddStringToObject(f, "network", sw->name);
+	cJSON_AddNumberToObject(f, "channel", c);
+	cJSON_AddNumberToObject(f, "peer_channel", d);
+	events_emit("crosstalk-undone", p->name, f);
 }
 
 /* Unbinding is a handshake: the channel goes DRAINING, each driver closes
@@ -309,6 +316,12 @@ static bool bind(struct net_port *p, struct net_port *q)
 	p->ops->channels_changed(p);
 	q->ops->channels_changed(q);
 	log_debug(p->name, "net: cross-talk with %s: channel %d bound to its channel %d", q->name, c, d);
+	cJSON *f = cJSON_CreateObject();
+	cJSON_AddStringToObject(f, "peer", q->name);
+	cJSON_AddStringToObject(f, "network", sw->name);
+	cJSON_AddNumberToObject(f, "channel", c);
+	cJSON_AddNumberToObject(f, "peer_channel", d);
+	events_emit("crosstalk-detected", p->name, f);
 	return true;
 }
 
@@ -607,6 +620,61 @@ int net_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t
 
 
 
+/* Shared memory for bindings among `ports` NICs (each binding takes two
+ * areas and each NIC at most one per channel, so ports * channels areas
+ * always suffice), and the timer that serves bound channels. Grows only;
+ * the memfd is sparse, so unused areas cost nothing. */
+static int zc_reserve(struct net_switch *sw, unsigned ports, char *err, size_t errlen)
+{
+	if (!sw->zero_copy || ports < 2)
+		return 0;
+	uint32_t areas = ports * FERRY_ZC_CHANNELS;
+	if (areas > sw->pool_areas) {
+		if (sw->pool_fd < 0) {
+			char name[64];
+			snprintf(name, sizeof(name), "ferry-net-%s", sw->name);
+			sw->pool_fd = memfd_create(name, MFD_CLOEXEC);
+		}
+		uint8_t *used = sw->pool_fd >= 0 ? calloc(areas, 1) : NULL;
+		if (!used || ftruncate(sw->pool_fd, (off_t)(areas * FERRY_ZC_AREA_SIZE)) < 0) {
+			snprintf(err, errlen, "network %s: cannot make its shared memory: %s", sw->name, strerror(errno));
+			free(used);
+			return -1;
+		}
+		/* The file is bigger before the table says so: areas in use keep
+		 * their places, and bindings see the new ones only from here. */
+		pthread_mutex_lock(&sw->lock);
+		if (sw->area_used)
+			memcpy(used, sw->area_used, sw->pool_areas);
+		free(sw->area_used);
+		sw->area_used = used;
+		sw->pool_areas = areas;
+		pthread_mutex_unlock(&sw->lock);
+	}
+	if (!sw->timer) {
+		sw->timer = evl_add_timer(sw->evl, TICK_NS, tick, sw);
+		if (!sw->timer) {
+			snprintf(err, errlen, "network %s: cannot start its timer", sw->name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int net_switch_reserve(struct net_switch *sw, unsigned more_ports, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&sw->lock);
+	unsigned ports = 0;
+	for (unsigned i = 0; i < sw->nr_ports; i++)
+		ports += sw->port[i] != NULL;
+	pthread_mutex_unlock(&sw->lock);
+	if (ports + more_ports > NET_MAX_PORTS) {
+		snprintf(err, errlen, "network %s: more than %d NICs", sw->name, NET_MAX_PORTS);
+		return -1;
+	}
+	return zc_reserve(sw, ports + more_ports, err, errlen);
+}
+
 struct net_switch *net_switch_create(const struct net_config *cfg, unsigned max_zc_ports, struct eventloop *evl,
 				     char *err, size_t errlen)
 {
@@ -622,28 +690,9 @@ struct net_switch *net_switch_create(const struct net_config *cfg, unsigned max_
 	sw->bind_at_start = cfg->bind_at_start;
 	sw->evl = evl;
 	sw->pool_fd = -1;
-	if (sw->zero_copy && max_zc_ports >= 2) {
-		/* Each binding takes two areas and each NIC at most one per
-		 * channel, so ports * channels areas always suffice. */
-		sw->pool_areas = max_zc_ports * FERRY_ZC_CHANNELS;
-		sw->area_used = calloc(sw->pool_areas, 1);
-		char name[64];
-		snprintf(name, sizeof(name), "ferry-net-%s", cfg->name);
-		sw->pool_fd = memfd_create(name, MFD_CLOEXEC);
-		if (!sw->area_used || sw->pool_fd < 0 ||
-		    ftruncate(sw->pool_fd, (off_t)(sw->pool_areas * FERRY_ZC_AREA_SIZE)) < 0) {
-			snprintf(err, errlen, "network %s: cannot make its shared memory: %s", cfg->name, strerror(errno));
-			net_switch_destroy(sw);
-			return NULL;
-		}
-	}
-	if (sw->zero_copy && max_zc_ports >= 2) {
-		sw->timer = evl_add_timer(evl, TICK_NS, tick, sw);
-		if (!sw->timer) {
-			snprintf(err, errlen, "network %s: cannot start its timer", cfg->name);
-			net_switch_destroy(sw);
-			return NULL;
-		}
+	if (zc_reserve(sw, max_zc_ports, err, errlen) < 0) {
+		net_switch_destroy(sw);
+		return NULL;
 	}
 	if (cfg->tap[0]) {
 		sw->tap = tap_open(cfg->tap, cfg->address, cfg->prefix_len, cfg->mtu, err, errlen);

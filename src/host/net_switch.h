@@ -156,6 +156,10 @@ struct net_switch {
  * up to max_zc_ports NICs). On failure a one-line reason. */
 struct net_switch *net_switch_create(const struct net_config *cfg, unsigned max_zc_ports, struct eventloop *evl,
 				     char *err, size_t errlen);
+/* Makes room for more_ports more NICs (shared memory for their channels),
+ * before VMs with them are added to a running ferry. Not from a sandboxed
+ * thread. -1 with a reason. */
+int net_switch_reserve(struct net_switch *sw, unsigned more_ports, char *err, size_t errlen);
 /* Stops the TAP and frees everything; ports must be detached first. */
 void net_switch_destroy(struct net_switch *sw);
 

@@ -179,6 +179,7 @@ void config_device_defaults(struct device_config *d, enum device_type type)
 	memset(d, 0, sizeof(*d));
 	d->type = type;
 	d->balloon.stats_ms = 250;
+	d->msgq.poll_us = 1000;
 }
 
 static int parse_msgq(struct ctx *c, const cJSON *j, const char *path, struct msgq_device_config *m)
@@ -187,7 +188,7 @@ static int parse_msgq(struct ctx *c, const cJSON *j, const char *path, struct ms
 					    "poll_us", "rings", NULL };
 	if (check_keys(c, j, path, keys) < 0 || get_bool(c, j, "rings", path, &m->rings) < 0)
 		return -1;
-	uint64_t send = 0, recv = 0, max = 0, poll = 1000;
+	uint64_t send = 0, recv = 0, max = 0, poll = m->poll_us;
 	if (get_uint(c, j, "send_slots", path, 1, 65536, false, &send) < 0 ||
 	    get_uint(c, j, "recv_slots", path, 1, 65536, false, &recv) < 0 ||
 	    get_uint(c, j, "max_msg_pages", path, 1, 65536, false, &max) < 0 ||
@@ -419,15 +420,16 @@ static int parse_networks(struct ctx *c, const cJSON *root, struct ferry_config 
 	return 0;
 }
 
-/* Every NIC names a network of the file, and no two NICs share a MAC. */
-static int check_nics(struct ctx *c, struct ferry_config *cfg)
+/* Every NIC of vms[first...] names a network of the file, and no two NICs
+ * share a MAC. Paths count from `first` (an addition's own numbering). */
+static int check_nics(struct ctx *c, struct ferry_config *cfg, unsigned first)
 {
-	for (unsigned i = 0; i < cfg->nr_vms; i++) {
+	for (unsigned i = first; i < cfg->nr_vms; i++) {
 		struct vm_config *vm = &cfg->vms[i];
 		for (unsigned k = 0; k < vm->nr_nics; k++) {
 			struct nic_config *nic = &vm->nics[k];
 			char path[96];
-			snprintf(path, sizeof(path), "vms[%u].nics[%u]", i, k);
+			snprintf(path, sizeof(path), "vms[%u].nics[%u]", i - first, k);
 			unsigned n = 0;
 			while (n < cfg->nr_networks && strcmp(cfg->networks[n].name, nic->network))
 				n++;
@@ -436,10 +438,16 @@ static int check_nics(struct ctx *c, struct ferry_config *cfg)
 			nic->net = n;
 			for (unsigned j = 0; j <= i; j++)
 				for (unsigned m = 0; m < cfg->vms[j].nr_nics && (j < i || m < k); m++)
-					if (!memcmp(cfg->vms[j].nics[m].mac, nic->mac, 6))
-						return fail(c, path, "MAC %02x:%02x:%02x:%02x:%02x:%02x is already vms[%u].nics[%u]'s",
+					if (!memcmp(cfg->vms[j].nics[m].mac, nic->mac, 6)) {
+						char owner[64];
+						if (j >= first)
+							snprintf(owner, sizeof(owner), "vms[%u].nics[%u]", j - first, m);
+						else /* a running VM's */
+							snprintf(owner, sizeof(owner), "%s.nics[%u]", cfg->vms[j].name, m);
+						return fail(c, path, "MAC %02x:%02x:%02x:%02x:%02x:%02x is already %s's",
 							    nic->mac[0], nic->mac[1], nic->mac[2], nic->mac[3], nic->mac[4],
-							    nic->mac[5], j, m);
+							    nic->mac[5], owner);
+					}
 		}
 	}
 	return 0;
@@ -613,29 +621,32 @@ const struct device_config *config_find_device(const struct vm_config *vm, enum 
 }
 
 /* Message queues span VMs: peers must exist and have a msgq device, and all
- * windows share one page pool, so one page size. */
-static int check_msgq_links(struct ctx *c, const struct ferry_config *cfg)
+ * windows share one page pool, so one page size. Checks vms[first...];
+ * with ids, also that their msgq ids (their positions) are in range. */
+static int check_msgq_links(struct ctx *c, const struct ferry_config *cfg, unsigned first, bool ids)
 {
-	int first = -1;
-	for (unsigned i = 0; i < cfg->nr_vms; i++) {
+	int agree = -1; /* a msgq VM the others must agree with on page size */
+	for (unsigned i = 0; i < cfg->nr_vms && agree < 0; i++)
+		if (config_find_device(&cfg->vms[i], DEV_MSGQ))
+			agree = (int)i;
+	for (unsigned i = first; i < cfg->nr_vms; i++) {
 		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
 		if (!d)
 			continue;
 		char path[64];
-		snprintf(path, sizeof(path), "vms[%u].devices (msgq)", i);
-		if (config_vm_id(i) > MSGQ_MAX_VM_ID)
+		snprintf(path, sizeof(path), "vms[%u].devices (msgq)", i - first);
+		if (ids && config_vm_id(i) > MSGQ_MAX_VM_ID)
 			return fail(c, path, "only the first %d VMs can have a msgq device", MSGQ_MAX_VM_ID);
-		if (first < 0)
-			first = (int)i;
-		else if (cfg->vms[i].hugepages != cfg->vms[first].hugepages)
-			return fail(c, path, "all VMs with msgq devices must agree on \"hugepages\" (vms[%d] does not)", first);
+		if (cfg->vms[i].hugepages != cfg->vms[agree].hugepages)
+			return fail(c, path, "all VMs with msgq devices must agree on \"hugepages\" (%s does not)",
+				    cfg->vms[agree].name);
 		for (unsigned p = 0; p < d->msgq.nr_peers; p++) {
 			const char *peer = d->msgq.peers[p];
 			unsigned k = 0;
 			while (k < cfg->nr_vms && strcmp(cfg->vms[k].name, peer))
 				k++;
 			if (k == cfg->nr_vms)
-				return fail(c, path, "peer \"%s\" is not a VM in this file", peer);
+				return fail(c, path, "peer \"%s\" is not a VM in this %s", peer, first ? "run" : "file");
 			if (k == i)
 				return fail(c, path, "a VM cannot list itself as a peer");
 			if (!config_find_device(&cfg->vms[k], DEV_MSGQ))
@@ -742,15 +753,16 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 	}
 	const cJSON *mq = cJSON_GetObjectItemCaseSensitive(root, "msgq");
 	if (mq) {
-		static const char *const mq_keys[] = { "copy_threshold", "ring_kib", NULL };
-		uint64_t t = 0, kib = out->msgq.ring_kib;
+		static const char *const mq_keys[] = { "copy_threshold", "ring_kib", "spare_pages", NULL };
+		uint64_t t = 0, kib = out->msgq.ring_kib, spare = 0;
 		if (!cJSON_IsObject(mq)) {
 			fail(&c, "msgq", "must be an object, not %s", json_type_name(mq));
 			goto out;
 		}
 		if (check_keys(&c, mq, "msgq", mq_keys) < 0 ||
 		    get_uint(&c, mq, "copy_threshold", "msgq", 0, 1u << 30, false, &t) < 0 ||
-		    get_uint(&c, mq, "ring_kib", "msgq", 64, 65536, false, &kib) < 0)
+		    get_uint(&c, mq, "ring_kib", "msgq", 64, 65536, false, &kib) < 0 ||
+		    get_uint(&c, mq, "spare_pages", "msgq", 0, 1u << 20, false, &spare) < 0)
 			goto out;
 		if (kib & (kib - 1)) {
 			fail(&c, "msgq", "\"ring_kib\" must be a power of two (got %llu)", (unsigned long long)kib);
@@ -758,9 +770,10 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 		}
 		out->msgq.copy_threshold = (uint32_t)t;
 		out->msgq.ring_kib = (uint32_t)kib;
+		out->msgq.spare_pages = (uint32_t)spare;
 	}
-	if (check_msgq_links(&c, out) < 0 || parse_host(&c, root, out) < 0 || parse_networks(&c, root, out) < 0 ||
-	    check_nics(&c, out) < 0 || parse_links(&c, root, out) < 0)
+	if (check_msgq_links(&c, out, 0, true) < 0 || parse_host(&c, root, out) < 0 ||
+	    parse_networks(&c, root, out) < 0 || check_nics(&c, out, 0) < 0 || parse_links(&c, root, out) < 0)
 		goto out;
 	ret = 0;
 out:
@@ -770,12 +783,12 @@ out:
 	return ret;
 }
 
-int config_load_file(const char *path, struct ferry_config *out, char *err, size_t errlen)
+char *config_read_file(const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -1;
+		return NULL;
 	}
 	char *text = NULL;
 	size_t size = 0, cap = 0;
@@ -807,17 +820,133 @@ int config_load_file(const char *path, struct ferry_config *out, char *err, size
 	if (strlen(text) != size) {
 		snprintf(err, errlen, "%s: file contains a NUL byte", path);
 		free(text);
-		return -1;
+		return NULL;
 	}
+	return text;
+fail:
+	fclose(f);
+	free(text);
+	return NULL;
+}
+
+int config_load_file(const char *path, struct ferry_config *out, char *err, size_t errlen)
+{
+	char *text = config_read_file(path, err, errlen);
+	if (!text)
+		return -1;
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s", path);
 	int ret = config_parse(text, path, dirname(dir), out, err, errlen);
 	free(text);
 	return ret;
-fail:
-	fclose(f);
-	free(text);
-	return -1;
+}
+
+int config_parse_addition(const char *text, const char *origin, const char *base_dir,
+			  const struct ferry_config *running, struct ferry_config *out, char *err, size_t errlen)
+{
+	struct ctx c = { origin, base_dir, err, errlen };
+	struct ferry_config all;
+	memset(out, 0, sizeof(*out));
+	memset(&all, 0, sizeof(all));
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithOpts(text, &end, true), *wrap = NULL;
+	if (!root) {
+		int line, col;
+		error_position(text, end ? end : text, &line, &col);
+		snprintf(err, errlen, "%s: line %d, column %d: invalid JSON", origin, line, col);
+		return -1;
+	}
+	int ret = -1;
+	const cJSON *vms;
+	if (!cJSON_IsObject(root)) {
+		fail(&c, "(top level)", "must be a VM object or {\"vms\": [...]}, not %s", json_type_name(root));
+		goto out;
+	}
+	if (cJSON_GetObjectItemCaseSensitive(root, "name")) {
+		/* One VM object: as if it were {"vms": [it]}. */
+		wrap = cJSON_CreateArray();
+		if (!wrap || !cJSON_AddItemReferenceToArray(wrap, root)) {
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+		vms = wrap;
+	} else {
+		static const char *const keys[] = { "vms", "links", NULL };
+		if (check_keys(&c, root, "(top level)", keys) < 0)
+			goto out;
+		vms = cJSON_GetObjectItemCaseSensitive(root, "vms");
+		if (!cJSON_IsArray(vms) || cJSON_GetArraySize(vms) == 0) {
+			fail(&c, "vms", "must be a non-empty array of VM objects");
+			goto out;
+		}
+	}
+	int n = cJSON_GetArraySize(vms);
+	if (n > CFG_MAX_VMS || running->nr_vms + (unsigned)n > CFG_MAX_VMS) {
+		fail(&c, "vms", "too many VMs (%u running, %d more; max %d)", running->nr_vms, n, CFG_MAX_VMS);
+		goto out;
+	}
+	/* The running VMs first, then the new ones: the checks see both. */
+	all.vms = calloc(running->nr_vms + (size_t)n, sizeof(*all.vms));
+	if (!all.vms) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	if (running->nr_vms)
+		memcpy(all.vms, running->vms, running->nr_vms * sizeof(*all.vms));
+	all.nr_vms = running->nr_vms;
+	memcpy(all.networks, running->networks, sizeof(all.networks));
+	all.nr_networks = running->nr_networks;
+	unsigned first = running->nr_vms;
+	for (int i = 0; i < n; i++) {
+		char path[32];
+		snprintf(path, sizeof(path), "vms[%d]", i);
+		struct vm_config *vm = &all.vms[first + (unsigned)i];
+		if (parse_vm(&c, cJSON_GetArrayItem(vms, i), path, vm) < 0)
+			goto out;
+		for (unsigned k = 0; k < first + (unsigned)i; k++)
+			if (!strcmp(all.vms[k].name, vm->name)) {
+				if (k < first)
+					fail(&c, path, "a VM named \"%s\" is running already", vm->name);
+				else
+					fail(&c, path, "name \"%s\" is already used by vms[%u]", vm->name, k - first);
+				goto out;
+			}
+		all.nr_vms++;
+	}
+	if (check_msgq_links(&c, &all, first, false) < 0 || check_nics(&c, &all, first) < 0)
+		goto out;
+	for (unsigned i = first; i < all.nr_vms; i++)
+		for (unsigned k = 0; k < all.vms[i].nr_nics; k++)
+			if (all.networks[all.vms[i].nics[k].net].shm) {
+				char path[64];
+				snprintf(path, sizeof(path), "vms[%u].nics[%u]", i - first, k);
+				fail(&c, path, "network \"%s\" shares memory among its VMs (\"shm\"), which is fixed when "
+					       "ferry starts: no VM can join it later", all.vms[i].nics[k].network);
+				goto out;
+			}
+	/* Links couple VMs of the addition only: a running VM has its one
+	 * ivshmem device already, or none it could get now. */
+	out->vms = calloc((size_t)n, sizeof(*out->vms));
+	if (!out->vms) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	memcpy(out->vms, all.vms + first, (size_t)n * sizeof(*out->vms));
+	out->nr_vms = (unsigned)n;
+	memcpy(out->networks, all.networks, sizeof(out->networks));
+	out->nr_networks = all.nr_networks;
+	for (unsigned k = 0; k < out->nr_networks; k++)
+		out->networks[k].shm = false; /* their links exist already */
+	if (!wrap && parse_links(&c, root, out) < 0)
+		goto out;
+	ret = 0;
+out:
+	free(all.vms);
+	cJSON_Delete(wrap);
+	cJSON_Delete(root);
+	if (ret < 0)
+		config_free(out);
+	return ret;
 }
 
 void config_free(struct ferry_config *cfg)

@@ -114,6 +114,7 @@ struct ferry_config {
 	struct {
 		uint32_t copy_threshold;  /* bytes; 0: measure at start-up */
 		uint32_t ring_kib;        /* size of each direct ring's data area */
+		uint32_t spare_pages;     /* pool pages kept for VMs added while ferry runs */
 	} msgq;
 	struct {
 		uint64_t memory_budget_mib;  /* 0: no memory scheduler */
@@ -144,6 +145,18 @@ const struct device_config *config_find_device(const struct vm_config *vm, enum 
 int config_parse(const char *text, const char *origin, const char *base_dir,
 		 struct ferry_config *out, char *err, size_t errlen);
 int config_load_file(const char *path, struct ferry_config *out, char *err, size_t errlen);
+/* Reads a whole file (at most 16 MiB) into a new string; NULL with a reason. */
+char *config_read_file(const char *path, char *err, size_t errlen);
+
+/* VMs to add to a running ferry: one VM object, or {"vms": [...], "links":
+ * [...]} whose links couple VMs of the text. `running` describes what runs
+ * now: its networks (NICs must name one of them; none may share memory,
+ * "shm") and a copy of each running VM's config (names and MACs must not
+ * repeat theirs; msgq peers may name them and must agree on "hugepages").
+ * out gets the new VMs (and their links, by index into out->vms) with
+ * running's networks, so NICs' network indices are the run's. */
+int config_parse_addition(const char *text, const char *origin, const char *base_dir,
+			  const struct ferry_config *running, struct ferry_config *out, char *err, size_t errlen);
 void config_free(struct ferry_config *cfg);
 
 /* The ferry-guest image built next to this ferry binary, used when a VM names

@@ -1,4 +1,7 @@
-/* Logging. Every line names its source: "ferry: <vm>: <what happened>". */
+/* Logging: one line per event, "TIME LEVEL VM: what happened", where TIME
+ * is UTC (ISO 8601, milliseconds) and VM is "-" for ferry itself. Lines go
+ * to stderr, or to a file (ferry run --log FILE), and below a level
+ * (--log-level) they are dropped. */
 #ifndef FERRY_LOG_H
 #define FERRY_LOG_H
 
@@ -16,6 +19,15 @@ void log_msg(enum log_level level, const char *vm, const char *fmt, ...)
 #define log_warn(vm, ...)  log_msg(LOG_WARN, vm, __VA_ARGS__)
 #define log_info(vm, ...)  log_msg(LOG_INFO, vm, __VA_ARGS__)
 #define log_debug(vm, ...) log_msg(LOG_DEBUG, vm, __VA_ARGS__)
+
+/* "error", "warn", "info", "debug" -> level; false if none of those. */
+bool log_level_parse(const char *name, enum log_level *out);
+const char *log_level_name(enum log_level level);
+/* Sends the log to path (appended to, opened now: before the sandboxed
+ * threads start). 0, or -1 with errno. */
+int log_to_file(const char *path);
+/* Back to stderr (closes the file). */
+void log_close(void);
 
 /* A guest can trigger the same complaint millions of times; the first few
  * are logged and the rest only counted. Returns true if this one may log. */

@@ -1,5 +1,6 @@
 #include "vmm/vm.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <linux/kvm.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "vmm/acpi.h"
 #include "vmm/boot_pvh.h"
 #include "vmm/clock.h"
+#include "vmm/events.h"
 #include "vmm/kvm.h"
 #include "vmm/vcpu.h"
 #include "vmm/vmm.h"
@@ -37,11 +39,18 @@ static const char *const exit_reason_names[] = {
 	[VM_EXIT_GUEST_RESET] = "reset",
 	[VM_EXIT_INTERRUPTED] = "interrupted",
 	[VM_EXIT_CREATE_FAILED] = "create-failed",
+	[VM_EXIT_REMOVED] = "removed",
 };
 
 const char *vm_exit_reason_name(enum vm_exit_reason reason)
 {
 	return exit_reason_names[reason];
+}
+
+bool vm_exit_is_crash(enum vm_exit_reason reason)
+{
+	return reason == VM_EXIT_TRIPLE_FAULT || reason == VM_EXIT_INTERNAL_ERROR || reason == VM_EXIT_VMM_ERROR ||
+	       reason == VM_EXIT_GUEST_RESET;
 }
 
 int vm_exit_code_for(enum vm_exit_reason reason, int guest_status)
@@ -292,6 +301,12 @@ void vm_stop(struct vm *vm, enum vm_exit_reason reason, int guest_status, const 
 
 	if (detail)
 		log_error(vm->name, "%s", detail);
+	cJSON *f = cJSON_CreateObject();
+	cJSON_AddStringToObject(f, "reason", vm_exit_reason_name(reason));
+	cJSON_AddNumberToObject(f, "exit_code", vm_exit_code_for(reason, guest_status));
+	if (detail)
+		cJSON_AddStringToObject(f, "detail", detail);
+	events_emit(vm_exit_is_crash(reason) ? "vm-crashed" : "vm-stopped", vm->name, f);
 	vmm_notify_stopped(vm->vmm);
 }
 

@@ -40,12 +40,16 @@ enum vm_exit_reason {
 	VM_EXIT_GUEST_RESET,     /* the guest asked for a reset, which ferry does not do */
 	VM_EXIT_INTERRUPTED,     /* ferry got SIGINT or SIGTERM */
 	VM_EXIT_CREATE_FAILED,   /* the VM could not be built */
+	VM_EXIT_REMOVED,         /* removed through the control socket while it ran */
 };
 
 /* exit_code in the summary for reasons other than a power-off; negative so
  * they never collide with a guest's 0-255 status. */
 int vm_exit_code_for(enum vm_exit_reason reason, int guest_status);
 const char *vm_exit_reason_name(enum vm_exit_reason reason);
+/* Whether the VM ended by a fault (of the guest or of ferry), not by a
+ * power-off or an operator's request. */
+bool vm_exit_is_crash(enum vm_exit_reason reason);
 
 struct vm {
 	char name[CFG_NAME_MAX];

@@ -5,6 +5,7 @@
 #include "helpers.h"
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,72 @@ static void bench_net_json(void **state)
 	cJSON_Delete(j);
 }
 
+static bool is_png(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char magic[8] = { 0 };
+	bool ok = f && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "\x89PNG\r\n\x1a\n", 8);
+	if (f)
+		fclose(f);
+	return ok;
+}
+
+/* make bench (scripts/bench.sh) on two small targets: a chart per
+ * benchmark and the page that shows them with their figures; a target
+ * that fails is shown as not measured and fails the script. */
+static void make_bench_draws_charts(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *dir = make_temp_dir();
+	char *fbin = xasprintf("FERRY=%s", ferry_bin()), *out = xasprintf("BENCH_DIR=%s", dir);
+	/* The kernel named: the ASan binary has no guest beside it. */
+	char *balloon = xasprintf("BENCH_BALLOON=--mem 256M --size 64M --no-qemu --kernel %s", guest_image());
+	char *boot = xasprintf("BENCH_BOOT=--count 2 --no-qemu --kernel %s", guest_image());
+	char *argv[] = { "env", fbin, out, "BENCH_TARGETS=balloon boot", balloon, boot, "sh", "scripts/bench.sh", NULL };
+	struct cmd_result r = run_cmd(argv, 300);
+	if (r.status != 0)
+		fail_msg("scripts/bench.sh: status %d\n%s%s", r.status, r.out, r.err);
+	cmd_result_free(&r);
+	const char *const names[] = { "balloon", "boot" };
+	for (int i = 0; i < 2; i++) {
+		char *png = xasprintf("%s/%s.png", dir, names[i]), *json = xasprintf("%s/%s.json", dir, names[i]);
+		if (!is_png(png))
+			fail_msg("%s is not a PNG image", png);
+		cJSON *j = load_json(json);
+		assert_non_null(j);
+		cJSON_Delete(j);
+		free(png);
+		free(json);
+	}
+	char *index = xasprintf("%s/index.html", dir), *html = read_file(index);
+	assert_non_null(html);
+	expect_contains(html, "<img src=\"balloon.png\"");
+	expect_contains(html, "<img src=\"boot.png\"");
+	expect_contains(html, "<td>inflate_gibps</td>");
+	expect_contains(html, "<td>ferry_boot_ms_median</td>");
+	expect_contains(html, "CPU: ");
+	free(html);
+
+	/* A bench that fails: not measured, and the script says so. */
+	char *argv2[] = { "env", fbin, out, "BENCH_TARGETS=boot", "BENCH_BOOT=--count 0", "sh", "scripts/bench.sh", NULL };
+	r = run_cmd(argv2, 60);
+	assert_int_equal(r.status, 1);
+	expect_contains(r.err, "bench: failed: boot");
+	cmd_result_free(&r);
+	html = read_file(index);
+	expect_contains(html, "not measured");
+	expect_contains(html, "--count");
+	free(html);
+	free(index);
+	free(fbin);
+	free(out);
+	free(balloon);
+	free(boot);
+	remove_tree(dir);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -172,6 +239,7 @@ int main(void)
 		cmocka_unit_test(bench_boot_json),
 		cmocka_unit_test(bench_balloon_json),
 		cmocka_unit_test(bench_net_json),
+		cmocka_unit_test(make_bench_draws_charts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

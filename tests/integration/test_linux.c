@@ -81,7 +81,7 @@ static void fail_with_logs(struct ferry_vm *f, const char *what)
 
 static cJSON *status(struct ferry_vm *f, cJSON **root)
 {
-	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", f->sock, "status", NULL };
+	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", f->sock, "--json", "status", NULL };
 	struct cmd_result r = run_cmd(argv, 10);
 	*root = r.status == 0 ? cJSON_Parse(r.out) : NULL;
 	cmd_result_free(&r);

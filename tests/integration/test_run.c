@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "vmm/sandbox.h"
+
 #define tmp test_dir
 
 static struct cmd_result ferry_run(const char *const *args, double timeout)
@@ -295,7 +297,8 @@ static void missing_kvm(void **state)
 
 static struct cmd_result ctl(const char *sock, const char *a, const char *b, const char *c)
 {
-	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", (char *)sock, (char *)a, (char *)b, (char *)c, NULL };
+	char *argv[] = { (char *)ferry_bin(), "ctl", "--socket", (char *)sock, "--json", (char *)a, (char *)b, (char *)c,
+			 NULL };
 	return run_cmd(argv, 10);
 }
 
@@ -399,6 +402,105 @@ static void threads_are_sandboxed(void **state)
 	}
 }
 
+/* With a control socket the main thread loads the builder's list (it builds
+ * added VMs): it runs filtered, and a VM added through the socket, with
+ * two vCPUs and devices, is built under that filter and runs to its end
+ * (a forbidden call would stop ferry with status 70). */
+static void added_vm_runs_sandboxed(void **state)
+{
+	(void)state;
+	require_kvm();
+	char kernel[PATH_MAX];
+	if (!realpath(guest_image(), kernel))
+		snprintf(kernel, sizeof(kernel), "%s", guest_image());
+	char *sock = xasprintf("%s/ctl.sock", tmp), *summary = xasprintf("%s/summary.json", tmp);
+	char *frag = xasprintf("%s/add.json", tmp);
+	char *text = xasprintf("{ \"name\": \"late\", \"memory_mib\": 64, \"vcpus\": 2, \"kernel\": \"%s\","
+			       " \"cmdline\": \"app=selftest require=virtio-rng\","
+			       " \"devices\": [ { \"type\": \"virtio-rng\" }, { \"type\": \"virtio-balloon\" } ] }", kernel);
+	write_file(frag, text);
+	char *argv[] = { (char *)ferry_bin(), "run", "--kernel", (char *)guest_image(), "--cmdline", "app=idle ms=1000000",
+			 "--name", "vm0", "--control", sock, "--summary", summary, "--log-dir", tmp, NULL };
+	int pid = spawn_background(argv);
+	int main_thread = -1;
+	for (int tries = 0; tries < 100 && main_thread != 2; tries++) {
+		main_thread = seccomp_mode_of(pid, "ferry");
+		usleep(20000);
+	}
+	struct cmd_result r = { 0 };
+	for (int i = 0; i < 200; i++) { /* until the socket answers */
+		cmd_result_free(&r);
+		r = ctl(sock, "list", NULL, NULL);
+		if (r.status == 0)
+			break;
+		usleep(50000);
+	}
+	assert_int_equal(r.status, 0);
+	cmd_result_free(&r);
+	r = ctl(sock, "add", frag, NULL);
+	if (r.status != 0)
+		fail_msg("ferry ctl add: status %d: %s%s", r.status, r.out, r.err);
+	cmd_result_free(&r);
+	bool done = false;
+	for (int i = 0; i < 600 && !done; i++) { /* until late powers off */
+		r = ctl(sock, "status", "late", NULL);
+		done = r.status == 0 && strstr(r.out, "\"poweroff\"");
+		cmd_result_free(&r);
+		if (!done)
+			usleep(50000);
+	}
+	r = ctl(sock, "stop", "vm0", NULL);
+	assert_int_equal(r.status, 0);
+	cmd_result_free(&r);
+	int status = wait_background(pid, 60);
+	if (status == SANDBOX_EXIT_STATUS) {
+		char *out = read_file(xasprintf("%s/ferry.out", tmp));
+		fail_msg("ferry was stopped by its seccomp filter:\n%s", out ? out : "");
+	}
+	assert_int_equal(status, 1); /* vm0 was interrupted */
+	assert_string_equal(str(summary_vm("late"), "exit_reason"), "poweroff");
+	assert_int_equal(num(summary_vm("late"), "exit_code"), 0);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(summary_vm("late"), "added")));
+	if (!(getenv("FERRY_BIN") && strstr(getenv("FERRY_BIN"), "asan")))
+		assert_int_equal(main_thread, 2);
+	free(text);
+	free(frag);
+	free(sock);
+	free(summary);
+}
+
+/* make demo (scripts/demo.sh): eleven VMs, one added and removed through
+ * the control socket, and an account whose figures come from the run. */
+static void demo_tells_the_story(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *fbin = xasprintf("FERRY=%s", ferry_bin()), *dir = xasprintf("DEMO_DIR=%s/demo", tmp);
+	char *argv[] = { "env", fbin, dir, "sh", "scripts/demo.sh", NULL };
+	struct cmd_result r = run_cmd(argv, 180);
+	if (r.status != 0)
+		fail_msg("make demo's script: status %d\n%s%s", r.status, r.out, r.err);
+	expect_contains(r.out, "11 VMs started");
+	expect_contains(r.out, "added: late");
+	expect_contains(r.out, "late removed");
+	expect_contains(r.out, "11 of 11 VMs powered off with status 0");
+	expect_contains(r.out, "4 of 4 runs verified intact");
+	expect_contains(r.out, "4000 messages of 64 and 512 bytes, 4000 of them copied (1152000 bytes)");
+	/* 2 MiB messages go by remap, unless the host had no huge pages. */
+	if (!strstr(r.out, "gave no 2 MiB pages"))
+		expect_contains(r.out, "400 messages of 1 and 2 MiB on 2 MiB pages, 400 of them remapped, 0 bytes copied");
+	expect_contains(r.out, "db: received=20000 lost=0 duplicated=0");
+	expect_contains(r.out, "cross-talk detected ");
+	if (strstr(r.out, "cross-talk detected 0 time"))
+		fail_msg("no cross-talk detected between web and db:\n%s", r.out);
+	if (strstr(r.out, ": 0 on the zero-copy path"))
+		fail_msg("no frame took the zero-copy path:\n%s", r.out);
+	expect_contains(r.out, "Where to look next:");
+	cmd_result_free(&r);
+	free(fbin);
+	free(dir);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
 
 int main(void)
@@ -407,7 +509,8 @@ int main(void)
 		T(hello_two_vms),     T(selftest_with_virtio_rng), T(console_lines_prefixed),
 		T(guest_status_is_exit_code), T(timeout_stops_only_the_hung_vm), T(guest_crashes_are_reported),
 		T(bad_kernel_images), T(memory_the_host_cannot_give), T(bad_configs), T(bad_cli), T(missing_kvm),
-		T(control_socket), T(threads_are_sandboxed), T(console_log_is_capped),
+		T(control_socket), T(threads_are_sandboxed), T(added_vm_runs_sandboxed), T(console_log_is_capped),
+		T(demo_tells_the_story),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -230,11 +230,98 @@ static void links(void **state)
 		     NET_VM("b", "[]") "," NET_VM("c", "[]") "]}", "links[1]: VM \"b\" is already coupled by links[0]");
 }
 
+/* The VMs of a run, for additions: a msgq receiver "rx" (4 KiB pages), a
+ * VM "net" with a NIC on lan0, and networks lan0 and shared ("shm"). */
+static void running_run(struct ferry_config *run)
+{
+	int r = parse("{\"networks\": {\"lan0\": {}, \"shared\": {\"shm\": true}},"
+		      " \"vms\": [{\"name\": \"rx\", \"memory_mib\": 64, \"kernel\": \"/dev/null\","
+		      " \"devices\": [{\"type\": \"msgq\"}]},"
+		      " {\"name\": \"net\", \"memory_mib\": 64, \"kernel\": \"/dev/null\","
+		      " \"nics\": [{\"network\": \"lan0\", \"mac\": \"02:00:00:00:00:01\"}]}]}",
+		      run);
+	if (r)
+		fail_msg("%s", err);
+}
+
+static int add(const struct ferry_config *run, const char *text, struct ferry_config *out)
+{
+	err[0] = '\0';
+	return config_parse_addition(text, "add", "/", run, out, err, sizeof(err));
+}
+
+static void expect_add_error(const struct ferry_config *run, const char *text, const char *fragment)
+{
+	struct ferry_config out;
+	assert_int_equal(add(run, text, &out), -1);
+	if (!strstr(err, fragment))
+		fail_msg("error \"%s\" does not mention \"%s\"", err, fragment);
+}
+
+static void additions(void **state)
+{
+	(void)state;
+	struct ferry_config run, out;
+	running_run(&run);
+	/* One VM object; its msgq may send to a running VM; its NIC joins lan0. */
+	if (add(&run, "{\"name\": \"tx\", \"memory_mib\": 32, \"kernel\": \"/dev/null\", \"devices\":"
+		      " [{\"type\": \"msgq\", \"peers\": [\"rx\"]}], \"nics\": [{\"network\": \"lan0\"}]}",
+		&out))
+		fail_msg("%s", err);
+	assert_int_equal(out.nr_vms, 1);
+	assert_string_equal(out.vms[0].name, "tx");
+	assert_int_equal(out.vms[0].nics[0].net, 0);  /* the run's network index */
+	assert_int_equal(out.vms[0].devices[0].msgq.poll_us, 1000); /* the same defaults as a file */
+	assert_int_equal(out.vms[0].memory.min_mib, 32);
+	config_free(&out);
+	/* Several VMs and a link between two of them. */
+	if (add(&run, "{\"vms\": [{\"name\": \"a\", \"memory_mib\": 32, \"kernel\": \"/dev/null\"},"
+		      " {\"name\": \"b\", \"memory_mib\": 32, \"kernel\": \"/dev/null\"}],"
+		      " \"links\": [{\"vms\": [\"a\", \"b\"], \"size_mib\": 4}]}",
+		&out))
+		fail_msg("%s", err);
+	assert_int_equal(out.nr_vms, 2);
+	assert_int_equal(out.nr_links, 1);
+	assert_int_equal(out.links[0].vm[0], 0);
+	assert_int_equal(out.links[0].vm[1], 1);
+	config_free(&out);
+
+	expect_add_error(&run, "{\"name\": \"rx\", \"memory_mib\": 32, \"kernel\": \"/dev/null\"}",
+			 "a VM named \"rx\" is running already");
+	expect_add_error(&run, "{\"name\": \"n2\", \"memory_mib\": 32, \"kernel\": \"/dev/null\","
+			       " \"nics\": [{\"network\": \"lan0\", \"mac\": \"02:00:00:00:00:01\"}]}",
+			 "is already net.nics[0]'s");
+	expect_add_error(&run, "{\"name\": \"n2\", \"memory_mib\": 32, \"kernel\": \"/dev/null\","
+			       " \"nics\": [{\"network\": \"wan\"}]}",
+			 "network \"wan\" is not in \"networks\"");
+	expect_add_error(&run, "{\"name\": \"n2\", \"memory_mib\": 32, \"kernel\": \"/dev/null\","
+			       " \"nics\": [{\"network\": \"shared\"}]}",
+			 "no VM can join it later");
+	expect_add_error(&run, "{\"name\": \"t2\", \"memory_mib\": 32, \"kernel\": \"/dev/null\", \"devices\":"
+			       " [{\"type\": \"msgq\", \"peers\": [\"net\"]}]}",
+			 "peer \"net\" has no msgq device");
+	expect_add_error(&run, "{\"name\": \"t2\", \"memory_mib\": 32, \"kernel\": \"/dev/null\", \"devices\":"
+			       " [{\"type\": \"msgq\", \"peers\": [\"gone\"]}]}",
+			 "peer \"gone\" is not a VM in this run");
+	expect_add_error(&run, "{\"name\": \"t2\", \"memory_mib\": 32, \"hugepages\": true, \"kernel\": \"/dev/null\","
+			       " \"devices\": [{\"type\": \"msgq\"}]}",
+			 "must agree on \"hugepages\" (rx does not)");
+	expect_add_error(&run, "{\"vms\": [], \"links\": []}", "must be a non-empty array");
+	expect_add_error(&run, "{\"vms\": [{\"name\": \"a\", \"memory_mib\": 32, \"kernel\": \"/dev/null\"}],"
+			       " \"links\": [{\"vms\": [\"a\", \"rx\"]}]}",
+			 "rx is not a VM in this file");
+	expect_add_error(&run, "{\"vms\": [{\"name\": \"a\"}], \"host\": {}}", "unknown key \"host\"");
+	expect_add_error(&run, "{\"name\": \"a\", \"memory_mib\": 1}", "\"memory_mib\" must be between");
+	expect_add_error(&run, "[1]", "must be a VM object");
+	expect_add_error(&run, "{", "invalid JSON");
+	config_free(&run);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(networks_and_nics), cmocka_unit_test(network_mistakes), cmocka_unit_test(links),
-		cmocka_unit_test(msgq_vm_id_limit),
+		cmocka_unit_test(msgq_vm_id_limit),   cmocka_unit_test(additions),
 		cmocka_unit_test(valid_config),   cmocka_unit_test(syntax_error_has_position),
 		cmocka_unit_test(top_level_mistakes), cmocka_unit_test(vm_mistakes),
 		cmocka_unit_test(device_mistakes), cmocka_unit_test(names),

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -35,8 +36,18 @@ struct child_result {
 
 struct attempt {
 	enum sandbox_kind kind;
-	int forbidden;   /* 0: openat, 1: socket, 2: execve */
+	int forbidden;   /* 0: openat, 1: socket, 2: execve, 3: fork, 4: prctl(PR_SET_DUMPABLE) */
 };
+
+/* What the last kind a thread of a builder made loads, and that it ran. */
+static void *vcpu_like(void *arg)
+{
+	(void)arg;
+	char why[256];
+	if (pthread_setname_np(pthread_self(), "vcpu0/t") != 0 || sandbox_thread(SANDBOX_VCPU, "vcpu0/t", why, sizeof(why)) < 0)
+		return (void *)1;
+	return (void *)2;
+}
 
 static void *confined(void *arg)
 {
@@ -59,6 +70,22 @@ static void *confined(void *arg)
 	case 1:
 		(void)syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
 		break;
+	case 3:
+		if (fork() == 0)
+			_exit(0);
+		break;
+	case 4:
+		(void)syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0);
+		break;
+	case 5: {
+		/* Allowed to the builder: a thread, named, that stacks its own
+		 * filter (what an added VM's vCPU thread does). */
+		pthread_t t;
+		void *ret = NULL;
+		if (pthread_create(&t, NULL, vcpu_like, NULL) != 0 || pthread_join(t, &ret) != 0 || ret != (void *)2)
+			_exit(7);
+		_exit(8);
+	}
 	default: {
 		char *argv[] = { "/bin/true", NULL };
 		execve("/bin/true", argv, NULL);
@@ -104,10 +131,10 @@ static void forbidden_calls_are_refused_and_reported(void **state)
 	(void)state;
 	if (SANITIZED || !sandbox_enabled)
 		skip();
-	static const char *const call[] = { "openat", "socket", "execve" };
+	static const char *const call[] = { "openat", "socket", "execve", "clone", "prctl" };
 	for (int k = 0; k < SANDBOX_KINDS; k++) {
-		for (int f = 0; f < 3; f++) {
-			if (k == SANDBOX_MAIN && f == 0)
+		for (int f = 0; f < 5; f++) {
+			if ((k == SANDBOX_MAIN || k == SANDBOX_BUILDER) && f == 0)
 				continue; /* main may open: it writes the summary */
 			struct child_result r = run_attempt((enum sandbox_kind)k, f);
 			char *want = xasprintf("ferry: seccomp: %s thread tester made system call", sandbox_kind_name((enum sandbox_kind)k));
@@ -122,6 +149,18 @@ static void forbidden_calls_are_refused_and_reported(void **state)
 	}
 }
 
+/* The builder (main with a control socket) makes vCPU threads that load
+ * their own filter; the forbidden test shows it cannot fork. */
+static void builder_makes_threads(void **state)
+{
+	(void)state;
+	if (SANITIZED || !sandbox_enabled)
+		skip();
+	struct child_result r = run_attempt(SANDBOX_BUILDER, 5);
+	if (r.status != 8)
+		fail_msg("a builder's thread could not start a confined thread: status %d, stderr:\n%s", r.status, r.err);
+}
+
 /* What no thread may do, whatever the list: start programs, make sockets
  * or threads, trace, change credentials or mounts, load modules or BPF. */
 static void lists_exclude_dangerous_calls(void **state)
@@ -131,17 +170,34 @@ static void lists_exclude_dangerous_calls(void **state)
 					     "connect", "bind", "listen", "ptrace", "setuid", "setgid", "mount", "umount2",
 					     "init_module", "finit_module", "bpf", "process_vm_writev", "kill", "chmod",
 					     "prctl", "seccomp", "unshare", "setns", "memfd_create", "pipe2", NULL };
+	/* Except what the builder needs to build a VM, each only with the
+	 * arguments that do that: its memory (memfd_create) and its vCPU
+	 * threads (clone with CLONE_THREAD, prctl naming them, seccomp stacking
+	 * their filter). */
+	static const char *const builder_may[] = { "memfd_create", "clone", "prctl", "seccomp", NULL };
 	for (int k = 0; k < SANDBOX_KINDS; k++)
-		for (int i = 0; never[i]; i++)
-			if (sandbox_allows((enum sandbox_kind)k, seccomp_syscall_resolve_name(never[i])))
+		for (int i = 0; never[i]; i++) {
+			int nr = seccomp_syscall_resolve_name(never[i]);
+			if (!sandbox_allows((enum sandbox_kind)k, nr))
+				continue;
+			bool excepted = false;
+			for (int j = 0; k == SANDBOX_BUILDER && builder_may[j]; j++)
+				excepted |= !strcmp(builder_may[j], never[i]);
+			if (!excepted)
 				fail_msg("the %s list allows %s", sandbox_kind_name((enum sandbox_kind)k), never[i]);
+			if (strcmp(never[i], "memfd_create") && !sandbox_condition((enum sandbox_kind)k, nr))
+				fail_msg("the %s list allows %s whatever its arguments", sandbox_kind_name((enum sandbox_kind)k), never[i]);
+		}
 	/* Only main opens files, and only once the run is set up. */
 	for (int k = 0; k < SANDBOX_KINDS; k++)
-		assert_int_equal(sandbox_allows((enum sandbox_kind)k, seccomp_syscall_resolve_name("openat")), k == SANDBOX_MAIN);
+		assert_int_equal(sandbox_allows((enum sandbox_kind)k, seccomp_syscall_resolve_name("openat")),
+				 k == SANDBOX_MAIN || k == SANDBOX_BUILDER);
 }
 
-/* docs/SECURITY.md has a table row per allowed call: `| \`name\` | x | x |  | x | why |`
- * (columns vCPU, event loop, control, main). It must match the lists. */
+/* docs/SECURITY.md has a table row per allowed call: `| \`name\` | x | x |  | x | x | why |`
+ * (columns vCPU, event loop, control, main, builder; a call allowed only
+ * with some arguments says so in its why: "only ..."). It must match the
+ * lists. */
 static void security_doc_matches_the_lists(void **state)
 {
 	(void)state;
@@ -150,7 +206,7 @@ static void security_doc_matches_the_lists(void **state)
 		fail_msg("cannot read docs/SECURITY.md (run from the repository's top)");
 	bool seen[SANDBOX_KINDS][512] = { { false } };
 	unsigned rows = 0;
-	const char *table = strstr(doc, "| call | vCPU | event loop | control | main | why |");
+	const char *table = strstr(doc, "| call | vCPU | event loop | control | main | builder | why |");
 	if (!table)
 		fail_msg("docs/SECURITY.md has no table of allowed calls");
 	for (char *line = strtok((char *)table, "\n"); line && line[0] == '|'; line = strtok(NULL, "\n")) {
@@ -170,6 +226,9 @@ static void security_doc_matches_the_lists(void **state)
 				fail_msg("docs/SECURITY.md says the %s list %s %s; the code says otherwise",
 					 sandbox_kind_name((enum sandbox_kind)k), x ? "allows" : "does not allow", name);
 			seen[k][nr] = true;
+			if (x && sandbox_condition((enum sandbox_kind)k, nr) && !strstr(end, "only "))
+				fail_msg("docs/SECURITY.md: %s is allowed to %s only with some arguments; its row does not say which",
+					 name, sandbox_kind_name((enum sandbox_kind)k));
 			p = end;
 		}
 		rows++;
@@ -187,6 +246,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(forbidden_calls_are_refused_and_reported),
+		cmocka_unit_test(builder_makes_threads),
 		cmocka_unit_test(lists_exclude_dangerous_calls),
 		cmocka_unit_test(security_doc_matches_the_lists),
 	};
