@@ -31,15 +31,6 @@ static const char *const msg_keys[] = {
 	"round_trips",
 };
 
-/* With QEMU: its column, the latency tails included, and ferry's best
- * against it per size. */
-static const char *const msg_qemu_keys[] = {
-	"qemu_copy_2m_mbps", "qemu_copy_4k_mbps", "qemu_copy_64k_mbps", "qemu_copy_64b_msgs", "qemu_64b_msgs",
-	"qemu_latency_64b_us", "qemu_latency_64b_p99_us", "qemu_latency_4k_us", "qemu_latency_4k_p99_us",
-	"qemu_latency_64k_us", "qemu_latency_2m_us", "qemu_latency_2m_p99_us", "latency_64b_immediate_p99_us",
-	"best_64b_vs_qemu", "best_4k_vs_qemu", "best_64k_vs_qemu", "best_2m_vs_qemu", NULL,
-};
-
 static void bench_msg_json(void **state)
 {
 	(void)state;
@@ -103,25 +94,6 @@ static void expect_measured(cJSON *j, const char *const *keys, const char *const
 			fail_msg("%s: measured with --no-qemu in %s", *absent, text);
 	}
 	free(text);
-}
-
-/* The smallest run with QEMU's column: the same guest, ivshmem-plain. */
-static void bench_msg_qemu_json(void **state)
-{
-	(void)state;
-	require_qemu();
-	char *argv[] = { (char *)ferry_bin(), "bench", "msg", "--count", "10", "--ms", "20", "--repeat", "1",
-			 "--kernel", (char *)guest_image(), "--json", NULL };
-	struct cmd_result r = run_cmd(argv, 900);
-	if (r.status != 0)
-		fail_msg("ferry bench msg exited %d:\n%s", r.status, r.err);
-	cJSON *j = cJSON_Parse(r.out);
-	if (!cJSON_IsObject(j))
-		fail_msg("not one JSON object:\n%s", r.out);
-	cmd_result_free(&r);
-	expect_measured(j, msg_qemu_keys, NULL);
-	assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "qemu_transport")));
-	cJSON_Delete(j);
 }
 
 static void bench_boot_json(void **state)
@@ -235,7 +207,6 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(bench_msg_json),
-		cmocka_unit_test(bench_msg_qemu_json),
 		cmocka_unit_test(bench_boot_json),
 		cmocka_unit_test(bench_balloon_json),
 		cmocka_unit_test(bench_net_json),
