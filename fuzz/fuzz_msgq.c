@@ -4,10 +4,14 @@
  * VMs that do not exist), immediate and deferred (posted without a
  * doorbell, picked up at the next exit or by the poll timer), receive
  * buffers of any shape, returns of slots it holds and does not hold, and
- * resets with messages in flight. Both VMs are driven. */
+ * resets with messages in flight. Both VMs are driven. With direct rings
+ * (MSGQ_F_RINGS, when the input's features take it): any value anywhere in
+ * the rings' window (its own parts and the read-only views of the peer's),
+ * and the rings' doorbell. */
 #define FUZZ_CONFIG "{\"vms\":[{\"name\":\"a\",\"memory_mib\":4,\"devices\":[{\"type\":\"msgq\",\"send_slots\":8," \
-	"\"recv_slots\":8,\"poll_us\":10,\"peers\":[\"b\"]}]},{\"name\":\"b\",\"memory_mib\":4,\"devices\":" \
-	"[{\"type\":\"msgq\",\"send_slots\":8,\"recv_slots\":8,\"peers\":[\"a\"]}]}],\"msgq\":{\"copy_threshold\":4096}}"
+	"\"recv_slots\":8,\"poll_us\":10,\"peers\":[\"b\"],\"rings\":true}]},{\"name\":\"b\",\"memory_mib\":4,\"devices\":" \
+	"[{\"type\":\"msgq\",\"send_slots\":8,\"recv_slots\":8,\"peers\":[\"a\"],\"rings\":true}]}]," \
+	"\"msgq\":{\"copy_threshold\":4096,\"ring_kib\":64}}"
 #define FUZZ_HAS_CUSTOM
 #include "ferry/msgq.h"
 #include "fuzz_device.h"
@@ -79,6 +83,18 @@ static void fuzz_custom(struct fz_ctx *c, struct fz *f)
 		tv_virtio_post(d, MSGQ_QUEUE_RECV, &b, 1);
 		if (fz_u8(f) & 1)
 			tv_mmio_write(vm, window + 8 * 4096ull + (fz_u16(f) % (8 * 4096)), fz_width(f), fz_u64(f));
+		if (what & 0x40) { /* the rings: indices, tokens, records, views */
+			uint64_t rings = tv_pci_bar(vm, (unsigned)d->slot, MSGQ_RINGS_BAR);
+			uint64_t at = rings + (fz_u32(f) % (2 * (64 * 1024 + MSGQ_RING_ACK))) / 8 * 8;
+			uint64_t v = fz_u8(f) & 1 ? MSGQ_RING_OPEN : fz_u64(f);
+			uint64_t *p = rings ? tv_guest_ptr(vm, at, 8) : NULL;
+			if (p)
+				*p = v;
+			else if (rings)
+				tv_mmio_write(vm, at, fz_width(f), v);
+			if (fz_u8(f) & 1)
+				tv_virtio_notify(d, MSGQ_QUEUE_RING_DOORBELL);
+		}
 		break;
 	}
 	}

@@ -231,6 +231,18 @@ double json_num(cJSON *obj, const char *path)
 	return cur->valuedouble;
 }
 
+void json_expect_unique_keys(cJSON *obj, const char *where)
+{
+	cJSON *a, *b;
+	cJSON_ArrayForEach(a, obj) {
+		if (cJSON_IsObject(obj))
+			for (b = a->next; b; b = b->next)
+				if (a->string && b->string && !strcmp(a->string, b->string))
+					fail_msg("%s: key \"%s\" appears twice in one object", where, a->string);
+		json_expect_unique_keys(a, where);
+	}
+}
+
 void expect_contains(const char *haystack, const char *needle)
 {
 	if (!strstr(haystack, needle))

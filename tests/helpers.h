@@ -89,6 +89,10 @@ const char *guest_image(void);
 struct cJSON *summary_find_vm(const char *summary_path, const char *name);
 /* A number at a dotted path ("counters.msgq.sent"), or fails the test. */
 double json_num(struct cJSON *obj, const char *path);
+/* Fails the test if an object in obj (at any depth) names a key twice
+ * (cJSON keeps both; a reader finds one of them, which one depends on the
+ * reader). */
+void json_expect_unique_keys(struct cJSON *obj, const char *where);
 /* Fails the test unless needle is in haystack. */
 void expect_contains(const char *haystack, const char *needle);
 /* Runs `ferry run ARGS... --summary DIR/summary.json --log-dir DIR/logs`. */

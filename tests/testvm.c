@@ -13,6 +13,7 @@
 #include "ferry/virtio.h"
 #include "host/eventloop.h"
 #include "host/link.h"
+#include "host/msgq_switch.h"
 #include "host/net_switch.h"
 #include "vmm/irq.h"
 

@@ -1,7 +1,12 @@
 /* msgbulk: streams messages of several sizes to another VM and verifies
  * every one at the receiver.
  *
- *   role=send peer=NAME sizes=64,4K,64K,2M count=N mode=adaptive|copy|remap
+ * A run sends `count` messages, or with ms=N as many as it can in N ms (at
+ * most `count`): runs of one length then compare transports of very
+ * different speeds without one taking for ever or another ending before the
+ * measurement means anything.
+ *
+ *   role=send peer=NAME sizes=64,4K,64K,2M count=N [ms=N] mode=adaptive|copy|remap
  *             post=immediate|deferred check=full|header [transport=msgq|ivshmem]
  *   role=recv [timeout_ms=N] [wait=poll|irq] [transport=msgq|ivshmem]
  *
@@ -113,12 +118,15 @@ static bool send_control(uint32_t dest, uint32_t magic, uint32_t run, uint32_t c
 
 /* What one run (one message size) measured. */
 struct run_result {
-	uint64_t ns, remapped, copied, retries;
+	uint64_t ns, remapped, copied, ring, retries;
+	uint32_t count;    /* messages sent */
 };
 
-/* One run over msgq: as many messages in flight as the send region holds. */
-static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count, uint32_t flags, bool full,
-			 struct run_result *res)
+/* One run over msgq: as many messages in flight as the send region holds.
+ * Free buffers are reused last-freed first, so that a transport that gives
+ * them back at once (a direct ring) keeps building in the same warm ones. */
+static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count, uint64_t ms, uint32_t flags,
+			 bool full, struct run_result *res)
 {
 	const struct msgq_config *cfg = msgq_config();
 	uint32_t pages = (len + cfg->page_size - 1) / cfg->page_size;
@@ -129,17 +137,20 @@ static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count
 	unsigned nbufs = cfg->send_slots / pages;
 	nbufs = nbufs > MAX_BUFS ? MAX_BUFS : nbufs;
 	static uint8_t *buf[MAX_BUFS];
-	static bool busy[MAX_BUFS];
-	memset(busy, 0, sizeof(busy));
-	for (unsigned k = 0; k < nbufs; k++)
-		buf[k] = msgq_alloc(len);
-	uint64_t t0 = time_ns();
-	uint32_t seq = 0, done = 0;
-	unsigned next = 0;
+	static unsigned free_buf[MAX_BUFS];
 	static bool retry[MAX_BUFS];
+	unsigned nfree = 0, nretry = 0;
+	for (unsigned k = nbufs; k-- > 0;) {
+		buf[k] = msgq_alloc(len);
+		free_buf[nfree++] = k;
+	}
 	memset(retry, 0, sizeof(retry));
-	unsigned nretry = 0;
-	while (done < count) {
+	uint64_t t0 = time_ns(), deadline = ms ? t0 + ms * 1000000ull : 0;
+	uint32_t seq = 0, done = 0, limit = count;
+	bool built = false;
+	while (done < limit) {
+		if (deadline && seq < limit && !built && time_ns() >= deadline)
+			limit = seq; /* time is up: wait for what is in flight */
 		/* Sends the receiver had no room for go again, after a
 		 * pause that lets it return slots: re-sending at once
 		 * would only be refused again. */
@@ -152,25 +163,38 @@ static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count
 				}
 			}
 		}
-		/* Start a message in a free buffer, if one is free. */
-		if (seq < count && !busy[next]) {
-			build(buf[next], len, r, seq, count, full);
-			if (msgq_post(dest, buf[next], len, flags, next) == 0) {
-				busy[next] = true;
-				next = (next + 1) % nbufs;
+		/* Start a message in a free buffer, if one is free (built once,
+		 * however often the post has to be tried). */
+		bool posted = false, post_failed = false;
+		if (seq < limit && nfree) {
+			unsigned k = free_buf[nfree - 1];
+			if (!built)
+				build(buf[k], len, r, seq, count, full);
+			built = true;
+			if (msgq_post(dest, buf[k], len, flags, k) == 0) {
+				nfree--;
+				built = false;
 				seq++;
-				continue;
+				posted = true;
+			} else {
+				post_failed = true; /* the send queue, or a direct ring, is full */
 			}
 		}
 		struct msgq_done d;
 		bool reaped = false, was_full = false;
 		while (msgq_reap(&d)) {
 			reaped = true;
+			if (d.cookie >= nbufs) {
+				kprintf("msgbulk: completion for buffer %u of %u\n", d.cookie, nbufs);
+				return FERRY_EXIT_FAIL;
+			}
 			if (d.status == MSGQ_OK) {
-				busy[d.cookie] = false;
+				free_buf[nfree++] = d.cookie;
 				done++;
 				if (d.how == MSGQ_HOW_REMAPPED)
 					res->remapped++;
+				else if (d.how == MSGQ_HOW_RING)
+					res->ring++;
 				else
 					res->copied++;
 			} else if (d.status == MSGQ_E_FULL) {
@@ -187,10 +211,11 @@ static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count
 		}
 		/* Nothing to do until the VMM or the receiver moves: give
 		 * the CPU back rather than spin. */
-		if (!was_full && !reaped && (seq == count || busy[next]))
+		if (!posted && !was_full && !reaped && (seq == limit || !nfree || post_failed))
 			msgq_wait_sends(2000000);
 	}
 	res->ns = time_ns() - t0;
+	res->count = limit;
 	for (unsigned k = 0; k < nbufs; k++)
 		msgq_free(buf[k], len);
 	return 0;
@@ -198,7 +223,7 @@ static int send_run_msgq(uint32_t dest, uint32_t len, uint32_t r, uint32_t count
 
 /* One run over the ivshmem ring: each message is built in a private buffer
  * and copied into the ring, as a copying transport must. */
-static int send_run_ivshmem(uint32_t len, uint32_t r, uint32_t count, bool full, struct run_result *res)
+static int send_run_ivshmem(uint32_t len, uint32_t r, uint32_t count, uint64_t ms, bool full, struct run_result *res)
 {
 	if (len > ivshmem_msg_max()) {
 		kprintf("msgbulk: %u bytes is more than the ring takes (%u)\n", len, ivshmem_msg_max());
@@ -207,9 +232,10 @@ static int send_run_ivshmem(uint32_t len, uint32_t r, uint32_t count, bool full,
 	uint8_t *buf = kmalloc(len);
 	if (!buf)
 		return FERRY_EXIT_FAIL;
-	uint64_t waits = ivshmem_msg_full_waits(), t0 = time_ns();
+	uint64_t waits = ivshmem_msg_full_waits(), t0 = time_ns(), deadline = ms ? t0 + ms * 1000000ull : 0;
 	int err = 0;
-	for (uint32_t seq = 0; seq < count && !err; seq++) {
+	uint32_t seq = 0;
+	for (; seq < count && !err && (!deadline || time_ns() < deadline); seq++) {
 		build(buf, len, r, seq, count, full);
 		if (ivshmem_msg_send(buf, len, IVSHMEM_SEND_TIMEOUT_NS) != 0) {
 			kprintf("msgbulk: the receiver stopped taking messages (run %u, message %u)\n", r, seq);
@@ -217,10 +243,24 @@ static int send_run_ivshmem(uint32_t len, uint32_t r, uint32_t count, bool full,
 		}
 	}
 	res->ns = time_ns() - t0;
-	res->copied = count;
+	res->count = seq;
+	res->copied = seq;
 	res->retries = ivshmem_msg_full_waits() - waits;
 	kfree(buf);
 	return err;
+}
+
+/* What the msgq driver counted: how much took the direct rings, and how
+ * often they were full or rang. */
+static void print_driver_stats(void)
+{
+	struct msgq_stats st;
+	if (ivs || !msgq_present())
+		return;
+	msgq_stats(&st);
+	kprintf("msgbulk: driver: posted %lu, received %lu, ring sends %lu, ring receives %lu, ring full %lu, "
+		"ring doorbells %lu\n", st.posted, st.received, st.ring_sent, st.ring_received, st.ring_full,
+		st.ring_doorbells);
 }
 
 /* Finds the peer and waits until its driver takes messages. */
@@ -246,6 +286,7 @@ static int sender(void)
 	uint32_t sizes[MAX_RUNS];
 	int runs = parse_sizes(sizes);
 	uint32_t count = (uint32_t)cmdline_get_u64("count", 100);
+	uint64_t ms = cmdline_get_u64("ms", 0);
 	const char *mode_s = cmdline_get_str("mode", ivs ? "copy" : "adaptive");
 	const char *post_s = cmdline_get_str("post", "immediate");
 	uint32_t mode = !strcmp(mode_s, "copy") ? MSG_COPY : !strcmp(mode_s, "remap") ? MSG_REMAP : MSG_ADAPTIVE;
@@ -265,34 +306,35 @@ static int sender(void)
 	int failures = 0;
 	for (int r = 0; r < runs; r++) {
 		uint32_t len = sizes[r];
-		struct run_result res = { 0, 0, 0, 0 };
-		err = ivs ? send_run_ivshmem(len, (uint32_t)r, count, full, &res)
-			  : send_run_msgq(dest, len, (uint32_t)r, count, mode | post, full, &res);
+		struct run_result res = { 0, 0, 0, 0, 0, 0 };
+		err = ivs ? send_run_ivshmem(len, (uint32_t)r, count, ms, full, &res)
+			  : send_run_msgq(dest, len, (uint32_t)r, count, ms, mode | post, full, &res);
 		if (err)
 			return err;
-		if (!send_control(dest, BULK_END, (uint32_t)r, count)) {
+		if (!send_control(dest, BULK_END, (uint32_t)r, res.count)) {
 			kprintf("msgbulk: could not end run %d\n", r);
 			failures++;
 		}
 		/* Integers only: the guest has no FPU state. */
-		uint64_t ns = res.ns, bytes = (uint64_t)len * count, mbps_x10 = ns ? bytes * 10000 / ns : 0;
-		uint64_t rate = ns ? (uint64_t)count * 1000000000ull / ns : 0;
+		uint64_t ns = res.ns, bytes = (uint64_t)len * res.count, mbps_x10 = ns ? bytes * 10000 / ns : 0;
+		uint64_t rate = ns ? (uint64_t)res.count * 1000000000ull / ns : 0;
 		kprintf("msgbulk: result {\"size\": %u, \"count\": %u, \"transport\": \"%s\", \"mode\": \"%s\", "
 			"\"post\": \"%s\", \"check\": \"%s\", \"ns\": %lu, \"mbps\": %lu.%lu, \"msgs_per_s\": %lu, "
-			"\"remapped\": %lu, \"copied\": %lu, \"full_retries\": %lu}\n",
-			len, count, ivs ? "ivshmem" : "msgq", mode_name(mode),
+			"\"remapped\": %lu, \"copied\": %lu, \"ring\": %lu, \"full_retries\": %lu}\n",
+			len, res.count, ivs ? "ivshmem" : "msgq", mode_name(mode),
 			ivs ? "none" : post == MSG_IMMEDIATE ? "immediate" : "deferred", full ? "full" : "header", ns,
-			mbps_x10 / 10, mbps_x10 % 10, rate, res.remapped, res.copied, res.retries);
+			mbps_x10 / 10, mbps_x10 % 10, rate, res.remapped, res.copied, res.ring, res.retries);
 	}
 	if (!send_control(dest, BULK_DONE, (uint32_t)runs, 0))
 		failures++;
 	if (ivs)
 		ivshmem_msg_close();
+	print_driver_stats();
 	return failures ? FERRY_EXIT_FAIL : 0;
 }
 
 struct run_state {
-	uint32_t count, received, bad, dupes;
+	uint32_t count, max, received, bad, dupes;
 	uint8_t *seen;
 	bool ended;
 };
@@ -350,10 +392,14 @@ static int receiver(void)
 			rs->count = h.count;
 		} else {
 			if (!rs->seen) {
-				rs->count = h.count;
+				/* Data carry the most the run may send; END
+				 * says how many it did (a timed run). */
+				if (!rs->ended)
+					rs->count = h.count;
 				rs->seen = kzalloc(h.count / 8 + 1);
+				rs->max = h.count;
 			}
-			bool ok = h.len == m.len && h.seq < rs->count;
+			bool ok = rs->seen && h.len == m.len && h.seq < rs->count && h.seq < rs->max;
 			if (ok && h.full && m.len > sizeof(h))
 				ok = checksum64(m.data + sizeof(h), m.len - sizeof(h)) == h.csum;
 			if (!ok) {
@@ -380,6 +426,7 @@ static int receiver(void)
 		errors += !ok;
 		kfree(rs->seen);
 	}
+	print_driver_stats();
 	return errors ? FERRY_EXIT_FAIL : 0;
 }
 

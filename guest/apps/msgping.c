@@ -1,6 +1,6 @@
 /* msgping: round-trip latency between two VMs over message queues.
  *
- *   role=ping peer=NAME count=N size=BYTES post=immediate|deferred
+ *   role=ping peer=NAME count=N [warmup=N] size=BYTES post=immediate|deferred
  *             mode=adaptive|copy|remap wait=poll|irq [transport=msgq|ivshmem]
  *   role=pong [wait=poll|irq] [transport=msgq|ivshmem]
  *
@@ -8,6 +8,8 @@
  * source (the id the VMM put in the message), the pinger times the round
  * trip. One-way latency is half of it. wait=poll spins with receive
  * interrupts off (lowest latency); wait=irq halts until the interrupt.
+ * warmup=N round trips go first, untimed: what is measured is then the
+ * steady state, not the first use of each page the messages pass through.
  *
  * transport=ivshmem sends over the two rings in memory shared with QEMU's
  * ivshmem (include/ivshmem.h), one per direction, copying each message
@@ -30,6 +32,7 @@
 #define SEND_TIMEOUT_NS 10000000000ull
 
 static bool ivs;  /* transport=ivshmem */
+static unsigned long how_count[4];  /* the pinger's sends by MSGQ_HOW_* */
 
 static uint32_t flags_from_cmdline(void)
 {
@@ -57,6 +60,7 @@ static int send_msg(uint32_t dest, const void *buf, uint32_t len, uint32_t flags
 	struct msgq_done d;
 	while (!msgq_reap(&d))
 		msgq_wait_sends(2000000);
+	how_count[d.how < 4 ? d.how : 0]++;
 	return d.status;
 }
 
@@ -111,8 +115,9 @@ static int ping(void)
 	const char *peer = cmdline_get_str("peer", "");
 	uint32_t dest = msgq_peer(peer), flags = flags_from_cmdline();
 	unsigned count = (unsigned)cmdline_get_u64("count", 1000);
+	unsigned warmup = (unsigned)cmdline_get_u64("warmup", 0);
 	uint32_t size = (uint32_t)cmdline_get_u64("size", 64);
-	if ((!dest && !ivs) || count == 0 || size < 8) {
+	if ((!dest && !ivs) || count == 0 || size < 8 || warmup > 1000000) {
 		kprintf("msgping: need peer=NAME (a peer of this VM), count >= 1, size >= 8\n");
 		return FERRY_EXIT_BAD_ARGS;
 	}
@@ -124,9 +129,10 @@ static int ping(void)
 	if (!buf || !rtt)
 		return FERRY_EXIT_FAIL;
 	struct msg m;
-	for (unsigned i = 0; i <= count; i++) {
+	unsigned total = warmup + count;
+	for (unsigned i = 0; i <= total; i++) {
 		memset(buf, (int)(i & 0xff), size);
-		uint32_t tag = i == count ? PING_END : i;
+		uint32_t tag = i == total ? PING_END : i;
 		memcpy(buf, &tag, 4);
 		uint64_t t0 = time_ns();
 		int st = send_msg(dest, buf, size, flags);
@@ -134,7 +140,7 @@ static int ping(void)
 			kprintf("msgping: send %u failed with status %d\n", i, st);
 			return FERRY_EXIT_FAIL;
 		}
-		if (i == count)
+		if (i == total)
 			break;
 		if (!recv_msg(&m, 5000000000ull)) {
 			kprintf("msgping: no reply to message %u\n", i);
@@ -149,16 +155,19 @@ static int ping(void)
 			return FERRY_EXIT_FAIL;
 		}
 		release_msg(&m);
-		rtt[i] = t1 - t0;
+		if (i >= warmup)
+			rtt[i - warmup] = t1 - t0;
 	}
 	if (ivs)
 		ivshmem_msg_close();
 	sort_u64(rtt, count);
 	uint64_t med = rtt[count / 2], p99 = rtt[count * 99 / 100], min = rtt[0];
-	kprintf("msgping: result {\"size\": %u, \"count\": %u, \"transport\": \"%s\", \"mode\": \"%s\", \"post\": \"%s\", "
-		"\"rtt_ns_min\": %lu, \"rtt_ns_median\": %lu, \"rtt_ns_p99\": %lu, \"one_way_ns_median\": %lu}\n",
+	kprintf("msgping: result {\"size\": %u, \"count\": %u, \"transport\": \"%s\", \"mode\": \"%s\", "
+		"\"post\": \"%s\", \"warmup\": %u, \"copied\": %lu, \"remapped\": %lu, \"ring\": %lu, \"rtt_ns_min\": %lu, "
+		"\"rtt_ns_median\": %lu, \"rtt_ns_p99\": %lu, \"one_way_ns_median\": %lu}\n",
 		size, count, ivs ? "ivshmem" : "msgq", mode_name(flags),
-		ivs ? "none" : (flags & MSG_IMMEDIATE) ? "immediate" : "deferred", min, med, p99, med / 2);
+		ivs ? "none" : (flags & MSG_IMMEDIATE) ? "immediate" : "deferred", warmup, how_count[MSGQ_HOW_COPIED],
+		how_count[MSGQ_HOW_REMAPPED], how_count[MSGQ_HOW_RING], min, med, p99, med / 2);
 	kfree(rtt);
 	buf_free(buf, size);
 	return 0;

@@ -92,7 +92,18 @@ void msgq_recv_irq(bool on);
 
 struct msgq_stats {
 	uint64_t posted, reaped, received, released, bad_headers;
+	uint64_t ring_sent, ring_received, ring_full, ring_doorbells;  /* direct rings */
 };
 void msgq_stats(struct msgq_stats *out);
+/* Direct rings (MSGQ_F_RINGS): how many this VM has, and whether the one
+ * to `peer` and the one from it are open now. */
+unsigned msgq_rings(uint32_t peer, bool *tx_open, bool *rx_open);
+/* The rings themselves, for tests that misuse them: the data area of the
+ * ring to `peer` (ours to write) and its ack page (read-only here); of the
+ * ring from `peer` (read-only here) and its ack page (ours). NULL if none. */
+uint8_t *msgq_ring_to(uint32_t peer, uint8_t **ack);
+uint8_t *msgq_ring_from(uint32_t peer, uint8_t **ack);
+/* Rings the rings' doorbell (what a driver does for a peer that sleeps). */
+void msgq_ring_doorbell(void);
 
 #endif

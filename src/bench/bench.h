@@ -25,6 +25,14 @@ struct child {
 };
 
 int child_spawn(struct child *c, char *const argv[]);
+/* The same, with the child (every thread it will have) on CPU `cpu` (-1:
+ * wherever the bench may run). */
+int child_spawn_on(struct child *c, char *const argv[], int cpu);
+/* The first `max` CPUs this process may run on; how many there are. */
+int bench_cpus(int cpus[], int max);
+/* Waits up to timeout_s for threads of `pid` named names[i] (their comm)
+ * and pins each to cpus[i] (at most 16). How many were pinned. */
+unsigned pin_threads(pid_t pid, const char *const names[], const int cpus[], unsigned n, double timeout_s);
 /* Reads output until `needle` appears (NULL: any byte). Returns the time of
  * that read in ns since spawn, or 0 on EOF/timeout. */
 uint64_t child_wait_output(struct child *c, const char *needle, double timeout_s);

@@ -1,5 +1,7 @@
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
@@ -16,6 +18,11 @@
 
 int child_spawn(struct child *c, char *const argv[])
 {
+	return child_spawn_on(c, argv, -1);
+}
+
+int child_spawn_on(struct child *c, char *const argv[], int cpu)
+{
 	memset(c, 0, sizeof(*c));
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -25,6 +32,13 @@ int child_spawn(struct child *c, char *const argv[])
 	if (c->pid < 0)
 		return -1;
 	if (c->pid == 0) {
+		if (cpu >= 0) {
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET(cpu, &set);
+			if (sched_setaffinity(0, sizeof(set), &set) < 0)
+				_exit(126);
+		}
 		dup2(p[1], 1);
 		int null = open("/dev/null", O_WRONLY);
 		if (null >= 0)
@@ -183,4 +197,65 @@ bool bench_qemu_installed(const char *bench)
 		return true;
 	fprintf(stderr, "ferry bench %s: %s is not installed: no QEMU figures\n", bench, QEMU_BIN);
 	return false;
+}
+
+int bench_cpus(int cpus[], int max)
+{
+	cpu_set_t set;
+	int n = 0;
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 0;
+	for (int cpu = 0; cpu < CPU_SETSIZE && n < max; cpu++)
+		if (CPU_ISSET(cpu, &set))
+			cpus[n++] = cpu;
+	return n;
+}
+
+/* Pins the thread of process `pid` called `name` (its comm) to `cpu`, if it
+ * exists now. */
+static bool pin_thread(pid_t pid, const char *name, int cpu)
+{
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(dir);
+	bool done = false;
+	struct dirent *e;
+	while (d && !done && (e = readdir(d)) != NULL) {
+		char path[400], comm[64] = "";
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/comm", dir, e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f))
+			comm[strcspn(comm, "\n")] = '\0';
+		fclose(f);
+		if (strcmp(comm, name))
+			continue;
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		done = sched_setaffinity((pid_t)atoi(e->d_name), sizeof(set), &set) == 0;
+	}
+	if (d)
+		closedir(d);
+	return done;
+}
+
+unsigned pin_threads(pid_t pid, const char *const names[], const int cpus[], unsigned n, double timeout_s)
+{
+	uint64_t deadline = clock_ns() + (uint64_t)(timeout_s * 1e9);
+	bool pinned[16] = { false };
+	unsigned done = 0;
+	while (done < n && n <= 16 && clock_ns() < deadline) {
+		for (unsigned i = 0; i < n; i++)
+			if (!pinned[i] && pin_thread(pid, names[i], cpus[i])) {
+				pinned[i] = true;
+				done++;
+			}
+		if (done < n)
+			usleep(1000);
+	}
+	return done;
 }

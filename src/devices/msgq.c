@@ -42,6 +42,11 @@ struct msgq_dev {
 	 * every pickup stop its peers. */
 	bool pause_pays;
 	unsigned long paused_pickups;
+	/* Direct rings (MSGQ_F_RINGS), if this VM has any: BAR 4. */
+	bool has_rings;
+	uint64_t rings_gpa;
+	int rings_region[2];         /* guest-memory regions: read-write, read-only */
+	struct device rings_guard;   /* counts writes to the read-only ring views */
 };
 
 static const char *const status_name[MSGQ_E_MAX] = {
@@ -174,6 +179,8 @@ static void msgq_queue_notify(struct virtio_device *vd, struct virtqueue *vq)
 		process_sends(m, true);
 	else if (vq->index == MSGQ_QUEUE_RETURN)
 		process_returns(m);
+	else if (vq->index == MSGQ_QUEUE_RING_DOORBELL)
+		msgq_rings_doorbell(m->ep);
 	/* A kick of the receive queue needs nothing: buffers are taken as
 	 * messages arrive. */
 }
@@ -221,6 +228,11 @@ static void deliver(struct msgq_endpoint *ep, const struct msgq_recv_hdr *hdr)
 	vq_chain_write(&m->reserved, 0, hdr, sizeof(*hdr));
 	vq_push(vq, m->reserved.head, sizeof(*hdr));
 	virtio_queue_interrupt(&m->vd, vq);
+	/* Slots the driver gave back with plain stores: taken now, on an exit
+	 * that happens anyway, so that its batch buffers come back before it
+	 * runs out of them and has to ring for them. */
+	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_RETURN]))
+		process_returns(m);
 }
 
 static void isolation_lost(struct msgq_endpoint *ep, const char *why)
@@ -234,6 +246,14 @@ static void isolation_lost(struct msgq_endpoint *ep, const char *why)
 static void reclaim(struct msgq_endpoint *ep)
 {
 	process_returns(ep->dev);
+}
+
+/* A peer woke this driver through a direct ring. */
+static void wake(struct msgq_endpoint *ep, unsigned queue)
+{
+	struct msgq_dev *m = ep->dev;
+	if (m->vd.transport && (m->vd.status & VIRTIO_STATUS_DRIVER_OK) && queue < MSGQ_NUM_QUEUES)
+		virtio_pci_signal_queue(m->vd.transport, &m->vd.vq[queue]);
 }
 
 /* A peer was removed from the run: it leaves the peer table the driver
@@ -259,6 +279,7 @@ static const struct msgq_endpoint_ops endpoint_ops = {
 	.deliver = deliver,
 	.reclaim = reclaim,
 	.isolation_lost = isolation_lost,
+	.wake = wake,
 	.peer_gone = peer_gone,
 };
 
@@ -272,7 +293,7 @@ static void msgq_reset(struct virtio_device *vd)
 	struct msgq_dev *m = to_msgq(vd);
 	m->ep->up = false;
 	m->have_reserved = false;
-	msgq_endpoint_reset(m->ep); /* received pages go back to the pool */
+	msgq_endpoint_reset(m->ep);
 }
 
 /* At every exit of this VM to ferry: the "next natural exit" for deferred
@@ -298,6 +319,19 @@ static unsigned long refused_not_full(struct msgq_counters *c)
 	return atomic_load(&c->rejected) - atomic_load(&c->rejected_by[MSGQ_E_FULL]);
 }
 
+/* The VMs a pickup holds outside the guest: the sender and its live peers. */
+struct pause_set {
+	struct vm *paused[MSGQ_MAX_PEERS + 1];
+	unsigned npaused;
+};
+
+static void add_to_pause(struct msgq_endpoint *peer, void *arg)
+{
+	struct pause_set *set = arg;
+	if (set->npaused < MSGQ_MAX_PEERS + 1)
+		set->paused[set->npaused++] = ((struct msgq_dev *)peer->dev)->vd.dev.vm;
+}
+
 /* Every poll_us: deferred sends, and slots given back without a doorbell. */
 static void msgq_poll(void *arg, uint32_t events)
 {
@@ -307,12 +341,11 @@ static void msgq_poll(void *arg, uint32_t events)
 	(void)events;
 	pthread_mutex_lock(m->vd.lock);
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_SEND]) >= PAUSE_BATCH && m->ep->up && m->pause_pays) {
-		paused[npaused++] = m->vd.dev.vm;
-		for (unsigned i = 0; i < m->ep->nr_peers; i++) {
-			struct msgq_endpoint *peer = m->ep->sw->ep[m->ep->peers[i]];
-			if (peer && peer->up)
-				paused[npaused++] = ((struct msgq_dev *)peer->dev)->vd.dev.vm;
-		}
+		struct pause_set set = { .npaused = 1 };
+		set.paused[0] = m->vd.dev.vm;
+		msgq_for_each_live_peer(m->ep, add_to_pause, &set);
+		npaused = set.npaused;
+		memcpy(paused, set.paused, npaused * sizeof(paused[0]));
 		m->paused_pickups++;
 	}
 	pthread_mutex_unlock(m->vd.lock);
@@ -332,6 +365,7 @@ static void msgq_poll(void *arg, uint32_t events)
 	}
 	if (vq_pending(&m->vd.vq[MSGQ_QUEUE_RETURN]))
 		process_returns(m);
+	msgq_rings_check(m->ep);
 	pthread_mutex_unlock(m->vd.lock);
 	for (unsigned i = 0; i < npaused; i++)
 		vm_resume(paused[i]);
@@ -348,9 +382,10 @@ static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
 	cJSON_AddNumberToObject(o, "bytes_copied", (double)atomic_load(&c->bytes_copied));
 	cJSON_AddNumberToObject(o, "immediate", (double)atomic_load(&c->immediate));
 	cJSON_AddNumberToObject(o, "deferred", (double)atomic_load(&c->deferred));
-	/* The device counter covers every refusal (sends, bad returns, writes
-	 * to received pages); this one counts refused sends. */
-	cJSON_AddNumberToObject(o, "rejected", (double)atomic_load(&c->rejected));
+	/* "rejected" (the device's generic counter, already in the object)
+	 * counts misbehaviour; this one every refused send, MSGQ_E_FULL
+	 * included. A JSON object names a key once. */
+	cJSON_AddNumberToObject(o, "rejected_sends", (double)atomic_load(&c->rejected));
 	cJSON *by = cJSON_AddObjectToObject(o, "rejected_by");
 	for (int i = 1; i < MSGQ_E_MAX; i++)
 		cJSON_AddNumberToObject(by, status_name[i], (double)atomic_load(&c->rejected_by[i]));
@@ -361,6 +396,53 @@ static void msgq_counters_json(struct virtio_device *vd, cJSON *o)
 	cJSON_AddNumberToObject(o, "writes_to_received_pages", (double)atomic_load(&m->ro_guard.ctr.rejected));
 	cJSON_AddNumberToObject(o, "copy_threshold", m->cfg.copy_threshold);
 	cJSON_AddNumberToObject(o, "page_size", m->cfg.page_size);
+	if (!m->has_rings)
+		return;
+	cJSON_AddBoolToObject(o, "rings_driver", virtio_has_feature(vd, MSGQ_F_RINGS));
+	cJSON_AddNumberToObject(o, "ring_doorbells", (double)atomic_load(&m->ep->ring_doorbells));
+	cJSON_AddNumberToObject(o, "ring_wakeups", (double)atomic_load(&m->ep->ring_wakeups));
+	cJSON_AddNumberToObject(o, "writes_to_ring_views", (double)atomic_load(&m->rings_guard.ctr.rejected));
+	/* What the drivers last wrote in each ring's indices: their own word,
+	 * not counted by ferry, which sees no ring message. */
+	cJSON *rings = cJSON_AddArrayToObject(o, "rings");
+	for (int tx = 1; tx >= 0; tx--) {
+		struct msgq_ring_state st;
+		for (unsigned i = 0; msgq_ring_state(m->ep, tx, i, &st); i++) {
+			cJSON *r = cJSON_CreateObject();
+			cJSON_AddNumberToObject(r, tx ? "to" : "from", st.peer);
+			cJSON_AddBoolToObject(r, "open", st.open);
+			cJSON_AddNumberToObject(r, "prod_slots", (double)st.prod);
+			cJSON_AddNumberToObject(r, "cons_slots", (double)st.cons);
+			/* Wake tokens the drivers set, and the last ferry answered:
+			 * where a pair that stopped moving was waiting. */
+			cJSON_AddNumberToObject(r, "wake_rx", st.wake_rx);
+			cJSON_AddNumberToObject(r, "wake_tx", st.wake_tx);
+			cJSON_AddNumberToObject(r, "answered_rx", st.answered_rx);
+			cJSON_AddNumberToObject(r, "answered_tx", st.answered_tx);
+			cJSON_AddItemToArray(rings, r);
+		}
+	}
+}
+
+/* Guest writes to the read-only ring views (other VMs' rings, and the acks
+ * of its own) exit here. */
+static void rings_guard_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+	struct msgq_dev *m = opaque;
+	if (is_write)
+		device_reject(&m->rings_guard, "write of %u bytes to a read-only ring view at offset 0x%llx ignored",
+			      len, (unsigned long long)off);
+	else
+		memset(data, 0xff, len);
+}
+
+/* BAR 4: both ring regions, rounded up to a power of two. */
+static uint64_t rings_bar_size(const struct msgq_dev *m)
+{
+	uint64_t need = m->ep->rings_rw + m->ep->rings_ro, size = 4096;
+	while (size < need)
+		size <<= 1;
+	return size;
 }
 
 /* Guest writes to its receive region exit here (the region is a read-only
@@ -384,28 +466,66 @@ static uint64_t window_bar_size(const struct msgq_dev *m)
 	return size;
 }
 
+/* A virtio shared memory region capability. */
+static bool add_shm_cap(struct pci_device *pdev, unsigned bar, unsigned id, uint64_t off, uint64_t len)
+{
+	struct virtio_pci_cap64 cap = {
+		.cap = { .cap_vndr = PCI_CAP_ID_VNDR, .cap_len = sizeof(cap), .cfg_type = VIRTIO_PCI_CAP_SHARED_MEMORY_CFG,
+			 .bar = (uint8_t)bar, .id = (uint8_t)id, .offset = (uint32_t)off, .length = (uint32_t)len },
+		.offset_hi = (uint32_t)(off >> 32),
+		.length_hi = (uint32_t)(len >> 32),
+	};
+	return pci_add_cap(pdev, &cap, sizeof(cap));
+}
+
 static int msgq_pci_setup(struct virtio_device *vd, struct pci_device *pdev, char *err, size_t errlen)
 {
 	struct msgq_dev *m = to_msgq(vd);
 	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
 	pci_set_bar(pdev, MSGQ_WINDOW_BAR, window_bar_size(m), true, true, NULL, NULL);
 	pci_place_bar(pdev, MSGQ_WINDOW_BAR, m->window_gpa);
-	/* The two regions as virtio shared memory regions 0 and 1. */
-	for (int id = 0; id < 2; id++) {
-		uint64_t off = id ? send : 0, len = id ? recv : send;
-		struct virtio_pci_cap64 cap = {
-			.cap = { .cap_vndr = PCI_CAP_ID_VNDR, .cap_len = sizeof(cap),
-				 .cfg_type = VIRTIO_PCI_CAP_SHARED_MEMORY_CFG, .bar = MSGQ_WINDOW_BAR, .id = (uint8_t)id,
-				 .offset = (uint32_t)off, .length = (uint32_t)len },
-			.offset_hi = (uint32_t)(off >> 32),
-			.length_hi = (uint32_t)(len >> 32),
-		};
-		if (!pci_add_cap(pdev, &cap, sizeof(cap))) {
-			snprintf(err, errlen, "msgq: no room for its capabilities");
-			return -1;
-		}
+	/* The two regions as virtio shared memory regions 0 and 1; the rings'
+	 * window as region 2 in BAR 4. */
+	bool ok = add_shm_cap(pdev, MSGQ_WINDOW_BAR, 0, 0, send) && add_shm_cap(pdev, MSGQ_WINDOW_BAR, 1, send, recv);
+	if (ok && m->has_rings) {
+		pci_set_bar(pdev, MSGQ_RINGS_BAR, rings_bar_size(m), true, true, NULL, NULL);
+		pci_place_bar(pdev, MSGQ_RINGS_BAR, m->rings_gpa);
+		/* One region for both parts: PCI configuration space has no room
+		 * for another capability. */
+		ok = add_shm_cap(pdev, MSGQ_RINGS_BAR, MSGQ_SHM_RINGS, 0, m->ep->rings_rw + m->ep->rings_ro);
+	}
+	if (!ok) {
+		snprintf(err, errlen, "msgq: no room for its capabilities");
+		return -1;
 	}
 	return 0;
+}
+
+/* The guest moved or unmapped the rings' BAR: both regions move, or neither. */
+static void rings_bar_mapped(struct msgq_dev *m, uint64_t addr, bool mapped)
+{
+	struct guest_memory *mem = &m->vd.dev.vm->mem;
+	uint64_t old = m->rings_gpa, rw = m->ep->rings_rw, ro = m->ep->rings_ro;
+	bool was = mem->region[m->rings_region[0]].present;
+	if (mapped == was && (!mapped || addr == old))
+		return;
+	if (was)
+		bus_unregister(&m->vd.dev.vm->mmio, old + rw, m);
+	bool ok = gm_move_foreign(mem, (unsigned)m->rings_region[0], addr, mapped) == 0 &&
+		  gm_move_foreign(mem, (unsigned)m->rings_region[1], addr + rw, mapped) == 0;
+	if (!ok) {
+		if (gm_move_foreign(mem, (unsigned)m->rings_region[0], old, was) < 0 ||
+		    gm_move_foreign(mem, (unsigned)m->rings_region[1], old + rw, was) < 0)
+			log_error(m->vd.dev.vm->name, "msgq: the rings' window could not be put back and is unmapped");
+		device_reject(&m->vd.dev, "cannot move the rings' window to 0x%llx; it stays at 0x%llx",
+			      (unsigned long long)addr, (unsigned long long)old);
+		addr = old;
+		mapped = was && mem->region[m->rings_region[0]].present;
+	}
+	m->rings_gpa = addr;
+	if (mapped && bus_register(&m->vd.dev.vm->mmio, addr + rw, ro, rings_guard_io, m, &m->rings_guard) < 0)
+		device_reject(&m->vd.dev, "read-only ring views at 0x%llx overlap another device",
+			      (unsigned long long)(addr + rw));
 }
 
 /* The guest moved or unmapped the window BAR: move the memory slots, both
@@ -414,6 +534,12 @@ static void msgq_bar_mapped(struct virtio_device *vd, unsigned bar, uint64_t add
 {
 	struct msgq_dev *m = to_msgq(vd);
 	struct guest_memory *mem = &m->vd.dev.vm->mem;
+	if (bar == MSGQ_RINGS_BAR && m->has_rings) {
+		pthread_mutex_lock(m->vd.lock);
+		rings_bar_mapped(m, addr, mapped);
+		pthread_mutex_unlock(m->vd.lock);
+		return;
+	}
 	if (bar != MSGQ_WINDOW_BAR)
 		return;
 	pthread_mutex_lock(m->vd.lock);
@@ -453,145 +579,22 @@ static void msgq_destroy(struct virtio_device *vd)
 	free(m);
 }
 
-static const struct virtio_device_ops msgq_ops = {
-	.type = VIRTIO_ID_MSGQ,
-	.num_queues = MSGQ_NUM_QUEUES,
-	.queue_size = MSGQ_QUEUE_SIZE,
-	.config_size = sizeof(struct msgq_config),
-	.queue_notify = msgq_queue_notify,
-	.activate = msgq_activate,
-	.reset = msgq_reset,
-	.counters_json = msgq_counters_json,
-	.destroy = msgq_destroy,
-	/* Sends and returns are handled on the vCPU that rings: the event loop
-	 * can be starved for milliseconds when guests spin on every core. */
-	.sync_notify = 1u << MSGQ_QUEUE_SEND | 1u << MSGQ_QUEUE_RETURN,
-	.pci_setup = msgq_pci_setup,
-	.bar_mapped = msgq_bar_mapped,
-};
+/* Sends, returns and ring doorbells are handled on the vCPU that rings: the
+ * event loop can be starved for milliseconds when guests spin on every
+ * core. Queue 3 is a doorbell, not a ring. */
+#define MSGQ_OPS(rings)                                                                                   \
+	{                                                                                                 \
+		.type = VIRTIO_ID_MSGQ, .num_queues = MSGQ_NUM_QUEUES, .queue_size = MSGQ_QUEUE_SIZE,       \
+		.features = (rings) ? 1ull << MSGQ_F_RINGS : 0, .config_size = sizeof(struct msgq_config), \
+		.queue_notify = msgq_queue_notify, .activate = msgq_activate, .reset = msgq_reset,         \
+		.counters_json = msgq_counters_json, .destroy = msgq_destroy,                              \
+		.sync_notify = 1u << MSGQ_QUEUE_SEND | 1u << MSGQ_QUEUE_RETURN | 1u << MSGQ_QUEUE_RING_DOORBELL, \
+		.doorbell_queues = 1u << MSGQ_QUEUE_RING_DOORBELL, .pci_setup = msgq_pci_setup,             \
+		.bar_mapped = msgq_bar_mapped,                                                             \
+	}
 
-/* Slots and message size, with defaults for the page size. */
-static void msgq_geometry(const struct msgq_device_config *mc, bool huge, uint32_t *send, uint32_t *recv,
-			  uint32_t *max)
-{
-	*send = mc->send_slots ? mc->send_slots : huge ? 8 : 1024;
-	*recv = mc->recv_slots ? mc->recv_slots : huge ? 8 : 1024;
-	*max = mc->max_msg_pages ? mc->max_msg_pages : huge ? 4 : 512;
-	if (*max > *send)
-		*max = *send;
-}
-
-/* Mappings each VM needs besides its message window (RAM, vCPU stacks and
- * guards, the run structure, devices), and the process's own slack. */
-#define MAPPINGS_PER_VM(vcpus) (16 + 4 * (uint64_t)(vcpus))
-#define MAPPINGS_SLACK 1024
-
-/* Pool pages for every VM's windows with this page size, and the longest
- * receive region (the zero area); false if no VM has a msgq device. With
- * `mappings`, also the memory mappings the run may need at most. */
-static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *pages, uint64_t *longest_recv,
-			   uint64_t *mappings)
-{
-	bool any = false;
-	uint64_t maps = MAPPINGS_SLACK;
-	*pages = *longest_recv = 0;
-	for (unsigned i = 0; i < cfg->nr_vms; i++) {
-		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
-		uint32_t send, recv, max;
-		maps += MAPPINGS_PER_VM(cfg->vms[i].vcpus);
-		if (!d)
-			continue;
-		any = true;
-		msgq_geometry(&d->msgq, huge, &send, &recv, &max);
-		maps += msgq_window_mappings(send, recv);
-		*pages += send + recv; /* a page per send slot, and per message page in flight */
-		if (recv > *longest_recv)
-			*longest_recv = recv;
-	}
-	if (mappings)
-		*mappings = maps;
-	return any;
-}
-
-/* VMs added to a running ferry: their windows must fit in the pool beside
- * what the running endpoints may hold (a page per slot), its zero area and
- * the process's memory mappings. */
-static int msgq_reserve(struct msgq_switch *sw, const struct ferry_config *cfg, char *err, size_t errlen)
-{
-	uint64_t pages, longest_recv, maps, in_use, limit;
-	bool huge = sw->page_size > 4096;
-	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv, &maps))
-		return 0;
-	pthread_mutex_lock(&sw->lock);
-	uint64_t held = 2; /* the pool's spare pages for measuring */
-	for (unsigned i = 1; i <= MSGQ_MAX_VMS; i++)
-		if (sw->ep[i])
-			held += (uint64_t)sw->ep[i]->send_slots + sw->ep[i]->recv_slots;
-	uint64_t capacity = sw->pool->nr_pages, zero = sw->pool->zero_pages;
-	pthread_mutex_unlock(&sw->lock);
-	if (held + pages > capacity) {
-		snprintf(err, errlen,
-			 "msgq: the page pool has room for %llu more pages and these VMs' windows need %llu (start "
-			 "ferry with \"msgq\": {\"spare_pages\": N} to keep room for VMs added later)",
-			 (unsigned long long)(capacity > held ? capacity - held : 0), (unsigned long long)pages);
-		return -1;
-	}
-	if (longest_recv > zero) {
-		snprintf(err, errlen, "msgq: at most %llu recv_slots for a VM added now (the longest of those at start)",
-			 (unsigned long long)zero);
-		return -1;
-	}
-	if (!gm_mappings_fit(maps - MAPPINGS_SLACK, &in_use, &limit)) {
-		snprintf(err, errlen, "msgq: the new windows may need %llu memory mappings, and vm.max_map_count allows "
-			 "%llu (%llu in use)", (unsigned long long)maps, (unsigned long long)limit,
-			 (unsigned long long)in_use);
-		return -1;
-	}
-	return 0;
-}
-
-int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
-{
-	if (vmm->msgq)
-		return msgq_reserve(vmm->msgq, cfg, err, errlen);
-	uint64_t pages, longest_recv;
-	bool huge = false;
-	for (unsigned i = 0; i < cfg->nr_vms; i++)
-		if (config_find_device(&cfg->vms[i], DEV_MSGQ))
-			huge = cfg->vms[i].hugepages; /* the config checked they all agree */
-	uint64_t maps, in_use, limit, small_pages, small_recv;
-	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL))
-		return 0;
-	/* Each slot of a window can become a mapping of its own: refuse now
-	 * what could exhaust the process's mappings later, when a remap that
-	 * fails would have to be undone. With the 4 KiB geometry: the most
-	 * slots, should huge pages fall back. */
-	msgq_pool_size(cfg, false, &small_pages, &small_recv, &maps);
-	if (!gm_mappings_fit(maps, &in_use, &limit)) {
-		snprintf(err, errlen,
-			 "msgq: the message windows may need up to %llu memory mappings, and vm.max_map_count "
-			 "allows %llu (%llu in use): use fewer send_slots/recv_slots, or raise vm.max_map_count",
-			 (unsigned long long)maps, (unsigned long long)limit, (unsigned long long)in_use);
-		return -1;
-	}
-	char why[256];
-	/* Two spare pages for measuring the copy threshold. */
-	if (huge && !gm_reserve_hugepages(pages + cfg->msgq.spare_pages + 2 + longest_recv, why, sizeof(why))) {
-		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
-		huge = false;
-	}
-	for (;;) {
-		msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL);
-		pages += cfg->msgq.spare_pages; /* for VMs added later */
-		vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
-					       cfg->msgq.copy_threshold, err, errlen);
-		if (vmm->msgq || !huge)
-			return vmm->msgq ? 0 : -1;
-		/* The kernel could not allocate the huge pages after all. */
-		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", err);
-		huge = false;
-	}
-}
+static const struct virtio_device_ops msgq_ops = MSGQ_OPS(false);
+static const struct virtio_device_ops msgq_rings_ops = MSGQ_OPS(true);
 
 void msgq_abandon(struct vm *vm)
 {
@@ -619,7 +622,7 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 	struct msgq_config *cfg = &m->cfg;
 	cfg->vm_id = config_vm_id(vm->id);
 	cfg->page_size = (uint32_t)sw->page_size;
-	msgq_geometry(mc, huge, &cfg->send_slots, &cfg->recv_slots, &cfg->max_msg_pages);
+	msgq_slot_geometry(mc, huge, &cfg->send_slots, &cfg->recv_slots, &cfg->max_msg_pages);
 	cfg->copy_threshold = sw->copy_threshold;
 	cfg->poll_us = mc->poll_us;
 	m->ep = msgq_endpoint_create(sw, cfg->vm_id, vm->name, cfg->send_slots, cfg->recv_slots,
@@ -631,6 +634,11 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 	m->ep->ops = &endpoint_ops;
 	m->ep->dev = m;
 	m->ep->vm_stopping = &vm->stopping;
+	if (msgq_endpoint_prefill(m->ep, err, errlen) < 0) {
+		msgq_endpoint_destroy(m->ep);
+		free(m);
+		return -1;
+	}
 
 	m->window_gpa = vm_window_gpa(vm, window_bar_size(m));
 	uint64_t send = send_region_size(m), recv = (uint64_t)cfg->recv_slots * cfg->page_size;
@@ -641,6 +649,29 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 		msgq_endpoint_destroy(m->ep);
 		free(m);
 		return -1;
+	}
+	/* The direct rings: what this VM writes, then what it only reads. */
+	struct msgq_endpoint *ep = m->ep;
+	m->has_rings = ep->nr_tx_rings + ep->nr_rx_rings > 0;
+	if (m->has_rings) {
+		cfg->ring_size = (uint32_t)sw->rings.ring_size;
+		cfg->nr_tx_rings = ep->nr_tx_rings;
+		cfg->nr_rx_rings = ep->nr_rx_rings;
+		for (unsigned i = 0; i < ep->nr_tx_rings; i++)
+			cfg->tx_ring_dest[i] = sw->rings.ring[ep->tx_ring[i]].dst;
+		for (unsigned j = 0; j < ep->nr_rx_rings; j++)
+			cfg->rx_ring_src[j] = sw->rings.ring[ep->rx_ring[j]].src;
+		m->rings_gpa = vm_window_gpa(vm, rings_bar_size(m));
+		m->rings_region[0] = gm_add_foreign(&vm->mem, "msgq-rings-rw", m->rings_gpa, ep->rings_rw, ep->rings_hva,
+						    false, err, errlen);
+		m->rings_region[1] = m->rings_region[0] < 0 ? -1 :
+			gm_add_foreign(&vm->mem, "msgq-rings-ro", m->rings_gpa + ep->rings_rw, ep->rings_ro,
+				       ep->rings_hva + ep->rings_rw, true, err, errlen);
+		if (m->rings_region[1] < 0) {
+			msgq_endpoint_destroy(m->ep);
+			free(m);
+			return -1;
+		}
 	}
 	vm->msgq = m;
 	return 0;
@@ -665,12 +696,20 @@ int msgq_create(struct vm *vm, const struct device_config *dc, char *err, size_t
 	}
 	snprintf(m->ro_guard.name, sizeof(m->ro_guard.name), "msgq-received-pages");
 	m->ro_guard.vm = vm;
-	if (virtio_device_init(&m->vd, vm, "msgq", &msgq_ops, &m->cfg, &sw->lock, err, errlen) < 0)
+	snprintf(m->rings_guard.name, sizeof(m->rings_guard.name), "msgq-ring-views");
+	m->rings_guard.vm = vm;
+	if (virtio_device_init(&m->vd, vm, "msgq", m->has_rings ? &msgq_rings_ops : &msgq_ops, &m->cfg, &sw->lock, err,
+			       errlen) < 0)
 		return -1;
 	m->registered = true;
 	uint64_t send = send_region_size(m), recv = (uint64_t)m->cfg.recv_slots * m->cfg.page_size;
 	if (bus_register(&vm->mmio, m->window_gpa + send, recv, ro_guard_io, m, &m->ro_guard) < 0) {
 		snprintf(err, errlen, "msgq: receive region overlaps another device");
+		return -1;
+	}
+	if (m->has_rings && bus_register(&vm->mmio, m->rings_gpa + m->ep->rings_rw, m->ep->rings_ro, rings_guard_io, m,
+					 &m->rings_guard) < 0) {
+		snprintf(err, errlen, "msgq: the read-only ring views overlap another device");
 		return -1;
 	}
 	m->poll = evl_add_timer(vm->evl, (uint64_t)m->cfg.poll_us * 1000, msgq_poll, m);

@@ -1,6 +1,7 @@
 /* virtio-msgq: this VM's message queue (see include/ferry/msgq.h and
  * docs/devices/msgq.md). The device validates what its guest asks and hands
- * sends to the message switch (host/msgq_switch.c). */
+ * sends to the message switch (host/msgq_switch.c, which also sizes the page
+ * pool: msgq_setup). */
 #ifndef FERRY_DEVICES_MSGQ_H
 #define FERRY_DEVICES_MSGQ_H
 
@@ -16,11 +17,5 @@ int msgq_window_create(struct vm *vm, const struct device_config *dc, char *err,
 int msgq_create(struct vm *vm, const struct device_config *dc, char *err, size_t errlen);
 /* Frees a window whose device was never created (VM creation failed). */
 void msgq_abandon(struct vm *vm);
-
-struct vmm;
-struct ferry_config;
-/* Creates the message switch and its page pool for every msgq device in
- * the config, if there is any. */
-int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen);
 
 #endif

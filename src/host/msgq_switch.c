@@ -8,7 +8,13 @@
 #include <sys/mman.h>
 
 #include "vmm/clock.h"
+#include "vmm/config.h"
 #include "vmm/log.h"
+#include "vmm/memory.h"
+#include "vmm/vmm.h"
+
+static uint8_t *recv_addr(struct msgq_endpoint *ep, uint32_t r);
+static void count_map_failure(struct msgq_endpoint *ep, const char *what, const char *outcome);
 
 /* Adaptive transfer: a copy costs time per byte (into a page the receiver
  * already has mapped), a remap costs time per page (two mappings change).
@@ -74,13 +80,13 @@ struct msgq_switch *msgq_switch_create(uint32_t pages, uint32_t zero_pages, uint
 	}
 	pthread_mutex_init(&sw->lock, NULL);
 	sw->page_size = page_size;
+	sw->rings.fd = -1;
 	/* Two spare pages for measuring, so the windows never run short. */
 	sw->pool = pool_create(pages + 2, zero_pages, page_size, err, errlen);
 	if (!sw->pool) {
 		free(sw);
 		return NULL;
 	}
-	sw->threshold_measured = copy_threshold == 0;
 	sw->copy_threshold = copy_threshold ? copy_threshold : measure_threshold(sw->pool);
 	return sw;
 }
@@ -89,6 +95,7 @@ void msgq_switch_destroy(struct msgq_switch *sw)
 {
 	if (!sw)
 		return;
+	msgq_rings_destroy(&sw->rings);
 	pool_destroy(sw->pool);
 	pthread_mutex_destroy(&sw->lock);
 	free(sw);
@@ -152,6 +159,8 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 		snprintf(err, errlen, "msgq %s: cannot map the receive region: %s", name, strerror(errno));
 		goto fail;
 	}
+	if (msgq_rings_attach(ep, err, errlen) < 0)
+		goto fail;
 	pthread_mutex_lock(&sw->lock);
 	sw->ep[id] = ep;
 	pthread_mutex_unlock(&sw->lock);
@@ -182,6 +191,7 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep)
 			}
 		}
 	}
+	msgq_rings_detach(ep);
 	for (uint32_t s = 0; ep->send_page && s < ep->send_slots; s++)
 		if (ep->send_page[s] != POOL_NONE)
 			pool_free(sw->pool, ep->send_page[s], (uint8_t)ep->id);
@@ -215,8 +225,57 @@ static void release_recv(struct msgq_endpoint *ep, uint32_t slot, uint32_t n)
 
 void msgq_endpoint_reset(struct msgq_endpoint *ep)
 {
+	struct page_pool *pool = ep->sw->pool;
+	msgq_rings_reset(ep);
 	memset(ep->recv_held, 0, ep->recv_slots);
 	ep->recv_cursor = 0;
+	/* One mapping puts the zero area over the whole receive region; only
+	 * then can its pages go back, since nobody may get a page this VM still
+	 * maps. If it fails, the pages stay where they are (and accounted for):
+	 * stale but never shared. */
+	if (pool_map_zero(pool, recv_addr(ep, 0), 0, ep->recv_slots) < 0) {
+		count_map_failure(ep, "cannot clear the receive region at a reset",
+				  "its pages stay mapped there, read-only");
+		return;
+	}
+	for (uint32_t r = 0; r < ep->recv_slots; r++) {
+		if (ep->recv_page[r] != POOL_NONE)
+			pool_free(pool, ep->recv_page[r], ep->recv_tag[r]);
+		ep->recv_page[r] = POOL_NONE;
+		ep->recv_tag[r] = POOL_CLEAN;
+	}
+}
+
+void msgq_for_each_live_peer(struct msgq_endpoint *ep, void (*fn)(struct msgq_endpoint *peer, void *arg), void *arg)
+{
+	for (unsigned i = 0; i < ep->nr_peers; i++) {
+		struct msgq_endpoint *peer = ep->peers[i] <= MSGQ_MAX_VMS ? ep->sw->ep[ep->peers[i]] : NULL;
+		if (peer && peer->up && !peer->broken)
+			fn(peer, arg);
+	}
+}
+
+int msgq_endpoint_prefill(struct msgq_endpoint *ep, char *err, size_t errlen)
+{
+	struct page_pool *pool = ep->sw->pool;
+	pthread_mutex_lock(&ep->sw->lock);
+	for (uint32_t r = 0; r < ep->recv_slots; r++) {
+		if (ep->recv_page[r] != POOL_NONE)
+			continue;
+		uint32_t page = pool_alloc_clean(pool);
+		if (page == POOL_NONE || pool_map(pool, recv_addr(ep, r), page, PROT_READ) < 0) {
+			snprintf(err, errlen, "msgq %s: cannot back receive slot %u: %s", ep->name, r,
+				 page == POOL_NONE ? "the page pool is empty" : strerror(errno));
+			if (page != POOL_NONE)
+				pool_free(pool, page, POOL_CLEAN);
+			pthread_mutex_unlock(&ep->sw->lock);
+			return -1;
+		}
+		ep->recv_page[r] = page;
+		ep->recv_tag[r] = POOL_CLEAN;
+	}
+	pthread_mutex_unlock(&ep->sw->lock);
+	return 0;
 }
 
 /* Lock held. n consecutive free receive slots, or POOL_NONE: the first run
@@ -281,14 +340,20 @@ static uint8_t *send_addr(struct msgq_endpoint *ep, uint32_t s)
 	return ep->hva + (uint64_t)s * ep->page_size;
 }
 
-/* A mapping failed: the send fails with nothing moved. Counted, and the
- * reason logged (rate-limited) since it is the host's failing. */
-static int map_failed(struct msgq_endpoint *from, const char *what)
+/* A mapping failed: counted, and the reason logged (rate-limited) since it
+ * is the host's failing. */
+static void count_map_failure(struct msgq_endpoint *ep, const char *what, const char *outcome)
 {
 	static struct log_limit limit;
-	atomic_fetch_add(&from->ctr.map_failures, 1);
+	atomic_fetch_add(&ep->ctr.map_failures, 1);
 	if (log_limit_ok(&limit))
-		log_warn(from->name, "msgq: %s: %s; the send failed and nothing moved", what, strerror(errno));
+		log_warn(ep->name, "msgq: %s: %s; %s", what, strerror(errno), outcome);
+}
+
+/* A send's mapping failed: it fails with nothing moved. */
+static int map_failed(struct msgq_endpoint *from, const char *what)
+{
+	count_map_failure(from, what, "the send failed and nothing moved");
 	return MSGQ_E_HOST;
 }
 
@@ -402,6 +467,28 @@ failed:
 	return map_failed(from, "cannot remap a message page");
 }
 
+/* The pool is short for a remap into receive slots [r, r + n) because they
+ * keep pages with other VMs' data, which cannot become the sender's: those
+ * pages go back to the pool first (the slots show the zero area meanwhile),
+ * where they can be zeroed for the sender. Every slot keeping its page for
+ * good would otherwise refuse such remaps for ever. */
+static int evict_foreign(struct msgq_endpoint *from, struct msgq_endpoint *to, uint32_t r, uint32_t n)
+{
+	struct page_pool *pool = from->sw->pool;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t page = to->recv_page[r + i];
+		uint8_t tag = to->recv_tag[r + i];
+		if (page == POOL_NONE || tag == from->id || tag == POOL_CLEAN)
+			continue;
+		if (pool_map_zero(pool, recv_addr(to, r + i), r + i, 1) < 0)
+			return map_failed(from, "cannot clear a receive slot");
+		pool_free(pool, page, tag);
+		to->recv_page[r + i] = POOL_NONE;
+		to->recv_tag[r + i] = POOL_CLEAN;
+	}
+	return MSGQ_OK;
+}
+
 int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, uint32_t first_slot,
 		     uint32_t len, uint32_t cookie, uint8_t *how)
 {
@@ -435,9 +522,13 @@ int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, u
 	mode &= MSGQ_SEND_MODE_MASK; /* other flag bits are the device's business */
 	bool copy = mode == MSGQ_SEND_COPY || (mode == MSGQ_SEND_ADAPTIVE && len < sw->copy_threshold);
 	/* Check the pool up front, so a message never moves halfway. */
-	int st = sw->pool->nr_free < pages_needed(from, to, r, n, copy) ? MSGQ_E_FULL
-		 : copy ? deliver_by_copy(from, first_slot, to, r, n, len)
-			: deliver_by_remap(from, first_slot, to, r, n);
+	int st = MSGQ_OK;
+	if (!copy && sw->pool->nr_free < pages_needed(from, to, r, n, copy))
+		st = evict_foreign(from, to, r, n);
+	if (st == MSGQ_OK)
+		st = sw->pool->nr_free < pages_needed(from, to, r, n, copy) ? MSGQ_E_FULL
+		     : copy ? deliver_by_copy(from, first_slot, to, r, n, len)
+			    : deliver_by_remap(from, first_slot, to, r, n);
 	if (st != MSGQ_OK) {
 		to->recv_cursor = r; /* the slots stay free */
 		to->ops->unreserve(to);
@@ -462,4 +553,132 @@ int msgq_switch_return(struct msgq_endpoint *ep, uint32_t slot, uint32_t n)
 		return -1; /* not holding a message: a double return */
 	release_recv(ep, slot, n);
 	return 0;
+}
+
+void msgq_slot_geometry(const struct msgq_device_config *mc, bool huge, uint32_t *send, uint32_t *recv,
+			uint32_t *max)
+{
+	*send = mc->send_slots ? mc->send_slots : huge ? 8 : 1024;
+	*recv = mc->recv_slots ? mc->recv_slots : huge ? 8 : 1024;
+	*max = mc->max_msg_pages ? mc->max_msg_pages : huge ? 4 : 512;
+	if (*max > *send)
+		*max = *send;
+}
+
+/* Mappings each VM needs besides its message window (RAM, vCPU stacks and
+ * guards, the run structure, devices), and the process's own slack. */
+#define MAPPINGS_PER_VM(vcpus) (16 + 4 * (uint64_t)(vcpus))
+#define MAPPINGS_SLACK 1024
+
+/* Pool pages for every VM's windows with this page size, and the longest
+ * receive region (the zero area); false if no VM has a msgq device. With
+ * `mappings`, also the memory mappings the run may need at most. */
+static bool msgq_pool_size(const struct ferry_config *cfg, bool huge, uint64_t *pages, uint64_t *longest_recv,
+			   uint64_t *mappings)
+{
+	bool any = false;
+	uint64_t maps = MAPPINGS_SLACK;
+	*pages = *longest_recv = 0;
+	for (unsigned i = 0; i < cfg->nr_vms; i++) {
+		const struct device_config *d = config_find_device(&cfg->vms[i], DEV_MSGQ);
+		uint32_t send, recv, max;
+		maps += MAPPINGS_PER_VM(cfg->vms[i].vcpus);
+		if (!d)
+			continue;
+		any = true;
+		msgq_slot_geometry(&d->msgq, huge, &send, &recv, &max);
+		maps += msgq_window_mappings(send, recv) + (d->msgq.rings ? msgq_rings_mappings() : 0);
+		*pages += send + recv; /* a page per send slot, and per message page in flight */
+		if (recv > *longest_recv)
+			*longest_recv = recv;
+	}
+	if (mappings)
+		*mappings = maps;
+	return any;
+}
+
+/* VMs added to a running ferry: their windows must fit in the pool beside
+ * what the running endpoints may hold (a page per slot), its zero area and
+ * the process's memory mappings. They get no direct rings: a ring is set
+ * up at start-up, in both VMs' windows. */
+static int msgq_reserve(struct msgq_switch *sw, const struct ferry_config *cfg, char *err, size_t errlen)
+{
+	uint64_t pages, longest_recv, maps, in_use, limit;
+	bool huge = sw->page_size > 4096;
+	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv, &maps))
+		return 0;
+	pthread_mutex_lock(&sw->lock);
+	uint64_t held = 2; /* the pool's spare pages for measuring */
+	for (unsigned i = 1; i <= MSGQ_MAX_VMS; i++)
+		if (sw->ep[i])
+			held += (uint64_t)sw->ep[i]->send_slots + sw->ep[i]->recv_slots;
+	uint64_t capacity = sw->pool->nr_pages, zero = sw->pool->zero_pages;
+	pthread_mutex_unlock(&sw->lock);
+	if (held + pages > capacity) {
+		snprintf(err, errlen,
+			 "msgq: the page pool has room for %llu more pages and these VMs' windows need %llu (start "
+			 "ferry with \"msgq\": {\"spare_pages\": N} to keep room for VMs added later)",
+			 (unsigned long long)(capacity > held ? capacity - held : 0), (unsigned long long)pages);
+		return -1;
+	}
+	if (longest_recv > zero) {
+		snprintf(err, errlen, "msgq: at most %llu recv_slots for a VM added now (the longest of those at start)",
+			 (unsigned long long)zero);
+		return -1;
+	}
+	if (!gm_mappings_fit(maps - MAPPINGS_SLACK, &in_use, &limit)) {
+		snprintf(err, errlen, "msgq: the new windows may need %llu memory mappings, and vm.max_map_count allows "
+			 "%llu (%llu in use)", (unsigned long long)maps, (unsigned long long)limit,
+			 (unsigned long long)in_use);
+		return -1;
+	}
+	return 0;
+}
+
+int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
+{
+	if (vmm->msgq)
+		return msgq_reserve(vmm->msgq, cfg, err, errlen);
+	uint64_t pages, longest_recv;
+	bool huge = false;
+	for (unsigned i = 0; i < cfg->nr_vms; i++)
+		if (config_find_device(&cfg->vms[i], DEV_MSGQ))
+			huge = cfg->vms[i].hugepages; /* the config checked they all agree */
+	uint64_t maps, in_use, limit, small_pages, small_recv;
+	if (!msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL))
+		return 0;
+	/* Each slot of a window can become a mapping of its own: refuse now
+	 * what could exhaust the process's mappings later, when a remap that
+	 * fails would have to be undone. With the 4 KiB geometry: the most
+	 * slots, should huge pages fall back. */
+	msgq_pool_size(cfg, false, &small_pages, &small_recv, &maps);
+	if (!gm_mappings_fit(maps, &in_use, &limit)) {
+		snprintf(err, errlen,
+			 "msgq: the message windows may need up to %llu memory mappings, and vm.max_map_count "
+			 "allows %llu (%llu in use): use fewer send_slots/recv_slots, or raise vm.max_map_count",
+			 (unsigned long long)maps, (unsigned long long)limit, (unsigned long long)in_use);
+		return -1;
+	}
+	char why[256];
+	/* Two spare pages for measuring the copy threshold. */
+	if (huge && !gm_reserve_hugepages(pages + cfg->msgq.spare_pages + 2 + longest_recv, why, sizeof(why))) {
+		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
+		huge = false;
+	}
+	for (;;) {
+		msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL);
+		pages += cfg->msgq.spare_pages; /* for VMs added later */
+		vmm->msgq = msgq_switch_create((uint32_t)pages, (uint32_t)longest_recv, huge ? 2ull << 20 : 4096,
+					       cfg->msgq.copy_threshold, err, errlen);
+		if (vmm->msgq && msgq_rings_setup(vmm->msgq, cfg, err, errlen) < 0) {
+			msgq_switch_destroy(vmm->msgq);
+			vmm->msgq = NULL;
+			return -1;
+		}
+		if (vmm->msgq || !huge)
+			return vmm->msgq ? 0 : -1;
+		/* The kernel could not allocate the huge pages after all. */
+		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", err);
+		huge = false;
+	}
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "ferry/msgq.h"
+#include "host/msgq_rings.h"
 #include "host/page_pool.h"
 
 #define MSGQ_MAX_VMS MSGQ_MAX_VM_ID
@@ -46,6 +47,9 @@ struct msgq_endpoint_ops {
 	/* A failed remap could not be undone: a page the sender still maps
 	 * writable may be visible to this VM. The device must stop the VM. */
 	void (*isolation_lost)(struct msgq_endpoint *ep, const char *why);
+	/* Interrupts the driver on `queue`'s vector, whatever its suppression
+	 * flags say: a peer woke it through a direct ring. Optional. */
+	void (*wake)(struct msgq_endpoint *ep, unsigned queue);
 	/* Optional: a VM this one may send to went away (it was removed);
 	 * its id is out of the endpoint's peers already. */
 	void (*peer_gone)(struct msgq_endpoint *ep, uint32_t id);
@@ -82,6 +86,15 @@ struct msgq_endpoint {
 	uint32_t peers[MSGQ_MAX_PEERS];  /* ids this endpoint may send to */
 	unsigned nr_peers;
 
+	/* Direct rings (host/msgq_rings.c): indices into sw->rings.ring of
+	 * those this VM writes and reads, and its view of them: the read-write
+	 * region (rings_rw bytes), then the read-only one (rings_ro). */
+	unsigned tx_ring[MSGQ_MAX_PEERS], nr_tx_rings;
+	unsigned rx_ring[MSGQ_MAX_PEERS], nr_rx_rings;
+	uint8_t *rings_hva;
+	uint64_t rings_rw, rings_ro;
+	atomic_ulong ring_doorbells, ring_wakeups;
+
 	struct msgq_counters ctr;
 };
 
@@ -90,9 +103,24 @@ struct msgq_switch {
 	struct page_pool *pool;
 	uint64_t page_size;
 	uint32_t copy_threshold;    /* adaptive: copy below this many bytes */
-	bool threshold_measured;
 	struct msgq_endpoint *ep[MSGQ_MAX_VMS + 1];
+	struct msgq_rings rings;
 };
+
+struct vmm;
+struct ferry_config;
+struct msgq_device_config;
+
+/* Slots and message size of a window, with the defaults for the page size
+ * (huge: 2 MiB pages). */
+void msgq_slot_geometry(const struct msgq_device_config *mc, bool huge, uint32_t *send_slots,
+			uint32_t *recv_slots, uint32_t *max_msg_pages);
+/* Sizes the page pool for every msgq device in the config (all windows, 2 MiB
+ * pages if the VMs ask for huge pages and the host can give them, else 4 KiB
+ * with a warning), checks the memory mappings the windows may need against
+ * vm.max_map_count, and creates the switch as vmm->msgq. Nothing to do (0)
+ * if no VM has a msgq device. */
+int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen);
 
 /* pages: pool capacity for all windows; zero_pages: the longest receive
  * region. copy_threshold 0 means: measure it now. */
@@ -109,8 +137,19 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
  * it from their peers and are told (ops->peer_gone). Ids are never given
  * to another endpoint in a run: pages keep their writer's id. */
 void msgq_endpoint_destroy(struct msgq_endpoint *ep);
-/* Takes back every page the endpoint holds in its receive slots. Lock held. */
+/* The device was reset: every page in the receive slots (held messages, and
+ * slots that keep pages the old driver has seen) goes back to the pool, and
+ * the receive region shows the never-written zero area again, so nothing
+ * received before the reset is visible after it. Lock held. */
 void msgq_endpoint_reset(struct msgq_endpoint *ep);
+/* Gives every receive slot a clean page of its own, mapped read-only, so that
+ * no delivery has to map one (a new mapping makes KVM stop the receiver's
+ * vCPUs, and costs the receiver a fault). Before the VM runs. */
+int msgq_endpoint_prefill(struct msgq_endpoint *ep, char *err, size_t errlen);
+/* Calls fn for each endpoint `ep` may send to that exists and whose driver is
+ * up. Lock held. */
+void msgq_for_each_live_peer(struct msgq_endpoint *ep, void (*fn)(struct msgq_endpoint *peer, void *arg),
+			     void *arg);
 
 /* Memory mappings the windows of these geometries can need at most (each
  * slot can become a mapping of its own), to check against the process's

@@ -185,8 +185,8 @@ void config_device_defaults(struct device_config *d, enum device_type type)
 static int parse_msgq(struct ctx *c, const cJSON *j, const char *path, struct msgq_device_config *m)
 {
 	static const char *const keys[] = { "type", "peers", "send_slots", "recv_slots", "max_msg_pages",
-					    "poll_us", NULL };
-	if (check_keys(c, j, path, keys) < 0)
+					    "poll_us", "rings", NULL };
+	if (check_keys(c, j, path, keys) < 0 || get_bool(c, j, "rings", path, &m->rings) < 0)
 		return -1;
 	uint64_t send = 0, recv = 0, max = 0, poll = m->poll_us;
 	if (get_uint(c, j, "send_slots", path, 1, 65536, false, &send) < 0 ||
@@ -702,6 +702,7 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 {
 	struct ctx c = { origin, base_dir, err, errlen };
 	memset(out, 0, sizeof(*out));
+	out->msgq.ring_kib = CFG_MSGQ_RING_KIB;
 	const char *end = NULL;
 	cJSON *root = cJSON_ParseWithOpts(text, &end, true);
 	if (!root) {
@@ -752,17 +753,23 @@ int config_parse(const char *text, const char *origin, const char *base_dir,
 	}
 	const cJSON *mq = cJSON_GetObjectItemCaseSensitive(root, "msgq");
 	if (mq) {
-		static const char *const mq_keys[] = { "copy_threshold", "spare_pages", NULL };
-		uint64_t t = 0, spare = 0;
+		static const char *const mq_keys[] = { "copy_threshold", "ring_kib", "spare_pages", NULL };
+		uint64_t t = 0, kib = out->msgq.ring_kib, spare = 0;
 		if (!cJSON_IsObject(mq)) {
 			fail(&c, "msgq", "must be an object, not %s", json_type_name(mq));
 			goto out;
 		}
 		if (check_keys(&c, mq, "msgq", mq_keys) < 0 ||
 		    get_uint(&c, mq, "copy_threshold", "msgq", 0, 1u << 30, false, &t) < 0 ||
+		    get_uint(&c, mq, "ring_kib", "msgq", 64, 65536, false, &kib) < 0 ||
 		    get_uint(&c, mq, "spare_pages", "msgq", 0, 1u << 20, false, &spare) < 0)
 			goto out;
+		if (kib & (kib - 1)) {
+			fail(&c, "msgq", "\"ring_kib\" must be a power of two (got %llu)", (unsigned long long)kib);
+			goto out;
+		}
 		out->msgq.copy_threshold = (uint32_t)t;
+		out->msgq.ring_kib = (uint32_t)kib;
 		out->msgq.spare_pages = (uint32_t)spare;
 	}
 	if (check_msgq_links(&c, out, 0, true) < 0 || parse_host(&c, root, out) < 0 ||

@@ -25,12 +25,14 @@ enum device_type {
 };
 
 #define CFG_MSGQ_MAX_PEERS 16
+#define CFG_MSGQ_RING_KIB 4096   /* default size of a direct ring */
 
 struct msgq_device_config {
 	char peers[CFG_MSGQ_MAX_PEERS][CFG_NAME_MAX];  /* VMs this one may send to */
 	unsigned nr_peers;
 	uint32_t send_slots, recv_slots, max_msg_pages; /* 0: default for the page size */
 	uint32_t poll_us;                               /* deferred-send pickup interval */
+	bool rings;     /* direct rings with the peers that have them too (MSGQ_F_RINGS) */
 };
 
 struct balloon_device_config {
@@ -111,6 +113,7 @@ struct ferry_config {
 	unsigned nr_links;
 	struct {
 		uint32_t copy_threshold;  /* bytes; 0: measure at start-up */
+		uint32_t ring_kib;        /* size of each direct ring's data area */
 		uint32_t spare_pages;     /* pool pages kept for VMs added while ferry runs */
 	} msgq;
 	struct {

@@ -42,12 +42,17 @@ static void example_remaps_not_copies(void **state)
 	/* Entries are valid until the next vm() call: one VM at a time. */
 	assert_int_equal(json_num(vm("receiver"), "counters.msgq.received"), json_num(vm("sender"), "counters.msgq.sent"));
 	cJSON *tx = vm("sender");
+	json_expect_unique_keys(tx, "the sender's summary");
 	double sent = json_num(tx, "counters.msgq.sent");
 	assert_true(sent >= 400);
 	assert_true(json_num(tx, "counters.msgq.pages_remapped") >= 400);
 	assert_int_equal(json_num(tx, "counters.msgq.bytes_copied"), 0);
 	/* The only refusals allowed: readiness probes that beat the receiver's driver. */
 	assert_int_equal(json_num(tx, "counters.msgq.rejected"), json_num(tx, "counters.msgq.rejected_by.dest_down"));
+	/* Refused sends: those, and backpressure from a receiver that has not
+	 * returned its slots yet (no misbehaviour, so not in "rejected"). */
+	assert_int_equal(json_num(tx, "counters.msgq.rejected_sends"),
+			 json_num(tx, "counters.msgq.rejected_by.dest_down") + json_num(tx, "counters.msgq.rejected_by.full"));
 	assert_int_equal(json_num(tx, "counters.msgq.immediate") + json_num(tx, "counters.msgq.deferred"), sent);
 	char *log = log_of("receiver");
 	expect_contains(log, "received run 1: 200 of 200 messages verified, 0 corrupt, 0 duplicated: ok");
@@ -277,6 +282,113 @@ static void killed_ferry_leaves_no_huge_pages(void **state)
 	free(cfg);
 }
 
+/* Direct rings: copied messages go between the two drivers without ferry;
+ * what does not fit a ring (1 MiB here), and the control messages of the
+ * run, go through ferry, and every message arrives intact and once. */
+static void rings_carry_copies(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *cfg = pair_config("app=msgbulk role=send peer=rx sizes=64,4K,64K,1M count=40 mode=adaptive check=full",
+				"app=msgbulk role=recv", ", \"rings\": true", false);
+	/* Rings of 1 MiB: messages up to half of that fit. */
+	char *text = read_file(cfg);
+	assert_non_null(text);
+	char *sized = xasprintf("{\"msgq\": {\"ring_kib\": 1024}, %s", text + 1);
+	write_file(cfg, sized);
+	free(sized);
+	free(text);
+	const char *args[] = { cfg, "--timeout", "60", NULL };
+	struct cmd_result r = ferry_run_in(tmp, args, 120);
+	char *rx = log_of("rx"), *tx = log_of("tx");
+	if (r.status != 0)
+		fail_msg("msgbulk over rings failed:\n%s\n%s\n%s", rx, tx, r.err);
+	for (int run = 0; run < 4; run++) {
+		char *want = xasprintf("received run %d: 40 of 40 messages verified, 0 corrupt, 0 duplicated: ok", run);
+		expect_contains(rx, want);
+		free(want);
+	}
+	/* On the ring: every message of the three small runs; the 1 MiB ones
+	 * are too long for it and ferry copies them. */
+	expect_contains(tx, "\"size\": 64, \"count\": 40");
+	expect_contains(tx, "\"copied\": 0, \"ring\": 40");
+	expect_contains(tx, "\"size\": 1048576, \"count\": 40, \"transport\": \"msgq\", \"mode\": \"adaptive\"");
+	expect_contains(tx, "\"copied\": 40, \"ring\": 0");
+	cJSON *t = vm("tx");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(t, "counters"), "msgq"),
+						     "rings_driver")));
+	/* ferry saw only what went through it: the 1 MiB messages and the
+	 * run's control messages. */
+	double sent = json_num(t, "counters.msgq.sent");
+	assert_true(sent >= 40 && sent <= 50);
+	assert_int_equal(json_num(t, "counters.msgq.writes_to_ring_views"), 0);
+	free(rx);
+	free(tx);
+	free(cfg);
+	cmd_result_free(&r);
+}
+
+/* A receiver that halts for its messages is woken through the rings'
+ * doorbell: the sender rings it when it sees the receiver's token, ferry
+ * interrupts the receiver. */
+static void rings_wake_a_sleeping_receiver(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *cfg = pair_config("app=msgping role=ping peer=rx count=50 size=256 wait=irq", "app=msgping role=pong wait=irq",
+				", \"rings\": true", false);
+	const char *args[] = { cfg, "--timeout", "60", NULL };
+	struct cmd_result r = ferry_run_in(tmp, args, 120);
+	char *log = log_of("tx");
+	if (r.status != 0)
+		fail_msg("msgping over rings failed (%d):\n%s\n%s", r.status, log, r.err);
+	expect_contains(log, "msgping: result {\"size\": 256, \"count\": 50");
+	expect_contains(log, "\"ring\": 51");
+	assert_true(json_num(vm("tx"), "counters.msgq.ring_doorbells") >= 1);
+	assert_true(json_num(vm("rx"), "counters.msgq.ring_wakeups") >= 1);
+	free(log);
+	free(cfg);
+	cmd_result_free(&r);
+}
+
+/* A guest that writes where it may only read, breaks its own ring and rings
+ * the doorbell in a loop harms nobody: its writes are refused and counted,
+ * the receiver stops reading the broken ring and gets the rest through
+ * ferry, and nobody is woken who did not ask. */
+static void rings_misuse_is_contained(void **state)
+{
+	(void)state;
+	require_kvm();
+	char *path = xasprintf("%s/rings.json", tmp), *pwd = getenv("PWD");
+	char *text = xasprintf(
+		"{\"vms\": ["
+		"{\"name\": \"attacker\", \"memory_mib\": 64, \"kernel\": \"%s/%s\","
+		" \"cmdline\": \"app=msgrings role=attack peer=victim count=50\","
+		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"victim\"], \"rings\": true}]},"
+		"{\"name\": \"victim\", \"memory_mib\": 64, \"kernel\": \"%s/%s\","
+		" \"cmdline\": \"app=msgrings role=victim peer=attacker\","
+		" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"attacker\"], \"rings\": true}]}]}",
+		pwd, guest_image(), pwd, guest_image());
+	write_file(path, text);
+	const char *args[] = { path, "--timeout", "60", NULL };
+	struct cmd_result r = ferry_run_in(tmp, args, 120);
+	char *a = log_of("attacker"), *v = log_of("victim");
+	if (r.status != 0)
+		fail_msg("msgrings failed (%d):\n%s\n%s\n%s", r.status, a, v, r.err);
+	expect_contains(a, "msgrings: every misuse was contained");
+	expect_contains(v, "bad producer index");
+	expect_contains(v, "received 51 messages on the ring and 51 through ferry, 0 bad");
+	assert_true(json_num(vm("attacker"), "counters.msgq.writes_to_ring_views") >= 1);
+	assert_true(json_num(vm("victim"), "counters.msgq.writes_to_ring_views") >= 2);
+	assert_true(json_num(vm("attacker"), "counters.msgq.ring_doorbells") >= 200);
+	assert_int_equal(json_num(vm("victim"), "counters.msgq.ring_wakeups"), 0);
+	free(a);
+	free(v);
+	free(text);
+	free(path);
+	cmd_result_free(&r);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, test_dir_setup, test_dir_teardown)
 
 int main(void)
@@ -284,7 +396,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(example_remaps_not_copies), T(misuse_is_refused_and_counted), T(bulk_modes_verify),
 		T(deferred_posting_is_recorded), T(ping_pong_round_trips), T(bad_msgq_configs),
-		T(hugepages_fall_back_to_4k), T(killed_ferry_leaves_no_huge_pages),
+		T(hugepages_fall_back_to_4k), T(killed_ferry_leaves_no_huge_pages), T(rings_carry_copies),
+		T(rings_wake_a_sleeping_receiver), T(rings_misuse_is_contained),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/summary.h"
@@ -86,17 +87,23 @@ static void rng_refuses_wild_buffer(void **state)
 
 /* msgq between two test VMs: a message sent from a's send slot arrives in
  * b's receive region with a's id as its source and its bytes intact; a
- * send of a page in RAM (not a's to send) is refused with BAD_ADDR. */
-static void msgq_message_arrives_intact(void **state)
+ * send of a page in RAM (not a's to send) is refused with BAD_ADDR. With
+ * `rings`, the devices offer MSGQ_F_RINGS and the drivers, written before
+ * it, do not take it: everything works as without. */
+static void msgq_pair_sends(bool rings)
 {
-	(void)state;
-	make("{\"msgq\":{\"copy_threshold\":4096},\"vms\":["
-	     "{\"name\":\"a\",\"memory_mib\":4,\"devices\":[{\"type\":\"msgq\",\"send_slots\":8,\"recv_slots\":8,\"peers\":[\"b\"]}]},"
-	     "{\"name\":\"b\",\"memory_mib\":4,\"devices\":[{\"type\":\"msgq\",\"send_slots\":8,\"recv_slots\":8,\"peers\":[\"a\"]}]}]}");
+	const char *dev = rings ? ",\"rings\":true" : "";
+	char *json = xasprintf("{\"msgq\":{\"copy_threshold\":4096},\"vms\":["
+	     "{\"name\":\"a\",\"memory_mib\":4,\"devices\":[{\"type\":\"msgq\",\"send_slots\":8,\"recv_slots\":8,\"peers\":[\"b\"]%s}]},"
+	     "{\"name\":\"b\",\"memory_mib\":4,\"devices\":[{\"type\":\"msgq\",\"send_slots\":8,\"recv_slots\":8,\"peers\":[\"a\"]%s}]}]}",
+	     dev, dev);
+	make(json);
+	free(json);
 	struct vm *a = tv.vm[0], *b = tv.vm[1];
 	struct tv_virtio da, db;
 	assert_int_equal(tv_virtio_init(&da, a, VIRTIO_ID_MSGQ, 0, 0, 0x100000, 16, true), 0);
 	assert_int_equal(tv_virtio_init(&db, b, VIRTIO_ID_MSGQ, 0, 0, 0x100000, 16, true), 0);
+	assert_int_equal(!!(da.features & (1ull << MSGQ_F_RINGS)), rings);
 	struct tv_buf rb = { 0x200000, sizeof(struct msgq_recv_hdr), true };
 	tv_virtio_post(&db, MSGQ_QUEUE_RECV, &rb, 1);
 	uint64_t wa = tv_pci_bar(a, (unsigned)da.slot, MSGQ_WINDOW_BAR), wb = tv_pci_bar(b, (unsigned)db.slot, MSGQ_WINDOW_BAR);
@@ -114,6 +121,8 @@ static void msgq_message_arrives_intact(void **state)
 		struct msgq_send_status *st = tv_ram(a, 0x200100, sizeof(*st));
 		assert_int_equal(st->cookie, 77);
 		assert_int_equal(st->status, bad ? MSGQ_E_BAD_ADDR : MSGQ_OK);
+		if (!bad)
+			assert_int_equal(st->how, MSGQ_HOW_COPIED);
 	}
 	uint32_t id, len;
 	assert_int_equal(tv_virtio_used(&db, MSGQ_QUEUE_RECV, &id, &len), 1);
@@ -131,8 +140,24 @@ static void msgq_message_arrives_intact(void **state)
 	assert_int_equal(got[0], 3);
 	cJSON *sum = summary_vm(b, &tv.cfg.vms[1], NULL);
 	assert_int_equal(json_num(sum, "counters.msgq.writes_to_received_pages"), 1);
+	if (rings)
+		assert_false(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(sum, "counters"), "msgq"),
+							      "rings_driver")));
 	cJSON_Delete(sum);
 	testvm_destroy(&tv);
+}
+
+static void msgq_message_arrives_intact(void **state)
+{
+	(void)state;
+	msgq_pair_sends(false);
+}
+
+/* The ABI only grows: a driver without MSGQ_F_RINGS on a device with rings. */
+static void msgq_driver_without_rings_feature(void **state)
+{
+	(void)state;
+	msgq_pair_sends(true);
 }
 
 /* virtio-balloon: inflated frames are punched out of the VM's memfd (those
@@ -213,6 +238,7 @@ int main(void)
 		cmocka_unit_test(rng_reads_entropy),
 		cmocka_unit_test(rng_refuses_wild_buffer),
 		cmocka_unit_test(msgq_message_arrives_intact),
+		cmocka_unit_test(msgq_driver_without_rings_feature),
 		cmocka_unit_test(balloon_inflates_within_target),
 		cmocka_unit_test(net_frame_delivered_spoof_dropped),
 	};

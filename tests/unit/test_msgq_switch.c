@@ -370,6 +370,115 @@ static void gaps_in_the_receive_region(void **state)
 	assert_int_equal(send(a, 2, MSGQ_SEND_COPY, 0, 10, &how), MSGQ_E_FULL);
 }
 
+/* A device reset gives every page of the receive slots back to the pool,
+ * held messages included, and the slots read as zeroes again: the driver
+ * that comes after the reset sees nothing that was sent before it. */
+static void reset_returns_received_pages(void **state)
+{
+	(void)state;
+	uint8_t how;
+	uint32_t free_before = sw->pool->nr_free;
+	memset(send_slot(a, 0), 'R', 2 * PS);
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, 2 * PS, &how), MSGQ_OK); /* held */
+	strcpy((char *)send_slot(c, 0), "copied");
+	assert_int_equal(send(c, 2, MSGQ_SEND_COPY, 0, 7, &how), MSGQ_OK);          /* held */
+	send_and_return(a, 'Q');                                                   /* seen, given back */
+	uint32_t held = 0, mapped = 0;
+	for (uint32_t r = 0; r < b->recv_slots; r++) {
+		held += b->recv_held[r];
+		mapped += b->recv_page[r] != POOL_NONE;
+	}
+	assert_int_equal(held, 3);
+	assert_int_equal(mapped, 4);
+	pthread_mutex_lock(&sw->lock);
+	msgq_endpoint_reset(b);
+	pthread_mutex_unlock(&sw->lock);
+	for (uint32_t r = 0; r < b->recv_slots; r++) {
+		assert_false(b->recv_held[r]);
+		assert_int_equal(b->recv_page[r], POOL_NONE);
+		for (unsigned k = 0; k < PS; k += 512)
+			if (recv_slot(b, r)[k] != 0)
+				fail_msg("receive slot %u still shows data after the reset", r);
+	}
+	/* Four pages left the pool (fresh ones for a's slots after its remaps,
+	 * one for the copy); the reset gave b's four back. */
+	assert_int_equal(sw->pool->nr_free, free_before);
+	assert_int_equal(atomic_load(&b->ctr.map_failures), 0);
+	/* Nothing of b's returns its held slots twice after the reset. */
+	pthread_mutex_lock(&sw->lock);
+	assert_int_equal(msgq_switch_return(b, got[0].slot, 2), -1);
+	pthread_mutex_unlock(&sw->lock);
+	/* And b receives again, into fresh pages. */
+	memset(send_slot(a, 1), 'N', PS);
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 1, PS, &how), MSGQ_OK);
+	assert_int_equal(recv_slot(b, got[(nr_got - 1) % 8].slot)[0], 'N');
+	expect_exclusive();
+}
+
+/* If the region cannot be cleared, the pages stay mapped and accounted for:
+ * a page this VM still sees is never handed to anyone. */
+static void failed_reset_keeps_pages(void **state)
+{
+	(void)state;
+	uint8_t how;
+	memset(send_slot(a, 0), 'K', PS);
+	assert_int_equal(send(a, 2, MSGQ_SEND_REMAP, 0, PS, &how), MSGQ_OK);
+	uint32_t free_before = sw->pool->nr_free, slot = got[0].slot, page = b->recv_page[slot];
+	sw->pool->fail_maps = 1;
+	pthread_mutex_lock(&sw->lock);
+	msgq_endpoint_reset(b);
+	pthread_mutex_unlock(&sw->lock);
+	assert_int_equal(atomic_load(&b->ctr.map_failures), 1);
+	assert_int_equal(sw->pool->nr_free, free_before);
+	assert_int_equal(b->recv_page[slot], page);
+	assert_false(b->recv_held[slot]);
+	expect_exclusive();
+}
+
+/* Prefilled receive slots: copies map nothing (so no mapping can fail). */
+static void prefilled_slots_copy_without_mapping(void **state)
+{
+	(void)state;
+	char err[256];
+	uint8_t how;
+	assert_int_equal(msgq_endpoint_prefill(b, err, sizeof(err)), 0);
+	for (uint32_t r = 0; r < b->recv_slots; r++)
+		assert_int_not_equal(b->recv_page[r], POOL_NONE);
+	strcpy((char *)send_slot(a, 0), "prefilled");
+	sw->pool->fail_maps = ~0ull;
+	assert_int_equal(send(a, 2, MSGQ_SEND_COPY, 0, 10, &how), MSGQ_OK);
+	sw->pool->fail_maps = 0;
+	assert_string_equal((const char *)recv_slot(b, got[0].slot), "prefilled");
+	assert_int_equal(atomic_load(&a->ctr.map_failures), 0);
+}
+
+/* Every receive slot of b keeps a page with a's data and the pool is nearly
+ * empty: c's remap of several pages still goes through, taking those pages
+ * back (zeroed for c), instead of being refused for ever. */
+static void remap_takes_back_other_senders_pages(void **state)
+{
+	(void)state;
+	char err[256];
+	uint8_t how;
+	assert_int_equal(msgq_endpoint_prefill(a, err, sizeof(err)), 0);
+	assert_int_equal(msgq_endpoint_prefill(b, err, sizeof(err)), 0);
+	assert_int_equal(msgq_endpoint_prefill(c, err, sizeof(err)), 0);
+	for (int i = 0; i < 8; i++)
+		send_and_return(a, 'S');
+	assert_true(sw->pool->nr_free < 4);
+	memset(send_slot(c, 0), 'C', 4 * PS);
+	assert_int_equal(send(c, 2, MSGQ_SEND_REMAP, 0, 4 * PS, &how), MSGQ_OK);
+	assert_int_equal(how, MSGQ_HOW_REMAPPED);
+	const struct msgq_recv_hdr *h = &got[(nr_got - 1) % 8];
+	for (uint32_t p = 0; p < 4; p++)
+		assert_int_equal(recv_slot(b, h->slot + p)[PS - 1], 'C');
+	for (uint32_t p = 0; p < 4; p++)
+		for (unsigned k = 0; k < PS; k++)
+			if (send_slot(c, p)[k] == 'S')
+				fail_msg("c's fresh slot %u shows a's data", p);
+	expect_exclusive();
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -379,6 +488,8 @@ int main(void)
 		T(receive_region_fills_up), T(stream_swaps_pages_without_zeroing), T(pages_change_hands_zeroed),
 		T(remap_fails_mapping_the_receiver), T(remap_fails_mapping_the_sender), T(remap_fails_on_a_later_page),
 		T(failed_undo_stops_the_receiver), T(copy_fails_mapping_the_receiver), T(gaps_in_the_receive_region),
+		T(reset_returns_received_pages), T(failed_reset_keeps_pages), T(prefilled_slots_copy_without_mapping),
+		T(remap_takes_back_other_senders_pages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
