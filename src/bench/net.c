@@ -305,14 +305,8 @@ int bench_net(int argc, char **argv)
 	bool tap = ns_setup();
 	bool qemu = tap && want_qemu && bench_qemu_installed("net");
 
-	pinned = want_pin && bench_cpus(cpus, 2) == 2;
 	char affinity[200];
-	if (pinned)
-		snprintf(affinity, sizeof(affinity),
-			 "sender on CPU %d, receiver on CPU %d (qemu: each VM's process; ferry: each VM's vCPU thread)",
-			 cpus[0], cpus[1]);
-	else
-		snprintf(affinity, sizeof(affinity), "%s", want_pin ? "not pinned: fewer than 2 CPUs" : "not pinned (--no-pin)");
+	pinned = bench_pin_pair(want_pin, cpus, affinity, sizeof(affinity));
 
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "affinity", affinity);
