@@ -69,8 +69,10 @@ static const int control_calls[] = { COMMON, SCMP_SYS(rt_sigtimedwait), 0 };
 	SCMP_SYS(fsync)
 static const int main_calls[] = { MAIN_CALLS, 0 };
 
-/* The main thread of a run with a control socket also builds the VMs `add`
- * asks for, and takes down those `remove` names: it checks their configs
+/* The main thread of a run with a control socket (or with a VM whose
+ * "restart" is "on-failure") also builds the VMs `add` asks for (and VMs
+ * restarted after a failure), and takes down those `remove` names (and
+ * failed VMs before their restart): it checks their configs
  * (access to the kernel, readlink of ferry's path for the default kernel,
  * sysinfo for the host's memory), reads their kernels and opens their
  * console logs (openat, main's already), makes their memory (memfd_create,
