@@ -244,7 +244,7 @@ static void triple_fault_and_hang_are_restarted(void **state)
 		"{\"name\": \"hang\", \"kernel\": \"%1$s\", \"memory_mib\": 16, \"restart\": \"on-failure\","
 		" \"watchdog_ms\": 3000, \"cmdline\": \"app=idle ms=1500 heartbeat_ms=100 fail=hang fail_ms=300\"},"
 		"{\"name\": \"calm\", \"kernel\": \"%1$s\", \"memory_mib\": 16, \"watchdog_ms\": 3000,"
-		" \"cmdline\": \"app=idle ms=6000 heartbeat_ms=100\"}]}");
+		" \"cmdline\": \"app=idle ms=10000 heartbeat_ms=100\"}]}");
 	int ev = subscribe(sock);
 	cJSON *e = wait_event(ev, "vm-crashed", "hang");
 	if (!e)
@@ -272,7 +272,9 @@ static void triple_fault_and_hang_are_restarted(void **state)
 }
 
 /* Without the policy a failure is final; with it, max_restarts ends a VM
- * that fails every time. A VM beside them runs to its end. */
+ * that fails every time. A VM beside them runs to its end (8 s: ferry must
+ * outlive the subscription, which can only start once every VM is built,
+ * slowly under a sanitizer on a loaded host). */
 static void no_policy_and_restart_limit(void **state)
 {
 	(void)state;
@@ -283,11 +285,14 @@ static void no_policy_and_restart_limit(void **state)
 		" \"cmdline\": \"app=idle ms=2000 fail=exit fail_ms=100 fail_status=7\"},"
 		"{\"name\": \"loop\", \"kernel\": \"%1$s\", \"memory_mib\": 16, \"restart\": \"on-failure\","
 		" \"max_restarts\": 2, \"cmdline\": \"app=idle ms=2000 fail=exit fail_ms=100 fail_runs=1000\"},"
-		"{\"name\": \"steady\", \"kernel\": \"%1$s\", \"memory_mib\": 16, \"cmdline\": \"app=idle ms=3000\"}]}");
+		"{\"name\": \"steady\", \"kernel\": \"%1$s\", \"memory_mib\": 16, \"cmdline\": \"app=idle ms=8000\"}]}");
 	int ev = subscribe(sock);
 	cJSON *e = wait_event(ev, "vm-restart-given-up", "loop");
-	if (!e)
-		fail_msg("no vm-restart-given-up event for loop");
+	if (!e) {
+		finish();
+		char *out = out_log();
+		fail_msg("no vm-restart-given-up event for loop; ferry said:\n%s", out);
+	}
 	assert_int_equal((int)json_num(e, "restarts"), 2);
 	cJSON_Delete(e);
 	close(ev);
