@@ -63,10 +63,12 @@ static const int control_calls[] = { COMMON, SCMP_SYS(rt_sigtimedwait), 0 };
  * (openat: the one file it creates, and the hugepage sysctl it restores),
  * and tears down: joins threads, KVM ioctls that take ioeventfds and
  * irqfds back, event-loop removals, unlink of the control socket's path,
- * and the signal it sends its control thread. */
+ * the last answers to control clients (sendto on their connected sockets:
+ * the answer to the `remove` that ended the run is delivered during the
+ * teardown), and the signal it sends its control thread. */
 #define MAIN_CALLS                                                                                     \
 	COMMON, DEVICES, SCMP_SYS(openat), SCMP_SYS(unlink), SCMP_SYS(epoll_ctl), SCMP_SYS(rt_sigtimedwait), \
-	SCMP_SYS(fsync)
+	SCMP_SYS(fsync), SCMP_SYS(sendto)
 static const int main_calls[] = { MAIN_CALLS, 0 };
 
 /* The main thread of a run with a control socket (or with a VM whose

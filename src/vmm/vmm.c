@@ -800,9 +800,11 @@ static bool all_stopped(struct vmm *vmm)
 
 /* --- restarts ------------------------------------------------------------------------------ */
 
-/* The wait before restart n+1 (n done): 100 ms, doubling, at most 10 s; so
- * a guest that fails at once costs ferry a VM build every few seconds at
- * most, and max_restarts ends it. */
+/* The wait before a restart after n quick failures in a row: 100 ms,
+ * doubling, at most 10 s; so a guest that fails at once costs ferry a VM
+ * build every few seconds at most, and max_restarts ends it. A run that
+ * lasted RESTART_STABLE_NS or more starts the count again. */
+#define RESTART_STABLE_NS (10 * 1000000000ull)
 static uint64_t restart_backoff_ns(unsigned n)
 {
 	uint64_t ms = 100ull << (n < 7 ? n : 7);
@@ -847,10 +849,12 @@ static uint64_t schedule_restarts(struct vmm *vmm)
 				events_emit("vm-restart-given-up", e->name, f);
 				continue;
 			}
-			e->restart_at_ns = clock_ns() + restart_backoff_ns(e->restarts);
+			if (vm->t_stop_ns - vm->t_create_ns >= RESTART_STABLE_NS)
+				e->quick_failures = 0;
+			uint64_t wait = restart_backoff_ns(e->quick_failures++);
+			e->restart_at_ns = clock_ns() + wait;
 			log_warn(e->name, "failed (%s); restart %u of at most %llu in %.0f ms", e->last_failure,
-				 e->restarts + 1, (unsigned long long)e->cfg->max_restarts,
-				 ns_to_ms(restart_backoff_ns(e->restarts)));
+				 e->restarts + 1, (unsigned long long)e->cfg->max_restarts, ns_to_ms(wait));
 		}
 		if (!next || e->restart_at_ns < next)
 			next = e->restart_at_ns;

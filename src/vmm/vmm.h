@@ -63,6 +63,7 @@ struct vmm_entry {
 	uint64_t balloon_reached;
 	/* "restart": "on-failure" (main thread; read by reports under the lock) */
 	unsigned restarts;            /* done so far */
+	unsigned quick_failures;      /* failed runs in a row shorter than 10 s (the backoff) */
 	uint64_t restart_at_ns;       /* a restart is due then (0: none pending) */
 	bool gave_up;                 /* failed with max_restarts used up, or could not be rebuilt */
 	char last_failure[64];        /* how its last failed run ended */
