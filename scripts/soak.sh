@@ -119,8 +119,9 @@ echo "soak: $NVMS VMs of $MEM_MIB MiB (budget $((NVMS * 20)) MiB) for $SECONDS_R
 "$FERRY" run "$dir/soak.json" --control "$sock" --summary "$dir/summary.json" --log-dir "$dir/logs" \
 	--timeout $((SECONDS_RUN + 180)) > "$dir/ferry.out" 2>&1 &
 pid=$!
-t0=$(date +%s.%N)
-elapsed() { echo "$(date +%s.%N) - $t0" | bc; }
+t0=$(date +%s%N)
+elapsed_ms() { echo $((($(date +%s%N) - t0) / 1000000)); }
+elapsed() { local m; m=$(elapsed_ms); printf "%d.%d" $((m / 1000)) $((m % 1000 / 100)); }
 for ((k = 0; k < 600; k++)); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { cat "$dir/ferry.out"; die "ferry did not start"; }
 for ((k = 0; k < 300; k++)); do all_running && break; sleep 0.1; done
@@ -133,11 +134,11 @@ snapshot() { # for looking into a failure: what the process holds
 	cat /proc/$pid/task/*/comm > "$dir/threads.$1" 2>/dev/null
 }
 snapshot before
-echo "soak: baseline after $(printf %.1f "$(elapsed)") s: fds $fd0, threads $task0 (+$kvm0 KVM workers), mappings $map0 (+$pool0 message pages), RSS $((rss0 / 1024)) MiB"
+echo "soak: baseline after $(elapsed) s: fds $fd0, threads $task0 (+$kvm0 KVM workers), mappings $map0 (+$pool0 message pages), RSS $((rss0 / 1024)) MiB"
 
 churns=0 churn_failed=0 ids_left=$((254 - NVMS))
-stop_at=$(echo "$SECONDS_RUN - 10" | bc)
-while (($(echo "$(elapsed) < $stop_at" | bc))); do
+stop_at_ms=$(((SECONDS_RUN > 60 ? SECONDS_RUN - 20 : SECONDS_RUN - 10) * 1000))
+while (($(elapsed_ms) < stop_at_ms)); do
 	sleep "$CHURN_S"
 	if ((ids_left <= 2)); then
 		echo "soak: msgq ids used up ($churns re-adds): no more churn"
@@ -156,12 +157,12 @@ while (($(echo "$(elapsed) < $stop_at" | bc))); do
 done
 # The same VMs as at the baseline, every one running (phoenix may be
 # between two runs: wait for it).
-for ((k = 0; k < 100; k++)); do all_running && break; sleep 0.1; done
+for ((k = 0; k < 150; k++)); do all_running && break; sleep 0.1; done
 read -r fd1 task1 map1 pool1 kvm1 <<<"$(sample)"
 rss1=$(rss_kib)
 snapshot after
 restarts=$(ctl --json status 2>/dev/null | jq '.host.restarts')
-echo "soak: after $(printf %.1f "$(elapsed)") s: fds $fd1, threads $task1 (+$kvm1 KVM workers), mappings $map1 (+$pool1 message pages), RSS $((rss1 / 1024)) MiB"
+echo "soak: after $(elapsed) s: fds $fd1, threads $task1 (+$kvm1 KVM workers), mappings $map1 (+$pool1 message pages), RSS $((rss1 / 1024)) MiB"
 
 # The stable VMs finish (results, then power-off); churn and phoenix would
 # run on: take them out so the run ends.

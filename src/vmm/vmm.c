@@ -532,10 +532,12 @@ static int check_room(struct vmm *vmm, const struct ferry_config *add, char *cod
 				 (unsigned long long)mins, (unsigned long long)budget);
 			return -1;
 		}
-		if (mem_scheduler_full(vmm->memsched)) {
-			set_code(code, "limit");
-			snprintf(err, errlen, "the memory scheduler has scheduled 64 VMs in this run, its most");
-			return -1;
+		for (unsigned i = 0; i < add->nr_vms; i++) {
+			if (mem_scheduler_full(vmm->memsched, add->vms[i].name)) {
+				set_code(code, "limit");
+				snprintf(err, errlen, "the memory scheduler has scheduled 64 VM names in this run, its most");
+				return -1;
+			}
 		}
 	}
 	if (vmm->cpusched && live_vms + add->nr_vms > vmm->vcpu_budget) {
