@@ -894,6 +894,7 @@ static void restart_publish(void *arg)
 	struct vmm *vmm = r->vmm;
 	pthread_mutex_lock(&vmm->lock);
 	r->e->vm = r->vm;
+	r->e->wd_vm = NULL; /* the watchdog starts afresh (the new VM may sit where the old one was) */
 	pthread_mutex_unlock(&vmm->lock);
 	if (vmm->memsched && mem_scheduler_add(vmm->memsched, r->vm) < 0)
 		log_error(r->vm->name, "the memory scheduler is full (64 VMs in a run); this VM is not scheduled");

@@ -327,6 +327,46 @@ static void no_policy_and_restart_limit(void **state)
 	assert_int_equal((int)json_num(vm_of("steady"), "exit_code"), 0);
 }
 
+/* On a network (zero-copy channels bound by traffic) and in a link with
+ * its peer: the echo server fails 2 s into its first run; the pinger loses
+ * echoes while it is away and gets answers again from its new run, whose
+ * NIC and link end joined the network and the link again. */
+static void network_and_link_peer_sees_it_return(void **state)
+{
+	(void)state;
+	require_kvm();
+	start("{\"networks\": {\"lan\": {}}, \"links\": [{\"vms\": [\"srv\", \"cli\"], \"size_mib\": 2}], \"vms\": ["
+	      "{\"name\": \"srv\", \"kernel\": \"%1$s\", \"memory_mib\": 32, \"restart\": \"on-failure\","
+	      " \"cmdline\": \"app=udpecho ip=10.0.0.1/24 ms=20000 fail=exit fail_ms=2000\", \"nics\": [{\"network\": \"lan\"}]},"
+	      "{\"name\": \"cli\", \"kernel\": \"%1$s\", \"memory_mib\": 32,"
+	      " \"cmdline\": \"app=ping ip=10.0.0.2/24 peer=10.0.0.1 count=150 interval_ms=100 timeout_ms=300\","
+	      " \"nics\": [{\"network\": \"lan\"}]}]}");
+	int status = finish();
+	char *out = out_log();
+	if (status < 0)
+		fail_msg("ferry did not end:\n%s", out);
+	expect_contains(out, "srv: restarted after poweroff with status 1");
+	expect_contains(out, "srv: event crosstalk-undone");
+	free(out);
+	cJSON *srv = vm_of("srv");
+	assert_int_equal((int)json_num(srv, "restarts"), 1);
+	assert_int_equal((int)json_num(srv, "exit_code"), 0);
+	/* The counters are its second run's: it answered on the network. */
+	if (json_num(srv, "counters.net.frames_tx") < 1)
+		fail_msg("the restarted server sent no frame");
+	assert_non_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(srv, "counters"), "ivshmem"));
+	char *log = test_console_log("cli");
+	const char *lost = strstr(log, "ping: no reply to echo");
+	if (!lost)
+		fail_msg("the pinger never missed the server:\n%s", log);
+	const char *last_lost = lost;
+	while ((lost = strstr(last_lost + 1, "ping: no reply to echo")))
+		last_lost = lost;
+	if (!strstr(last_lost, "bytes from 10.0.0.1"))
+		fail_msg("no echo came back after the server's restart:\n%s", log);
+	free(log);
+}
+
 /* Bad values: one line naming the VM's path and the key, a non-zero exit,
  * nothing started. */
 static void bad_restart_configs(void **state)
@@ -363,6 +403,7 @@ int main(void)
 		T(crashed_vm_comes_back_to_its_peer),
 		T(triple_fault_and_hang_are_restarted),
 		T(no_policy_and_restart_limit),
+		T(network_and_link_peer_sees_it_return),
 		T(bad_restart_configs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
