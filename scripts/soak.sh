@@ -90,6 +90,10 @@ nkvmtasks() { cat /proc/$pid/task/*/comm 2>/dev/null | grep -c '^kvm-'; }
 nmaps() { grep -vc ferry-page-pool "/proc/$pid/maps" 2>/dev/null; }
 npoolmaps() { grep -c ferry-page-pool "/proc/$pid/maps" 2>/dev/null; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null; }
+# ferry's own memory (malloc, stacks: private and anonymous), apart from the
+# guests' RAM and the message pool (memfds: shared memory).
+anon_kib() { awk '/^RssAnon/ { print $2 }' "/proc/$pid/status" 2>/dev/null; }
+shmem_kib() { awk '/^RssShmem/ { print $2 }' "/proc/$pid/status" 2>/dev/null; }
 hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null; }
 # Every VM of the run running (none stopped, none being restarted)?
 all_running() {
@@ -127,14 +131,14 @@ for ((k = 0; k < 600; k++)); do [ -S "$sock" ] && break; sleep 0.1; done
 for ((k = 0; k < 300; k++)); do all_running && break; sleep 0.1; done
 sleep 3
 read -r fd0 task0 map0 pool0 kvm0 <<<"$(sample)"
-rss0=$(rss_kib)
+rss0=$(rss_kib) anon0=$(anon_kib) shm0=$(shmem_kib)
 snapshot() { # for looking into a failure: what the process holds
 	cp "/proc/$pid/maps" "$dir/maps.$1" 2>/dev/null
 	ls -l "/proc/$pid/fd" > "$dir/fds.$1" 2>/dev/null
 	cat /proc/$pid/task/*/comm > "$dir/threads.$1" 2>/dev/null
 }
 snapshot before
-echo "soak: baseline after $(elapsed) s: fds $fd0, threads $task0 (+$kvm0 KVM workers), mappings $map0 (+$pool0 message pages), RSS $((rss0 / 1024)) MiB"
+echo "soak: baseline after $(elapsed) s: fds $fd0, threads $task0 (+$kvm0 KVM workers), mappings $map0 (+$pool0 message pages), RSS $((rss0 / 1024)) MiB (ferry's own $((anon0 / 1024)) MiB)"
 
 churns=0 churn_failed=0 ids_left=$((254 - NVMS))
 stop_at_ms=$(((SECONDS_RUN > 60 ? SECONDS_RUN - 20 : SECONDS_RUN - 10) * 1000))
@@ -159,10 +163,10 @@ done
 # between two runs: wait for it).
 for ((k = 0; k < 150; k++)); do all_running && break; sleep 0.1; done
 read -r fd1 task1 map1 pool1 kvm1 <<<"$(sample)"
-rss1=$(rss_kib)
+rss1=$(rss_kib) anon1=$(anon_kib) shm1=$(shmem_kib)
 snapshot after
 restarts=$(ctl --json status 2>/dev/null | jq '.host.restarts')
-echo "soak: after $(elapsed) s: fds $fd1, threads $task1 (+$kvm1 KVM workers), mappings $map1 (+$pool1 message pages), RSS $((rss1 / 1024)) MiB"
+echo "soak: after $(elapsed) s: fds $fd1, threads $task1 (+$kvm1 KVM workers), mappings $map1 (+$pool1 message pages), RSS $((rss1 / 1024)) MiB (ferry's own $((anon1 / 1024)) MiB)"
 
 # The stable VMs finish (results, then power-off); churn and phoenix would
 # run on: take them out so the run ends.
@@ -207,7 +211,13 @@ done
 ((map1 <= map0 + 4)) || bad "mappings: $map0 before, $map1 after"
 ((pool1 <= NVMS * 2048)) || bad "message-pool mappings: $pool1, more than $NVMS VMs' 2048 slots"
 ((kvm1 <= NVMS)) || bad "KVM workers: $kvm1 for $NVMS VMs"
-((rss1 <= rss0 * 3 / 2 + 65536)) || bad "RSS: $((rss0 / 1024)) MiB before, $((rss1 / 1024)) MiB after"
+# Memory: ferry's own (malloc, stacks) back near where it was; the guests'
+# RAM and the message pool (shared memory) grow as guests touch pages and
+# messages reach new slots, up to what the VMs have: their RAM and 2048
+# pool pages of 4 KiB each.
+((anon1 <= anon0 + 16384)) || bad "ferry's own memory: $((anon0 / 1024)) MiB before, $((anon1 / 1024)) MiB after"
+shm_bound=$((NVMS * (MEM_MIB + 8) * 1024 + 65536))
+((shm1 <= shm_bound)) || bad "shared memory: $((shm1 / 1024)) MiB, more than the VMs' $((shm_bound / 1024)) MiB"
 ((churns > 0)) || bad "no VM was removed and added"
 [ "${restarts:-0}" != null ] && ((${restarts:-0} > 0)) || bad "phoenix was never restarted"
 
@@ -223,6 +233,8 @@ soak: figures
   threads                    $task0 -> $task1 (KVM's own workers $kvm0 -> $kvm1)
   mappings                   $map0 -> $map1 (message-pool pages $pool0 -> $pool1, bound $((NVMS * 2048)))
   RSS                        $((rss0 / 1024)) MiB -> $((rss1 / 1024)) MiB, peak $(( ${hwm:-0} / 1024)) MiB
+    ferry's own (RssAnon)    $((anon0 / 1024)) MiB -> $((anon1 / 1024)) MiB
+    guests + pool (RssShmem) $((shm0 / 1024)) MiB -> $((shm1 / 1024)) MiB (bound $((shm_bound / 1024)) MiB)
 EOF
 if ((fail)); then
 	echo "soak: FAILED (logs in $dir)"
