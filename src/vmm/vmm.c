@@ -614,6 +614,9 @@ static void remove_excl(void *arg)
 	pthread_mutex_lock(&vmm->lock);
 	r->e->removed = true;
 	r->e->vm = NULL;
+	/* Counted as it leaves the list: a status between the two would show
+	 * a VM neither listed nor removed. */
+	vmm->vms_removed++;
 	pthread_mutex_unlock(&vmm->lock);
 	if (vm) {
 		if (vmm->memsched)
@@ -651,7 +654,6 @@ int vmm_remove(struct vmm *vmm, const char *name, char *code, char *err, size_t 
 	e->t_removed_ns = clock_ns();
 	free(e->cfg);
 	e->cfg = NULL;
-	vmm->vms_removed++;
 	cJSON *f = cJSON_CreateObject();
 	cJSON_AddNumberToObject(f, "id", e->id);
 	events_emit("vm-removed", e->name, f);
