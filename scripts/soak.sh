@@ -1,14 +1,19 @@
 #!/bin/bash
-# make soak: many small VMs exchanging numbered messages for a bounded time
+# make soak: many small VMs exchanging numbered messages, and two pairs
+# exchanging UDP datagrams over a network (zero copy), for a bounded time
 # while one VM is removed and added again every few seconds through the
 # control socket and another crashes and is restarted by ferry
 # ("restart": "on-failure"); then checks, from /proc of the ferry process,
 # that file descriptors, threads and mappings are back to where they were
-# with the same VMs running, and, from the guests, that no message between
-# VMs that stayed up was lost or duplicated.
+# with the same VMs running, and, from the guests, that no message or
+# datagram between VMs that stayed up was lost, duplicated or corrupt.
+# churn and phoenix have a NIC on the same network: their switch ports (and
+# any zero-copy channel to them) go and come back while the pairs' frames
+# flow.
 #
 #   SOAK_SECONDS=N  how long the VMs exchange messages (default 300)
-#   SOAK_VMS=N      VMs (default 30, at least 6): N-2 stay up, "churn" is
+#   SOAK_VMS=N      VMs (default 30, at least 8): N-6 exchange messages and
+#                   stay up, n0..n3 are two UDP echo pairs, "churn" is
 #                   removed and added, "phoenix" crashes and is restarted
 #   SOAK_CHURN_S=S  seconds between two removals of churn (default 3)
 #   FERRY_BIN, FERRY_GUEST  the binaries (build/ferry, build/guest/ferry-guest.elf)
@@ -38,12 +43,12 @@ die() { echo "soak: $*" >&2; exit 2; }
 [ -x "$FERRY" ] || die "no ferry binary at $FERRY (make ferry)"
 [ -r "$GUEST" ] || die "no guest at $GUEST (make guest)"
 command -v jq >/dev/null || die "jq is needed (scripts/install-deps.sh)"
-[ "$NVMS" -ge 6 ] || die "SOAK_VMS must be at least 6"
+[ "$NVMS" -ge 8 ] || die "SOAK_VMS must be at least 8"
 [ -e /dev/kvm ] || die "/dev/kvm is missing"
 
 dir=$(mktemp -d /tmp/ferry-soak-XXXXXX)
 sock=$dir/ctl.sock
-nstable=$((NVMS - 2))
+nstable=$((NVMS - 6))
 ms=$((SECONDS_RUN * 1000))
 
 # --- the config -----------------------------------------------------------------
@@ -52,6 +57,12 @@ vm() { # name cmdline peers-json [extra-json]
 	  "devices": [{"type": "msgq", "peers": %s}, {"type": "virtio-balloon"}]%s}' \
 		"$1" "$MEM_MIB" "$GUEST" "$2" "$3" "${4:-}"
 }
+netvm() { # name cmdline: a VM of the UDP pairs
+	printf '{"name": "%s", "memory_mib": %d, "kernel": "%s", "cmdline": "%s", "memory": {"min_mib": 16},
+	  "devices": [{"type": "virtio-balloon"}], "nics": [{"network": "lan"}]}' "$1" "$MEM_MIB" "$GUEST" "$2"
+}
+NIC=', "nics": [{"network": "lan"}]'
+
 peers_of() { # i: ring neighbours, phoenix, churn (lost for good once churn is first removed)
 	local i=$1 n=$nstable
 	printf '["s%d", "s%d", "phoenix", "churn"]' $(((i + 1) % n)) $(((i + n - 1) % n))
@@ -62,18 +73,26 @@ first_stable() { # up to 8 stable VMs as a JSON list
 	echo "[$out]"
 }
 {
-	echo '{"host": {"memory_budget_mib": '$((NVMS * 20))'}, "vms": ['
+	echo '{"host": {"memory_budget_mib": '$((NVMS * 20))'}, "networks": {"lan": {}}, "vms": ['
 	for ((i = 0; i < nstable; i++)); do
 		vm "s$i" "app=msgsoak ms=$ms interval_us=$INTERVAL_US" "$(peers_of $i)"
 		echo ","
 	done
+	# Two echo pairs: a datagram of 512 bytes at a time, each compared when
+	# it comes back; the servers outlive their clients.
+	for p in 0 1; do
+		netvm "n$((2 * p))" "app=udpecho ip=10.0.0.$((10 + 2 * p))/24 ms=$((ms + 10000))"
+		echo ","
+		netvm "n$((2 * p + 1))" "app=udpecho ip=10.0.0.$((11 + 2 * p))/24 peer=10.0.0.$((10 + 2 * p)) ms=$ms size=512 timeout_ms=10000"
+		echo ","
+	done
 	vm phoenix "app=msgsoak ms=$((ms * 4)) interval_us=$INTERVAL_US fail=exit fail_ms=$PHOENIX_MS fail_runs=1000000" \
-		"$(first_stable)" ', "restart": "on-failure", "max_restarts": 1000'
+		"$(first_stable)" ', "restart": "on-failure", "max_restarts": 1000'"$NIC"
 	echo ","
-	vm churn "app=msgsoak ms=$((ms * 4)) interval_us=$INTERVAL_US" "$(first_stable)"
+	vm churn "app=msgsoak ms=$((ms * 4)) interval_us=$INTERVAL_US" "$(first_stable)" "$NIC"
 	echo ']}'
 } > "$dir/soak.json"
-{ echo '{"vms": ['; vm churn "app=msgsoak ms=$((ms * 4)) interval_us=$INTERVAL_US" "$(first_stable)"; echo ']}'; } \
+{ echo '{"vms": ['; vm churn "app=msgsoak ms=$((ms * 4)) interval_us=$INTERVAL_US" "$(first_stable)" "$NIC"; echo ']}'; } \
 	> "$dir/churn.json"
 jq -e . "$dir/soak.json" >/dev/null || die "made a bad config ($dir/soak.json)"
 
@@ -171,7 +190,7 @@ echo "soak: after $(elapsed) s: fds $fd1, threads $task1 (+$kvm1 KVM workers), m
 # The stable VMs finish (results, then power-off); churn and phoenix would
 # run on: take them out so the run ends.
 for ((k = 0; k < 1200; k++)); do
-	left=$(ctl --json raw '{"cmd": "list"}' 2>/dev/null | jq '[.vms[] | select(.name | startswith("s")) | select(.state == "running")] | length')
+	left=$(ctl --json raw '{"cmd": "list"}' 2>/dev/null | jq '[.vms[] | select(.name | test("^[sn][0-9]")) | select(.state == "running")] | length')
 	[ "${left:-0}" -eq 0 ] && break
 	sleep 0.5
 done
@@ -199,6 +218,19 @@ for ((i = 0; i < nstable; i++)); do
 	mismatch=$((mismatch + $(jq .end_mismatch <<<"$line")))
 	down=$((down + $(jq .dest_down <<<"$line")))
 done
+# The UDP pairs: every datagram echoed intact (the client exits 0 only then).
+sent=0 echoed=0 udp_lost=0 udp_corrupt=0 frames_zc=0
+for c in n1 n3; do
+	line=$(grep -a 'udpecho: peer=' "$dir/logs/$c.log" | tail -1)
+	[ -n "$line" ] || { bad "$c printed no result"; continue; }
+	v() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$line"; }
+	sent=$((sent + $(v sent))) echoed=$((echoed + $(v received)))
+	udp_lost=$((udp_lost + $(v lost))) udp_corrupt=$((udp_corrupt + $(v corrupt)))
+done
+net_ok=$(jq '[.vms[] | select(.name | test("^n[0-9]")) | select(.exit_code == 0)] | length' "$dir/summary.json" 2>/dev/null)
+[ "${net_ok:-0}" -eq 4 ] || bad "$((4 - ${net_ok:-0})) of the 4 VMs of the UDP pairs did not power off with status 0"
+((udp_lost == 0 && udp_corrupt == 0 && sent > 0)) || bad "datagrams: sent $sent, lost $udp_lost, corrupt $udp_corrupt"
+frames_zc=$(jq '[.vms[] | select(.name | test("^n[0-9]")) | .counters.net.frames_zero_copy] | add' "$dir/summary.json" 2>/dev/null)
 # Between two stable VMs every delivered message must have arrived: the
 # END each sends carries its count, checked by the receiver (end_mismatch).
 ((lost == 0 && dup == 0 && badmsg == 0 && mismatch == 0)) ||
@@ -223,12 +255,13 @@ shm_bound=$((NVMS * (MEM_MIB + 8) * 1024 + 65536))
 
 cat <<EOF
 soak: figures
-  VMs                        $NVMS ($nstable stable, churn removed+added, phoenix restarted on failure), $MEM_MIB MiB each, budget $((NVMS * 20)) MiB
+  VMs                        $NVMS ($nstable exchanging messages, 4 in two UDP echo pairs, churn removed+added, phoenix restarted on failure), $MEM_MIB MiB each, budget $((NVMS * 20)) MiB
   run                        $SECONDS_RUN s of messages
   remove + add of churn      $churns (failed: $churn_failed)
   restarts of phoenix        ${restarts:-?}
   messages sent by stable VMs delivered $delivered; received by them $received (also from churn, phoenix), lost $lost, duplicated $dup, corrupt $badmsg
   sends refused dest_down/no_dest (peer away) $down
+  datagrams of the UDP pairs sent $sent, echoed $echoed, lost $udp_lost, corrupt $udp_corrupt; frames zero copy ${frames_zc:-?}
   file descriptors           $fd0 -> $fd1
   threads                    $task0 -> $task1 (KVM's own workers $kvm0 -> $kvm1)
   mappings                   $map0 -> $map1 (message-pool pages $pool0 -> $pool1, bound $((NVMS * 2048)))
