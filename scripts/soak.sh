@@ -105,8 +105,13 @@ nfds() { ls "/proc/$pid/fd" 2>/dev/null | wc -l; }
 ntasks() { cat /proc/$pid/task/*/comm 2>/dev/null | grep -vc '^kvm-'; }
 nkvmtasks() { cat /proc/$pid/task/*/comm 2>/dev/null | grep -c '^kvm-'; }
 # Mappings other than message-pool pages (those are mapped slot by slot as
-# traffic reaches new slots, up to a bound: counted apart).
-nmaps() { grep -vc ferry-page-pool "/proc/$pid/maps" 2>/dev/null; }
+# traffic reaches new slots, up to a bound: counted apart) and zero-copy
+# windows (a bound channel maps shared areas over a NIC's window, splitting
+# it; a channel unbound while a guest waits for its CPU and bound again
+# moves the count: counted apart, with a bound).
+ZC_MAPS='ferry-net-|ferry-.*-net[0-9]'
+nmaps() { grep -Evc "ferry-page-pool|$ZC_MAPS" "/proc/$pid/maps" 2>/dev/null; }
+nzcmaps() { grep -Ec "$ZC_MAPS" "/proc/$pid/maps" 2>/dev/null; }
 npoolmaps() { grep -c ferry-page-pool "/proc/$pid/maps" 2>/dev/null; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null; }
 # ferry's own memory (malloc, stacks: private and anonymous), apart from the
@@ -134,7 +139,7 @@ sample() {
 		((m < best_m)) && best_m=$m
 		sleep 0.2
 	done
-	echo "$best_f $best_t $best_m $(npoolmaps) $(nkvmtasks)"
+	echo "$best_f $best_t $best_m $(npoolmaps) $(nkvmtasks) $(nzcmaps)"
 }
 
 # --- the run ------------------------------------------------------------------------
@@ -149,7 +154,7 @@ for ((k = 0; k < 600; k++)); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { cat "$dir/ferry.out"; die "ferry did not start"; }
 for ((k = 0; k < 300; k++)); do all_running && break; sleep 0.1; done
 sleep 3
-read -r fd0 task0 map0 pool0 kvm0 <<<"$(sample)"
+read -r fd0 task0 map0 pool0 kvm0 zc0 <<<"$(sample)"
 rss0=$(rss_kib) anon0=$(anon_kib) shm0=$(shmem_kib)
 snapshot() { # for looking into a failure: what the process holds
 	cp "/proc/$pid/maps" "$dir/maps.$1" 2>/dev/null
@@ -181,7 +186,7 @@ done
 # The same VMs as at the baseline, every one running (phoenix may be
 # between two runs: wait for it).
 for ((k = 0; k < 150; k++)); do all_running && break; sleep 0.1; done
-read -r fd1 task1 map1 pool1 kvm1 <<<"$(sample)"
+read -r fd1 task1 map1 pool1 kvm1 zc1 <<<"$(sample)"
 rss1=$(rss_kib) anon1=$(anon_kib) shm1=$(shmem_kib)
 snapshot after
 restarts=$(ctl --json status 2>/dev/null | jq '.host.restarts')
@@ -243,6 +248,10 @@ frames_zc=$(jq '[.vms[] | select(.name | test("^n[0-9]")) | .counters.net.frames
 ((map1 <= map0 + 4)) || bad "mappings: $map0 before, $map1 after"
 ((pool1 <= NVMS * 2048)) || bad "message-pool mappings: $pool1, more than $NVMS VMs' 2048 slots"
 ((kvm1 <= NVMS)) || bad "KVM workers: $kvm1 for $NVMS VMs"
+# Six NICs, each window at most split around 8 channels' two areas, and the
+# network's shared areas mapped in both windows of a pair.
+zc_bound=$((6 * (1 + 2 * 2 * 8) * 2))
+((zc1 <= zc_bound)) || bad "zero-copy window mappings: $zc1, more than $zc_bound"
 # Memory: ferry's own (malloc, stacks) back near where it was; the guests'
 # RAM and the message pool (shared memory) grow as guests touch pages and
 # messages reach new slots, up to what the VMs have: their RAM and 2048
@@ -264,7 +273,7 @@ soak: figures
   datagrams of the UDP pairs sent $sent, echoed $echoed, lost $udp_lost, corrupt $udp_corrupt; frames zero copy ${frames_zc:-?}
   file descriptors           $fd0 -> $fd1
   threads                    $task0 -> $task1 (KVM's own workers $kvm0 -> $kvm1)
-  mappings                   $map0 -> $map1 (message-pool pages $pool0 -> $pool1, bound $((NVMS * 2048)))
+  mappings                   $map0 -> $map1 (message-pool pages $pool0 -> $pool1, bound $((NVMS * 2048)); zero-copy windows $zc0 -> $zc1, bound $zc_bound)
   RSS                        $((rss0 / 1024)) MiB -> $((rss1 / 1024)) MiB, peak $(( ${hwm:-0} / 1024)) MiB
     ferry's own (RssAnon)    $((anon0 / 1024)) MiB -> $((anon1 / 1024)) MiB
     guests + pool (RssShmem) $((shm0 / 1024)) MiB -> $((shm1 / 1024)) MiB (bound $((shm_bound / 1024)) MiB)
