@@ -2,6 +2,8 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,79 @@ static void family(struct buf *b, const char *name, const char *type, const char
 			put(b, NAME "{vm=\"%s\"} " FMT "\n", s->name, EXPR); \
 		}                                                         \
 	} while (0)
+
+/* Device counter families: one sample per VM that has the device, one per
+ * label value where a family has a label (a path, a direction). */
+enum stats_device { DEV_STATS_MSGQ, DEV_STATS_NET, DEV_STATS_IVSHMEM };
+
+struct labelled {
+	const char *value;
+	size_t off; /* of a uint64_t in struct vm_stats */
+};
+
+struct device_family {
+	const char *name, *help, *label;
+	enum stats_device device;
+	struct labelled v[3]; /* without a label: v[0] alone, value NULL */
+};
+
+#define U64(field) offsetof(struct vm_stats, field)
+
+static const struct device_family device_families[] = {
+	{ "ferry_msgq_messages_sent_total", "Messages the VM sent through its msgq device.", NULL, DEV_STATS_MSGQ,
+	  { { NULL, U64(msgs_sent) } } },
+	{ "ferry_msgq_messages_received_total", "Messages the VM received.", NULL, DEV_STATS_MSGQ,
+	  { { NULL, U64(msgs_received) } } },
+	{ "ferry_msgq_pages_remapped_total", "Pages of the VM's messages moved by remapping.", NULL, DEV_STATS_MSGQ,
+	  { { NULL, U64(pages_remapped) } } },
+	{ "ferry_msgq_bytes_copied_total", "Bytes of the VM's messages moved by copying.", NULL, DEV_STATS_MSGQ,
+	  { { NULL, U64(msgq_bytes_copied) } } },
+	{ "ferry_msgq_rejected_total", "Sends refused (policy, bad address, receiver full, ...).", NULL,
+	  DEV_STATS_MSGQ, { { NULL, U64(msgq_rejected) } } },
+	{ "ferry_net_frames_sent_total",
+	  "Frames the VM sent, by path: zero_copy (a bound channel, nobody copies), one_copy (ferry copies "
+	  "into another VM), external (out through the TAP).",
+	  "path", DEV_STATS_NET,
+	  { { "zero_copy", U64(frames_zero_copy) }, { "one_copy", U64(frames_one_copy) },
+	    { "external", U64(frames_external) } } },
+	{ "ferry_net_frames_received_total", "Frames delivered to the VM by the switch.", NULL, DEV_STATS_NET,
+	  { { NULL, U64(frames_rx) } } },
+	{ "ferry_net_bytes_copied_total", "Bytes of the VM's frames the host copied.", NULL, DEV_STATS_NET,
+	  { { NULL, U64(net_bytes_copied) } } },
+	{ "ferry_net_crosstalk_detected_total", "Times the VM's sends to a co-resident VM led to a zero-copy binding.",
+	  NULL, DEV_STATS_NET, { { NULL, U64(crosstalk_detected) } } },
+	{ "ferry_net_unbinds_total", "Zero-copy bindings of the VM that ended.", NULL, DEV_STATS_NET,
+	  { { NULL, U64(unbinds) } } },
+	{ "ferry_net_frames_dropped_total", "Frames to or from the VM that were dropped.", NULL, DEV_STATS_NET,
+	  { { NULL, U64(frames_dropped) } } },
+	{ "ferry_ivshmem_doorbells_total", "Doorbells on the VM's static link: sent, received, or rejected (refused sends).",
+	  "direction", DEV_STATS_IVSHMEM,
+	  { { "sent", U64(doorbells_sent) }, { "received", U64(doorbells_received) },
+	    { "rejected", U64(doorbells_rejected) } } },
+};
+
+static bool has_device(const struct vm_stats *s, enum stats_device d)
+{
+	return d == DEV_STATS_MSGQ ? s->msgq : d == DEV_STATS_NET ? s->net : s->ivshmem;
+}
+
+static void device_family(struct buf *b, const struct device_family *f, const struct vm_stats *vms, unsigned n)
+{
+	family(b, f->name, "counter", f->help);
+	for (unsigned i = 0; i < n; i++) {
+		if (!has_device(&vms[i], f->device))
+			continue;
+		for (unsigned k = 0; k < 3 && (k == 0 || f->v[k].value); k++) {
+			uint64_t v;
+			memcpy(&v, (const char *)&vms[i] + f->v[k].off, sizeof(v));
+			if (f->label)
+				put(b, "%s{vm=\"%s\",%s=\"%s\"} %llu\n", f->name, vms[i].name, f->label, f->v[k].value,
+				    (unsigned long long)v);
+			else
+				put(b, "%s{vm=\"%s\"} %llu\n", f->name, vms[i].name, (unsigned long long)v);
+		}
+	}
+}
 
 char *metrics_text(struct vmm *vmm)
 {
@@ -128,82 +203,8 @@ char *metrics_text(struct vmm *vmm)
 	       "Guest requests its devices refused (bad addresses, lengths, indices).", "%llu",
 	       (unsigned long long)s->rejected);
 
-	family(&b, "ferry_msgq_messages_sent_total", "counter", "Messages the VM sent through its msgq device.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].msgq)
-			put(&b, "ferry_msgq_messages_sent_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].msgs_sent);
-	family(&b, "ferry_msgq_messages_received_total", "counter", "Messages the VM received.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].msgq)
-			put(&b, "ferry_msgq_messages_received_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].msgs_received);
-	family(&b, "ferry_msgq_pages_remapped_total", "counter", "Pages of the VM's messages moved by remapping.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].msgq)
-			put(&b, "ferry_msgq_pages_remapped_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].pages_remapped);
-	family(&b, "ferry_msgq_bytes_copied_total", "counter", "Bytes of the VM's messages moved by copying.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].msgq)
-			put(&b, "ferry_msgq_bytes_copied_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].msgq_bytes_copied);
-	family(&b, "ferry_msgq_rejected_total", "counter", "Sends refused (policy, bad address, receiver full, ...).");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].msgq)
-			put(&b, "ferry_msgq_rejected_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].msgq_rejected);
-
-	family(&b, "ferry_net_frames_sent_total", "counter",
-	       "Frames the VM sent, by path: zero_copy (a bound channel, nobody copies), one_copy (ferry copies "
-	       "into another VM), external (out through the TAP).");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].net)
-			put(&b,
-			    "ferry_net_frames_sent_total{vm=\"%s\",path=\"zero_copy\"} %llu\n"
-			    "ferry_net_frames_sent_total{vm=\"%s\",path=\"one_copy\"} %llu\n"
-			    "ferry_net_frames_sent_total{vm=\"%s\",path=\"external\"} %llu\n",
-			    vms[i].name, (unsigned long long)vms[i].frames_zero_copy, vms[i].name,
-			    (unsigned long long)vms[i].frames_one_copy, vms[i].name,
-			    (unsigned long long)vms[i].frames_external);
-	family(&b, "ferry_net_frames_received_total", "counter", "Frames delivered to the VM by the switch.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].net)
-			put(&b, "ferry_net_frames_received_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].frames_rx);
-	family(&b, "ferry_net_bytes_copied_total", "counter", "Bytes of the VM's frames the host copied.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].net)
-			put(&b, "ferry_net_bytes_copied_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].net_bytes_copied);
-	family(&b, "ferry_net_crosstalk_detected_total", "counter",
-	       "Times the VM's sends to a co-resident VM led to a zero-copy binding.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].net)
-			put(&b, "ferry_net_crosstalk_detected_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].crosstalk_detected);
-	family(&b, "ferry_net_unbinds_total", "counter", "Zero-copy bindings of the VM that ended.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].net)
-			put(&b, "ferry_net_unbinds_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].unbinds);
-	family(&b, "ferry_net_frames_dropped_total", "counter", "Frames to or from the VM that were dropped.");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].net)
-			put(&b, "ferry_net_frames_dropped_total{vm=\"%s\"} %llu\n", vms[i].name,
-			    (unsigned long long)vms[i].frames_dropped);
-
-	family(&b, "ferry_ivshmem_doorbells_total", "counter",
-	       "Doorbells on the VM's static link: sent, received, or rejected (refused sends).");
-	for (unsigned i = 0; i < n; i++)
-		if (vms[i].ivshmem)
-			put(&b,
-			    "ferry_ivshmem_doorbells_total{vm=\"%s\",direction=\"sent\"} %llu\n"
-			    "ferry_ivshmem_doorbells_total{vm=\"%s\",direction=\"received\"} %llu\n"
-			    "ferry_ivshmem_doorbells_total{vm=\"%s\",direction=\"rejected\"} %llu\n",
-			    vms[i].name, (unsigned long long)vms[i].doorbells_sent, vms[i].name,
-			    (unsigned long long)vms[i].doorbells_received, vms[i].name,
-			    (unsigned long long)vms[i].doorbells_rejected);
+	for (size_t f = 0; f < sizeof(device_families) / sizeof(device_families[0]); f++)
+		device_family(&b, &device_families[f], vms, n);
 	free(vms);
 	if (b.failed) {
 		free(b.p);

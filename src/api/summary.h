@@ -12,7 +12,7 @@ struct cJSON;
 /* One VM's entry. cfg is used for VMs that could not be created (vm NULL). */
 struct cJSON *summary_vm(struct vm *vm, const struct vm_config *cfg, const char *create_error);
 /* Writes the run's summary document (vmm_report: {"vms": [...], "memory":
- * {...}, "cpu": {...}}) to path; -1 with errno on failure. */
+ * {...}, "cpu": {...}, "networks": [...]}) to path; -1 with errno on failure. */
 int summary_write(const char *path, const struct cJSON *doc);
 
 #endif

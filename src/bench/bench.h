@@ -30,6 +30,10 @@ int child_spawn(struct child *c, char *const argv[]);
 int child_spawn_on(struct child *c, char *const argv[], int cpu);
 /* The first `max` CPUs this process may run on; how many there are. */
 int bench_cpus(int cpus[], int max);
+/* A pair's placement: with want_pin and two CPUs, cpus[0] for the sender
+ * and cpus[1] for the receiver (true); `affinity` says how it will run,
+ * for the JSON and the table. */
+bool bench_pin_pair(bool want_pin, int cpus[2], char *affinity, size_t len);
 /* Waits up to timeout_s for threads of `pid` named names[i] (their comm)
  * and pins each to cpus[i] (at most 16). How many were pinned. */
 unsigned pin_threads(pid_t pid, const char *const names[], const int cpus[], unsigned n, double timeout_s);

@@ -510,14 +510,8 @@ int bench_msg(int argc, char **argv)
 		return 1;
 	}
 	bool qemu = qemu_usable(want_qemu);
-	pinned = want_pin && bench_cpus(cpus, 2) == 2;
 	char affinity[200];
-	if (pinned)
-		snprintf(affinity, sizeof(affinity),
-			 "sender on CPU %d, receiver on CPU %d (qemu: each VM's process; ferry: each VM's vCPU thread)",
-			 cpus[0], cpus[1]);
-	else
-		snprintf(affinity, sizeof(affinity), "%s", want_pin ? "not pinned: fewer than 2 CPUs" : "not pinned (--no-pin)");
+	pinned = bench_pin_pair(want_pin, cpus, affinity, sizeof(affinity));
 
 	unsigned long max = (unsigned long)count * 1000, trips = (unsigned long)count * 10;
 	unsigned long warm = (unsigned long)count + 100;

@@ -211,6 +211,18 @@ int bench_cpus(int cpus[], int max)
 	return n;
 }
 
+bool bench_pin_pair(bool want_pin, int cpus[2], char *affinity, size_t len)
+{
+	bool pinned = want_pin && bench_cpus(cpus, 2) == 2;
+	if (pinned)
+		snprintf(affinity, len,
+			 "sender on CPU %d, receiver on CPU %d (qemu: each VM's process; ferry: each VM's vCPU thread)",
+			 cpus[0], cpus[1]);
+	else
+		snprintf(affinity, len, "%s", want_pin ? "not pinned: fewer than 2 CPUs" : "not pinned (--no-pin)");
+	return pinned;
+}
+
 /* Pins the thread of process `pid` called `name` (its comm) to `cpu`, if it
  * exists now. */
 static bool pin_thread(pid_t pid, const char *name, int cpu)

@@ -635,6 +635,8 @@ static int msgq_reserve(struct msgq_switch *sw, const struct ferry_config *cfg, 
 	return 0;
 }
 
+static int create_pool(struct vmm *vmm, const struct ferry_config *cfg, bool huge, char *err, size_t errlen);
+
 int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_t errlen)
 {
 	if (vmm->msgq)
@@ -660,11 +662,23 @@ int msgq_setup(struct vmm *vmm, const struct ferry_config *cfg, char *err, size_
 		return -1;
 	}
 	char why[256];
-	/* Two spare pages for measuring the copy threshold. */
+	/* Two spare pages for measuring the copy threshold. Locked until the
+	 * pool is mapped: another ferry must not count on the same pages. */
+	gm_hugepages_lock();
 	if (huge && !gm_reserve_hugepages(pages + cfg->msgq.spare_pages + 2 + longest_recv, why, sizeof(why))) {
 		log_warn(NULL, "msgq: using 4 KiB pages instead of 2 MiB: %s", why);
 		huge = false;
 	}
+	int rc = create_pool(vmm, cfg, huge, err, errlen);
+	gm_hugepages_unlock();
+	return rc;
+}
+
+/* The pool, and the rings' shared memory; with 4 KiB pages if the kernel
+ * cannot allocate the huge ones after all. */
+static int create_pool(struct vmm *vmm, const struct ferry_config *cfg, bool huge, char *err, size_t errlen)
+{
+	uint64_t pages, longest_recv;
 	for (;;) {
 		msgq_pool_size(cfg, huge, &pages, &longest_recv, NULL);
 		pages += cfg->msgq.spare_pages; /* for VMs added later */

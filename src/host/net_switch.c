@@ -752,6 +752,7 @@ cJSON *net_switch_report(struct net_switch *sw)
 {
 	cJSON *o = cJSON_CreateObject();
 	pthread_mutex_lock(&sw->lock);
+	service_all(sw); /* channels' frames counted up to now, as the tick would */
 	cJSON_AddStringToObject(o, "name", sw->name);
 	cJSON_AddNumberToObject(o, "mtu", sw->mtu);
 	cJSON_AddBoolToObject(o, "zero_copy", sw->zero_copy);

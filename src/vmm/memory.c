@@ -6,6 +6,7 @@
 #include <linux/kvm.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -98,7 +99,38 @@ static bool write_sysctl(const char *path, unsigned long long v)
 #define OVERCOMMIT_SYSCTL "/proc/sys/vm/nr_overcommit_hugepages"
 
 static pthread_mutex_t hugepages_lock = PTHREAD_MUTEX_INITIALIZER;
+static int hugepages_lock_fd = -1;
 static unsigned long long overcommit_added;
+
+/* Other ferry processes read and raise the same sysctl and take the same
+ * free pages: without a lock across reading the counts, raising the limit
+ * and mapping, two could both count on one headroom, and one's restore at
+ * exit could undo the other's raise. The file stays open (and the lock is
+ * released, not the file closed), so a sandboxed thread that adds a VM
+ * later only needs flock. */
+#define HUGEPAGES_LOCK_FILE "/run/lock/ferry-hugepages.lock"
+
+void gm_hugepages_lock(void)
+{
+	pthread_mutex_lock(&hugepages_lock);
+	if (hugepages_lock_fd < 0) {
+		hugepages_lock_fd = open(HUGEPAGES_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (hugepages_lock_fd < 0)
+			hugepages_lock_fd = open("/tmp/ferry-hugepages.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (hugepages_lock_fd < 0)
+			log_warn(NULL, "cannot open a huge-page lock file (%s): another ferry may race for huge pages",
+				 strerror(errno));
+	}
+	while (hugepages_lock_fd >= 0 && flock(hugepages_lock_fd, LOCK_EX) < 0 && errno == EINTR)
+		;
+}
+
+void gm_hugepages_unlock(void)
+{
+	if (hugepages_lock_fd >= 0)
+		flock(hugepages_lock_fd, LOCK_UN);
+	pthread_mutex_unlock(&hugepages_lock);
+}
 
 /* Huge pages come from the host's persistent pool when it has enough free,
  * and otherwise as surplus pages: ferry raises vm.nr_overcommit_hugepages
@@ -106,10 +138,9 @@ static unsigned long long overcommit_added;
  * mapped. Surplus pages go back to the kernel as soon as they are freed,
  * so a ferry that is killed (or a balloon that punches them out) leaves no
  * memory behind, only the raised limit. The caller's mmap is what proves
- * the host had the memory. */
+ * the host had the memory. Caller holds gm_hugepages_lock. */
 bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen)
 {
-	pthread_mutex_lock(&hugepages_lock);
 	struct hugepage_counts c = hugepage_counts();
 	unsigned long long have = c.free > c.rsvd ? c.free - c.rsvd : 0, limit = 0;
 	bool ok = have >= count;
@@ -130,20 +161,19 @@ bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen)
 				 (unsigned long long)count, have, OVERCOMMIT_SYSCTL, strerror(errno));
 		}
 	}
-	pthread_mutex_unlock(&hugepages_lock);
 	return ok;
 }
 
 void gm_release_hugepages(void)
 {
-	pthread_mutex_lock(&hugepages_lock);
+	gm_hugepages_lock();
 	unsigned long long limit;
 	if (overcommit_added && read_sysctl(OVERCOMMIT_SYSCTL, &limit)) {
 		/* Another ferry may have raised it too: take back only ours. */
 		if (write_sysctl(OVERCOMMIT_SYSCTL, limit > overcommit_added ? limit - overcommit_added : 0))
 			overcommit_added = 0;
 	}
-	pthread_mutex_unlock(&hugepages_lock);
+	gm_hugepages_unlock();
 }
 
 static int create_memfd(const char *name, uint64_t size, bool huge)
@@ -216,11 +246,16 @@ int gm_add_ram(struct guest_memory *gm, const char *name, uint64_t gpa,
 	if (!r)
 		return -1;
 	char why[200] = "";
-	r->hugepages = hugepages && gm_reserve_hugepages(size >> 21, why, sizeof(why));
-	bool mapped = r->hugepages && map_ram(r, name, size) == 0;
-	if (r->hugepages && !mapped)
-		snprintf(why, sizeof(why), "the kernel could not allocate %llu MiB of them (%s)",
-			 (unsigned long long)(size >> 20), strerror(errno));
+	bool mapped = false;
+	if (hugepages) {
+		gm_hugepages_lock();
+		r->hugepages = gm_reserve_hugepages(size >> 21, why, sizeof(why));
+		mapped = r->hugepages && map_ram(r, name, size) == 0;
+		if (r->hugepages && !mapped)
+			snprintf(why, sizeof(why), "the kernel could not allocate %llu MiB of them (%s)",
+				 (unsigned long long)(size >> 20), strerror(errno));
+		gm_hugepages_unlock();
+	}
 	if (hugepages && !mapped) {
 		log_warn(NULL, "%s: using 4 KiB pages instead of 2 MiB huge pages: %s", name, why);
 		r->hugepages = false;

@@ -72,6 +72,10 @@ int gm_write(struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t le
  * MAP_NORESERVE). gm_release_hugepages() restores the limit at exit. */
 bool gm_reserve_hugepages(uint64_t count, char *err, size_t errlen);
 void gm_release_hugepages(void);
+/* Held from gm_reserve_hugepages until the caller has mapped the pages:
+ * serializes threads and other ferry processes (a file lock). */
+void gm_hugepages_lock(void);
+void gm_hugepages_unlock(void);
 
 /* Whether `more` memory mappings fit under the kernel's per-process limit
  * (vm.max_map_count) beside those in use now; fills in both figures.

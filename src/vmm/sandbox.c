@@ -60,13 +60,14 @@ static const int event_loop_calls[] = {
 static const int control_calls[] = { COMMON, SCMP_SYS(rt_sigtimedwait), 0 };
 
 /* The main thread, once every VM runs: waits for them, writes the summary
- * (openat: the one file it creates, and the hugepage sysctl it restores),
+ * (openat: the one file it creates, and the hugepage sysctl it restores
+ * under the huge-page file lock, flock),
  * and tears down: joins threads, KVM ioctls that take ioeventfds and
  * irqfds back, event-loop removals, unlink of the control socket's path,
  * and the signal it sends its control thread. */
 #define MAIN_CALLS                                                                                     \
 	COMMON, DEVICES, SCMP_SYS(openat), SCMP_SYS(unlink), SCMP_SYS(epoll_ctl), SCMP_SYS(rt_sigtimedwait), \
-	SCMP_SYS(fsync)
+	SCMP_SYS(fsync), SCMP_SYS(flock)
 static const int main_calls[] = { MAIN_CALLS, 0 };
 
 /* The main thread of a run with a control socket also builds the VMs `add`

@@ -881,6 +881,13 @@ cJSON *vmm_report(struct vmm *vmm, bool *all_ok)
 		cJSON_AddItemToObject(doc, "memory", mem_scheduler_report(vmm->memsched));
 	if (vmm->cpusched)
 		cJSON_AddItemToObject(doc, "cpu", cpu_scheduler_report(vmm->cpusched));
+	/* Each network as `ferry ctl networks` shows it: its TAP's counters
+	 * (frames to and from the outside) are nowhere else. */
+	if (vmm->nr_nets) {
+		cJSON *nets = cJSON_AddArrayToObject(doc, "networks");
+		for (unsigned i = 0; i < vmm->nr_nets; i++)
+			cJSON_AddItemToArray(nets, net_switch_report(vmm->nets[i]));
+	}
 	if (all_ok)
 		*all_ok = ok;
 	return doc;

@@ -140,6 +140,11 @@ static void bench_net_json(void **state)
 	static const char *const absent[] = { "qemu_tap_1472_mbps", "qemu_tap_rtt_us", "qemu_tap_rtt_poll_us", NULL };
 	cJSON *j = bench_json(args);
 	expect_measured(j, keys, absent);
+	/* Pinned like bench msg: each VM on a CPU of its own, said so. */
+	const cJSON *aff = cJSON_GetObjectItem(j, "affinity");
+	assert_true(cJSON_IsString(aff));
+	assert_non_null(strstr(aff->valuestring, "sender on CPU"));
+	assert_null(cJSON_GetObjectItem(j, "runs_not_pinned"));
 	cJSON_Delete(j);
 }
 

@@ -391,6 +391,14 @@ static void tap_from_a_namespace(void **state)
 	assert_int_equal(st, 0);
 	cJSON *g = summary_find_vm(summary, "g");
 	assert_true(json_num(g, "counters.net.frames_external") >= 4);
+	/* The summary's networks section: the TAP's side of it (3 pings and
+	 * the datagram came in through it). */
+	cJSON *root = load_json(summary), *net0 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "networks"), 0);
+	assert_non_null(net0);
+	assert_string_equal(cJSON_GetObjectItem(net0, "name")->valuestring, "lan0");
+	assert_true(json_num(net0, "tap.frames_tx") >= 4);
+	assert_true(json_num(net0, "tap.frames_rx") >= 4);
+	cJSON_Delete(root);
 	cmd_result_free(&p);
 	cmd_result_free(&s);
 	free(sh);
