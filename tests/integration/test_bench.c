@@ -42,7 +42,7 @@ static void bench_msg_json(void **state)
 	 * the kernel): ferry-msg through ferry_msgq at both ends. */
 	char *argv[] = { (char *)ferry_bin(), "bench", "msg", "--count", "10", "--repeat", "1", "--no-qemu",
 			 "--kernel", (char *)guest_image(), "--linux", (char *)linux_kernel(), "--json", NULL };
-	struct cmd_result r = run_cmd(argv, 1800);
+	struct cmd_result r = run_cmd(argv, 3000); /* a hang guard: two Linux boots take minutes on a loaded host */
 	if (r.status != 0)
 		fail_msg("ferry bench msg exited %d:\n%s", r.status, r.err);
 	cJSON *j = cJSON_Parse(r.out);
