@@ -102,7 +102,7 @@ struct cmd_result ferry_run_in(const char *dir, const char *const *args, double 
  * test if it has not been built. */
 const char *linux_kernel(void);
 /* What that kernel needs on this project's hosts (linux/README.md). */
-#define LINUX_CMDLINE "console=ttyS0 reboot=t rodata=off noxsave clearcpuid=smap,popcnt,erms,fsrm tsc=reliable no-kvm-hypercalls"
+#define LINUX_CMDLINE "console=ttyS0 reboot=t rodata=off noxsave clearcpuid=smap,popcnt,erms,fsrm tsc=reliable no-kvm-hypercalls rcupdate.rcu_cpu_stall_suppress=1"
 
 /* A VMM process whose guest console goes to a file, watched by polling:
  * when the first byte and the first line of the Linux test init

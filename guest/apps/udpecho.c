@@ -1,7 +1,7 @@
 /* udpecho: a UDP echo server, and a client that checks it.
  *
  *   server: app=udpecho ip=ADDR/PREFIX [port=P] [count=N] [ms=M] [idle_ms=I]
- *   client: app=udpecho ip=ADDR/PREFIX peer=IP [port=P] [count=N] [size=BYTES]
+ *   client: app=udpecho ip=ADDR/PREFIX peer=IP [port=P] [count=N | ms=M] [size=BYTES]
  *           [timeout_ms=T] [wait_ms=W]
  *
  * The server sends every datagram on port (default 7) back to where it came
@@ -13,8 +13,9 @@
  *   udpecho: echoed=N bytes=B
  *
  * The client sends count (10) datagrams of size (64) bytes one at a time,
- * each a pattern seeded by its number, waits up to timeout_ms (1000) for
- * each echo and compares it byte for byte. Ends with
+ * or as many as fit in ms milliseconds (a soak), each a pattern seeded by
+ * its number, waits up to timeout_ms (1000) for each echo and compares it
+ * byte for byte (percentiles over the first 65536 echoes). Ends with
  *   udpecho: peer=IP sent=N received=N lost=0 corrupt=0 p50_us=.. p99_us=..
  * and exits 0 only if every echo came back intact. */
 #include <ferry/debug_exit.h>
@@ -74,7 +75,9 @@ static int server(struct udp_sock *s)
 
 static int client(struct udp_sock *s, uint32_t peer, uint16_t port)
 {
-	unsigned count = (unsigned)cmdline_get_u64("count", 10);
+	uint64_t run_ns = cmdline_get_u64("ms", 0) * 1000000;
+	unsigned count = (unsigned)cmdline_get_u64("count", run_ns ? 0xffffffffu : 10);
+	unsigned samples = MIN(count, 65536u);
 	uint32_t size = (uint32_t)cmdline_get_u64("size", 64);
 	uint64_t timeout_ns = cmdline_get_u64("timeout_ms", 1000) * 1000000;
 	uint64_t wait_ns = cmdline_get_u64("wait_ms", 30000) * 1000000;
@@ -89,16 +92,20 @@ static int client(struct udp_sock *s, uint32_t peer, uint16_t port)
 		return FERRY_EXIT_BAD_ARGS;
 	}
 	buf = kmalloc(size);
-	rtt = kmalloc(count * sizeof(*rtt));
+	rtt = kmalloc(samples * sizeof(*rtt));
 	if (!buf || !rtt)
 		return FERRY_EXIT_FAIL;
 	if (arp_resolve(ifc, peer, mac, wait_ns)) {
 		kprintf("udpecho: %s did not answer ARP\n", ip_str(peer, a));
 		return FERRY_EXIT_FAIL;
 	}
-	for (unsigned i = 0; i < count; i++) {
+	uint64_t start = time_ns();
+	unsigned sent = 0;
+	for (unsigned i = 0; i < count && (!run_ns || time_ns() - start < run_ns); i++) {
 		struct udp_dgram d;
 		uint64_t t0 = time_ns(), now;
+
+		sent++;
 		bool answered = false;
 
 		pattern_fill(buf, size, i);
@@ -121,20 +128,23 @@ static int client(struct udp_sock *s, uint32_t peer, uint16_t port)
 				corrupt++;
 				kprintf("udpecho: echo %u came back changed (%u bytes)\n", i, d.len);
 			} else {
-				rtt[received++] = time_ns() - t0;
+				if (received < samples)
+					rtt[received] = time_ns() - t0;
+				received++;
 			}
 		}
 		if (!answered)
 			kprintf("udpecho: no echo of datagram %u\n", i);
 	}
-	sort_u64(rtt, received);
+	unsigned n = MIN(received, samples);
+	sort_u64(rtt, n);
 	kprintf("udpecho: peer=%s size=%u sent=%u received=%u lost=%u corrupt=%u p50_us=%lu.%03lu p99_us=%lu.%03lu\n",
-		ip_str(peer, a), size, count, received, count - received - corrupt, corrupt,
-		US(percentile_u64(rtt, received, 50)), US(percentile_u64(rtt, received, 99)));
+		ip_str(peer, a), size, sent, received, sent - received - corrupt, corrupt,
+		US(percentile_u64(rtt, n, 50)), US(percentile_u64(rtt, n, 99)));
 	net_print_stats("udpecho");
 	kfree(rtt);
 	kfree(buf);
-	return received == count ? FERRY_EXIT_OK : FERRY_EXIT_FAIL;
+	return received == sent ? FERRY_EXIT_OK : FERRY_EXIT_FAIL;
 }
 
 static int udpecho_main(void)

@@ -145,6 +145,67 @@ static long run_app(void *app)
 	return ((const struct app *)app)->main();
 }
 
+/* Failure on purpose, for tests of ferry's "restart": "on-failure" and of
+ * its watchdog, under any app: fail=exit|triple|hang fail_ms=N [fail_runs=K]
+ * [fail_status=S]. N ms after the app starts, a timer interrupt powers off
+ * with status S (default 1), triple-faults, or spins in ring 0 with
+ * interrupts off (no exit to the VMM ever again: a hang). ferry appends
+ * restarts=R to the command line of a restarted VM; the failure happens
+ * only while R < K (default 1: the first run fails, the restarted one
+ * lives), so a test sees the VM fail, come back and work. */
+static struct timer fail_timer;
+
+static void fail_now(void *arg)
+{
+	const char *how = arg;
+	if (!strcmp(how, "triple")) {
+		struct __attribute__((packed)) {
+			uint16_t limit;
+			uint64_t base;
+		} empty = { 0, 0 };
+		asm volatile("cli; lidt %0; ud2" : : "m"(empty));
+	} else if (!strcmp(how, "hang")) {
+		asm volatile("cli");
+		for (;;)
+			asm volatile("" ::: "memory");
+	}
+	poweroff((int)cmdline_get_u64("fail_status", FERRY_EXIT_FAIL));
+}
+
+static void fail_arm(void)
+{
+	const char *how = cmdline_get("fail");
+	if (!how)
+		return;
+	uint64_t run = cmdline_get_u64("restarts", 0), runs = cmdline_get_u64("fail_runs", 1);
+	uint64_t ms = cmdline_get_u64("fail_ms", 0);
+	if (strcmp(how, "exit") && strcmp(how, "triple") && strcmp(how, "hang")) {
+		kprintf("ferry-guest: unknown fail=%s (exit, triple, hang)\n", how);
+		poweroff(FERRY_EXIT_BAD_ARGS);
+	}
+	if (run >= runs) {
+		kprintf("ferry-guest: run %lu, fail_runs=%lu: not failing\n", run, runs);
+		return;
+	}
+	kprintf("ferry-guest: failing on purpose (fail=%s) in %lu ms, run %lu of fail_runs=%lu\n", how, ms, run,
+		runs);
+	timer_start(&fail_timer, ms * 1000000ull, fail_now, (void *)how);
+}
+
+/* heartbeat_ms=N: a write to ferry's heartbeat port every N ms, from a
+ * timer interrupt, so that ferry's watchdog ("watchdog_ms") sees a guest
+ * that halts between events as alive, and one stuck with interrupts off (or
+ * in a loop that starves the timer) as hung. */
+static struct timer heartbeat_timer;
+static uint64_t heartbeat_ns;
+
+static void heartbeat(void *arg)
+{
+	(void)arg;
+	outb(FERRY_HEARTBEAT_PORT, 1);
+	timer_start(&heartbeat_timer, heartbeat_ns, heartbeat, NULL);
+}
+
 void kernel_main(uint32_t start_info_pa)
 {
 	struct boot b = { phys_to_virt(start_info_pa), start_info_pa, rdtsc() };
@@ -159,6 +220,10 @@ void kernel_main(uint32_t start_info_pa)
 	native_init_cpu();
 	app = (const struct app *)native_call(boot, &b);
 	irq_enable();         /* native_call() returned with IF as it began: 0 */
+	fail_arm();
+	heartbeat_ns = cmdline_get_u64("heartbeat_ms", 0) * 1000000ull;
+	if (heartbeat_ns)
+		heartbeat(NULL);
 
 	/* Apps run in ring 3 too, unless they ask for ring 0 (modeprobe). */
 	status = app->ring0 ? app->main() : (int)native_call(run_app, (void *)app);

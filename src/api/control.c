@@ -181,7 +181,8 @@ static int cmd_list(struct req *r)
 		cJSON *v = cJSON_CreateObject();
 		cJSON_AddStringToObject(v, "name", e->name);
 		cJSON_AddNumberToObject(v, "id", e->id);
-		cJSON_AddStringToObject(v, "state", e->vm ? vm_state(e->vm) : "create-failed");
+		cJSON_AddStringToObject(v, "state",
+					e->vm ? vm_state(e->vm) : e->restarts && !e->gave_up ? "restarting" : "create-failed");
 		cJSON_AddBoolToObject(v, "added", e->added);
 		cJSON_AddItemToArray(arr, v);
 	}
@@ -196,9 +197,12 @@ static cJSON *vm_status(struct vmm_entry *e, bool all, bool brief)
 	cJSON_AddStringToObject(v, "name", e->name);
 	cJSON_AddNumberToObject(v, "id", e->id);
 	cJSON_AddBoolToObject(v, "added", e->added);
+	if (e->restarts || e->cfg->restart == RESTART_ON_FAILURE)
+		cJSON_AddNumberToObject(v, "restarts", e->restarts);
 	struct vm *vm = e->vm;
 	if (!vm) {
-		cJSON_AddStringToObject(v, "state", "create-failed");
+		/* Between the teardown and the build of a restart, or never built. */
+		cJSON_AddStringToObject(v, "state", e->restarts && !e->gave_up ? "restarting" : "create-failed");
 		cJSON_AddStringToObject(v, "detail", e->error ? e->error : "");
 		return v;
 	}

@@ -174,6 +174,8 @@ char *metrics_text(struct vmm *vmm)
 	put(&b, "ferry_vms_added_total %lu\n", h.vms_added);
 	family(&b, "ferry_vms_removed_total", "counter", "VMs removed while ferry ran.");
 	put(&b, "ferry_vms_removed_total %lu\n", h.vms_removed);
+	family(&b, "ferry_vm_restarts_total", "counter", "VMs restarted after a failure (\"restart\": \"on-failure\").");
+	put(&b, "ferry_vm_restarts_total %lu\n", h.restarts);
 	family(&b, "ferry_events_total", "counter", "Events emitted (see the control socket's events).");
 	put(&b, "ferry_events_total %llu\n", (unsigned long long)h.events);
 

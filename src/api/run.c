@@ -35,8 +35,12 @@ int api_run(const struct ferry_config *cfg, const struct run_options *o)
 	}
 	/* Everything is open and running: from here the main thread only
 	 * waits, reports and tears down; with a control socket it also builds
-	 * the VMs `add` asks for (files, memory, threads), a wider list. */
-	if (sandbox_thread(o->control_path ? SANDBOX_BUILDER : SANDBOX_MAIN, "main", err, sizeof(err)) < 0)
+	 * the VMs `add` asks for (files, memory, threads), a wider list, and
+	 * so it does if a VM may be restarted after a failure. */
+	bool builds = o->control_path != NULL;
+	for (unsigned i = 0; i < cfg->nr_vms; i++)
+		builds |= cfg->vms[i].restart == RESTART_ON_FAILURE;
+	if (sandbox_thread(builds ? SANDBOX_BUILDER : SANDBOX_MAIN, "main", err, sizeof(err)) < 0)
 		log_error(NULL, "%s", err);
 	vmm_run(&vmm);
 	bool all_ok;

@@ -135,6 +135,7 @@ void host_stats_collect(struct vmm *vmm, struct host_stats *h)
 	h->host_cpus = vmm->nr_host_cpus;
 	h->vms_added = vmm->vms_added;
 	h->vms_removed = vmm->vms_removed;
+	h->restarts = vmm->restarts;
 	h->uptime_s = vmm->t_start_ns ? (double)(clock_ns() - vmm->t_start_ns) / 1e9 : 0;
 	h->events = events_total();
 	for (unsigned i = 0; i < vmm->nr_entries; i++) {
@@ -174,6 +175,7 @@ cJSON *host_stats_json(const struct host_stats *h)
 	cJSON_AddNumberToObject(o, "vms_running", h->vms_running);
 	cJSON_AddNumberToObject(o, "vms_added", (double)h->vms_added);
 	cJSON_AddNumberToObject(o, "vms_removed", (double)h->vms_removed);
+	cJSON_AddNumberToObject(o, "restarts", (double)h->restarts);
 	cJSON_AddNumberToObject(o, "memory_mib", h->memory_mib);
 	cJSON_AddNumberToObject(o, "target_mib", h->target_mib);
 	cJSON_AddNumberToObject(o, "resident_mib", h->resident_mib);

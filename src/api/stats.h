@@ -46,6 +46,7 @@ struct host_stats {
 	unsigned host_cpus;
 	unsigned vms, vms_running;
 	unsigned long vms_added, vms_removed;
+	unsigned long restarts;       /* VMs restarted after a failure ("restart": "on-failure") */
 	double memory_mib, target_mib, resident_mib;
 	unsigned vcpus, vcpus_parked;
 	double uptime_s;

@@ -40,6 +40,7 @@ static const char ctl_help[] =
 	"  metrics                   every figure in Prometheus text format\n"
 	"  events [--replay] [--count N] [--timeout SECONDS]\n"
 	"                            print events as they happen (VM started, stopped, crashed,\n"
+	"                            restarted, given up on,\n"
 	"                            added, removed; balloon target reached; cross-talk detected\n"
 	"                            and undone); --replay first prints those ferry still keeps\n"
 	"  help                      the commands as ferry lists them\n"

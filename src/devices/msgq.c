@@ -575,6 +575,7 @@ static void msgq_destroy(struct virtio_device *vd)
 	m->vd.dev.vm->msgq = NULL; /* so msgq_abandon() finds nothing to free */
 	if (m->poll)
 		evl_del(m->vd.dev.vm->evl, m->poll);
+	m->ep->keep_place = m->vd.dev.vm->restarting;
 	msgq_endpoint_destroy(m->ep);
 	free(m);
 }

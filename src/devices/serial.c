@@ -237,13 +237,19 @@ struct serial *serial_create(struct vm *vm, const char *log_path, bool to_termin
 	s->to_terminal = to_terminal;
 	s->log_max = vm->cfg->console_log_max_kib << 10;
 	if (log_path && *log_path) {
-		s->log = fopen(log_path, "w");
-		if (!s->log) {
+		/* A restarted VM adds to the log of its earlier runs (the crash
+		 * is worth reading), all of them within the one cap. */
+		s->log = fopen(log_path, vm->restarts ? "a" : "w");
+		long size = s->log && vm->restarts ? ftell(s->log) : 0;
+		if (!s->log || size < 0) {
 			snprintf(err, errlen, "cannot create console log %s: %s", log_path, strerror(errno));
+			if (s->log)
+				fclose(s->log);
 			pthread_mutex_destroy(&s->lock);
 			free(s);
 			return NULL;
 		}
+		s->logged = (uint64_t)size;
 	}
 	if (bus_register(&vm->pio, SERIAL_COM1_PORT, 8, serial_io, s, &s->dev) < 0) {
 		snprintf(err, errlen, "serial: I/O ports 0x%x-0x%x already taken", SERIAL_COM1_PORT, SERIAL_COM1_PORT + 7);

@@ -104,8 +104,9 @@ struct sample {
 
 struct mem_scheduler {
 	struct vmm *vmm;
-	/* One slot per VM ever scheduled (up to 64 in a run); a removed VM's
-	 * slot keeps its name and figures for the report. */
+	/* One slot per VM name ever scheduled (up to 64 in a run); a removed
+	 * VM's slot keeps its name and figures for the report, until a VM of
+	 * that name joins again. */
 	struct vm *vms[64];
 	char names[64][32];
 	bool gone[64];
@@ -247,14 +248,33 @@ struct mem_scheduler *mem_scheduler_create(struct vmm *vmm, uint64_t budget_mib)
 	return s;
 }
 
+/* Lock held. The slot of a VM called name that has left, or s->nr. */
+static unsigned gone_slot(const struct mem_scheduler *s, const char *name)
+{
+	for (unsigned i = 0; i < s->nr; i++)
+		if (s->gone[i] && !strcmp(s->names[i], name))
+			return i;
+	return s->nr;
+}
+
 int mem_scheduler_add(struct mem_scheduler *s, struct vm *vm)
 {
 	pthread_mutex_lock(&s->lock);
-	if (s->nr == 64) {
+	/* A VM that left and comes back under its name (restarted after a
+	 * failure, or removed and added again) takes its old slot: the report
+	 * has one entry per name, and a VM that comes and goes does not use
+	 * the slots up. */
+	unsigned i = gone_slot(s, vm->name);
+	if (i == s->nr && s->nr == 64) {
 		pthread_mutex_unlock(&s->lock);
 		return -1;
 	}
-	unsigned i = s->nr++;
+	if (i == s->nr)
+		s->nr++;
+	s->gone[i] = false;
+	s->why_not[i] = NULL;
+	s->over_since_ns[i] = 0;
+	s->lag_reported[i] = false;
 	const struct vm_config *c = vm->cfg;
 	struct memsched_vm *v = &s->state[i];
 	memset(v, 0, sizeof(*v));
@@ -280,10 +300,10 @@ void mem_scheduler_remove(struct mem_scheduler *s, struct vm *vm)
 	pthread_mutex_unlock(&s->lock);
 }
 
-bool mem_scheduler_full(struct mem_scheduler *s)
+bool mem_scheduler_full(struct mem_scheduler *s, const char *name)
 {
 	pthread_mutex_lock(&s->lock);
-	bool full = s->nr == 64;
+	bool full = s->nr == 64 && gone_slot(s, name) == s->nr;
 	pthread_mutex_unlock(&s->lock);
 	return full;
 }

@@ -40,11 +40,13 @@ struct mem_scheduler;
 /* A scheduler with no VMs yet; its timer runs on the event loop (make it
  * outside the sandboxed threads: a timer is a new file descriptor). */
 struct mem_scheduler *mem_scheduler_create(struct vmm *vmm, uint64_t budget_mib);
-/* VMs join and leave while it runs. Up to 64 VMs in a run (a slot per VM,
- * kept for the report after it leaves); -1 when full. */
+/* VMs join and leave while it runs. Up to 64 VM names in a run (a slot per
+ * name, kept for the report after its VM leaves, and taken again by a VM of
+ * that name: a restart, or a remove and add); -1 when full. */
 int mem_scheduler_add(struct mem_scheduler *s, struct vm *vm);
 void mem_scheduler_remove(struct mem_scheduler *s, struct vm *vm);
-bool mem_scheduler_full(struct mem_scheduler *s);
+/* Whether a VM called name would find no slot. */
+bool mem_scheduler_full(struct mem_scheduler *s, const char *name);
 /* The budget it divides from the next tick on. */
 void mem_scheduler_set_budget(struct mem_scheduler *s, uint64_t budget_mib);
 uint64_t mem_scheduler_budget(struct mem_scheduler *s);

@@ -163,11 +163,39 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
 		goto fail;
 	pthread_mutex_lock(&sw->lock);
 	sw->ep[id] = ep;
+	sw->away[id] = false; /* back from a restart */
 	pthread_mutex_unlock(&sw->lock);
 	return ep;
 fail:
 	msgq_endpoint_destroy(ep);
 	return NULL;
+}
+
+/* Lock held. Its senders learn it is gone; sends to it now fail with NO_DEST. */
+static void drop_from_peers(struct msgq_switch *sw, uint32_t id)
+{
+	sw->away[id] = false;
+	for (unsigned i = 1; i <= MSGQ_MAX_VMS; i++) {
+		struct msgq_endpoint *o = sw->ep[i];
+		for (unsigned k = 0; o && k < o->nr_peers; k++) {
+			if (o->peers[k] != id)
+				continue;
+			o->peers[k] = o->peers[--o->nr_peers];
+			if (o->ops && o->ops->peer_gone)
+				o->ops->peer_gone(o, id);
+			break;
+		}
+	}
+}
+
+void msgq_switch_forget(struct msgq_switch *sw, uint32_t id)
+{
+	if (!sw || id == 0 || id > MSGQ_MAX_VMS)
+		return;
+	pthread_mutex_lock(&sw->lock);
+	if (sw->away[id])
+		drop_from_peers(sw, id);
+	pthread_mutex_unlock(&sw->lock);
 }
 
 void msgq_endpoint_destroy(struct msgq_endpoint *ep)
@@ -178,18 +206,10 @@ void msgq_endpoint_destroy(struct msgq_endpoint *ep)
 	pthread_mutex_lock(&sw->lock);
 	if (sw->ep[ep->id] == ep) {
 		sw->ep[ep->id] = NULL;
-		/* Its senders learn it is gone; sends to it now fail with NO_DEST. */
-		for (unsigned i = 1; i <= MSGQ_MAX_VMS; i++) {
-			struct msgq_endpoint *o = sw->ep[i];
-			for (unsigned k = 0; o && k < o->nr_peers; k++) {
-				if (o->peers[k] != ep->id)
-					continue;
-				o->peers[k] = o->peers[--o->nr_peers];
-				if (o->ops && o->ops->peer_gone)
-					o->ops->peer_gone(o, ep->id);
-				break;
-			}
-		}
+		if (ep->keep_place)
+			sw->away[ep->id] = true;
+		else
+			drop_from_peers(sw, ep->id);
 	}
 	msgq_rings_detach(ep);
 	for (uint32_t s = 0; ep->send_page && s < ep->send_slots; s++)
@@ -500,7 +520,7 @@ int msgq_switch_send(struct msgq_endpoint *from, uint32_t dest, uint32_t mode, u
 		return MSGQ_E_TOO_LONG;
 	struct msgq_endpoint *to = dest <= MSGQ_MAX_VMS ? sw->ep[dest] : NULL;
 	if (!to)
-		return MSGQ_E_NO_DEST;
+		return dest <= MSGQ_MAX_VMS && sw->away[dest] && allowed(from, dest) ? MSGQ_E_DEST_DOWN : MSGQ_E_NO_DEST;
 	if (!allowed(from, dest))
 		return MSGQ_E_DENIED;
 	if (!to->up || to->broken || atomic_load(to->vm_stopping))

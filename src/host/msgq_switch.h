@@ -80,6 +80,9 @@ struct msgq_endpoint {
 	uint8_t *recv_held;         /* the guest holds a message in this slot */
 	uint32_t recv_cursor;       /* next-fit start for receive slot allocation */
 	bool broken;                /* a remap could not be undone: receives nothing more */
+	/* Set before destroy when the VM is restarted: its senders keep its id
+	 * and get dest_down until an endpoint with that id is back. */
+	bool keep_place;
 	/* Per page of a message being remapped, for undoing it (max_msg_pages). */
 	struct msgq_move { uint32_t msg, old, fresh; } *moves;
 
@@ -104,6 +107,7 @@ struct msgq_switch {
 	uint64_t page_size;
 	uint32_t copy_threshold;    /* adaptive: copy below this many bytes */
 	struct msgq_endpoint *ep[MSGQ_MAX_VMS + 1];
+	bool away[MSGQ_MAX_VMS + 1];   /* being restarted: sends to it get dest_down */
 	struct msgq_rings rings;
 };
 
@@ -137,6 +141,9 @@ struct msgq_endpoint *msgq_endpoint_create(struct msgq_switch *sw, uint32_t id, 
  * it from their peers and are told (ops->peer_gone). Ids are never given
  * to another endpoint in a run: pages keep their writer's id. */
 void msgq_endpoint_destroy(struct msgq_endpoint *ep);
+/* A VM whose endpoint was destroyed with keep_place will not come back (its
+ * restart failed): its senders lose it as if it had been removed. */
+void msgq_switch_forget(struct msgq_switch *sw, uint32_t id);
 /* The device was reset: every page in the receive slots (held messages, and
  * slots that keep pages the old driver has seen) goes back to the pool, and
  * the receive region shows the never-written zero area again, so nothing

@@ -164,6 +164,7 @@ void config_vm_defaults(struct vm_config *vm)
 	vm->vcpus = 1;
 	vm->cpu_shares = 1000;
 	vm->console_log_max_kib = CFG_CONSOLE_LOG_MAX_KIB;
+	vm->max_restarts = CFG_MAX_RESTARTS_DEFAULT;
 	config_memory_defaults(vm);
 }
 
@@ -549,7 +550,7 @@ static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_c
 {
 	static const char *const keys[] = { "name", "memory_mib", "vcpus", "kernel", "cmdline", "hugepages",
 					    "console_log", "console_log_max_kib", "devices", "nics", "memory",
-					    "cpu_shares", NULL };
+					    "cpu_shares", "restart", "max_restarts", "watchdog_ms", NULL };
 	if (!cJSON_IsObject(j))
 		return fail(c, path, "must be an object, not %s", json_type_name(j));
 	if (check_keys(c, j, path, keys) < 0)
@@ -568,6 +569,18 @@ static int parse_vm(struct ctx *c, const cJSON *j, const char *path, struct vm_c
 		return -1;
 	vm->vcpus = (unsigned)vcpus;
 	if (get_uint(c, j, "cpu_shares", path, 1, 1000000, false, &vm->cpu_shares) < 0)
+		return -1;
+	char restart[16] = "never";
+	if (get_string(c, j, "restart", path, false, restart, sizeof(restart)) < 0)
+		return -1;
+	if (!strcmp(restart, "on-failure"))
+		vm->restart = RESTART_ON_FAILURE;
+	else if (strcmp(restart, "never"))
+		return fail(c, path, "\"restart\" must be \"never\" or \"on-failure\" (got \"%s\")", restart);
+	/* A watchdog below 100 ms would fire on a guest the host merely
+	 * descheduled for a moment (2 cores shared by every VM). */
+	if (get_uint(c, j, "max_restarts", path, 1, CFG_MAX_RESTARTS, false, &vm->max_restarts) < 0 ||
+	    get_uint(c, j, "watchdog_ms", path, 100, 3600000, false, &vm->watchdog_ms) < 0)
 		return -1;
 	if (!config_name_valid(vm->name))
 		return fail(c, path, "\"name\" must be 1-%d characters from A-Z a-z 0-9 . _ - (got \"%s\")",

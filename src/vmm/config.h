@@ -87,6 +87,11 @@ struct memory_policy {
 	uint64_t shares;        /* its weight when memory is divided */
 };
 
+/* What ferry does when the VM fails (see docs/CONFIG.md "restart"). */
+enum restart_policy { RESTART_NEVER, RESTART_ON_FAILURE };
+#define CFG_MAX_RESTARTS_DEFAULT 5
+#define CFG_MAX_RESTARTS 1000
+
 struct vm_config {
 	char name[CFG_NAME_MAX];
 	uint64_t memory_mib;
@@ -102,6 +107,9 @@ struct vm_config {
 	unsigned nr_devices;
 	struct nic_config nics[CFG_MAX_NICS];
 	unsigned nr_nics;
+	enum restart_policy restart;  /* default RESTART_NEVER */
+	uint64_t max_restarts;        /* restarts in the run before ferry gives up */
+	uint64_t watchdog_ms;         /* 0: no watchdog; else the longest a VM may go without an exit to ferry */
 };
 
 struct ferry_config {

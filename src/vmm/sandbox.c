@@ -64,14 +64,18 @@ static const int control_calls[] = { COMMON, SCMP_SYS(rt_sigtimedwait), 0 };
  * under the huge-page file lock, flock),
  * and tears down: joins threads, KVM ioctls that take ioeventfds and
  * irqfds back, event-loop removals, unlink of the control socket's path,
- * and the signal it sends its control thread. */
+ * the last answers to control clients (sendto on their connected sockets:
+ * the answer to the `remove` that ended the run is delivered during the
+ * teardown), and the signal it sends its control thread. */
 #define MAIN_CALLS                                                                                     \
 	COMMON, DEVICES, SCMP_SYS(openat), SCMP_SYS(unlink), SCMP_SYS(epoll_ctl), SCMP_SYS(rt_sigtimedwait), \
-	SCMP_SYS(fsync), SCMP_SYS(flock)
+	SCMP_SYS(fsync), SCMP_SYS(flock), SCMP_SYS(sendto)
 static const int main_calls[] = { MAIN_CALLS, 0 };
 
-/* The main thread of a run with a control socket also builds the VMs `add`
- * asks for, and takes down those `remove` names: it checks their configs
+/* The main thread of a run with a control socket (or with a VM whose
+ * "restart" is "on-failure") also builds the VMs `add` asks for (and VMs
+ * restarted after a failure), and takes down those `remove` names (and
+ * failed VMs before their restart): it checks their configs
  * (access to the kernel, readlink of ferry's path for the default kernel,
  * sysinfo for the host's memory), reads their kernels and opens their
  * console logs (openat, main's already), makes their memory (memfd_create,

@@ -40,6 +40,7 @@ static const char *const exit_reason_names[] = {
 	[VM_EXIT_INTERRUPTED] = "interrupted",
 	[VM_EXIT_CREATE_FAILED] = "create-failed",
 	[VM_EXIT_REMOVED] = "removed",
+	[VM_EXIT_HUNG] = "hung",
 };
 
 const char *vm_exit_reason_name(enum vm_exit_reason reason)
@@ -50,7 +51,12 @@ const char *vm_exit_reason_name(enum vm_exit_reason reason)
 bool vm_exit_is_crash(enum vm_exit_reason reason)
 {
 	return reason == VM_EXIT_TRIPLE_FAULT || reason == VM_EXIT_INTERNAL_ERROR || reason == VM_EXIT_VMM_ERROR ||
-	       reason == VM_EXIT_GUEST_RESET;
+	       reason == VM_EXIT_GUEST_RESET || reason == VM_EXIT_HUNG;
+}
+
+bool vm_exit_is_failure(enum vm_exit_reason reason, int guest_status)
+{
+	return vm_exit_is_crash(reason) || (reason == VM_EXIT_POWEROFF && guest_status != 0);
 }
 
 int vm_exit_code_for(enum vm_exit_reason reason, int guest_status)
@@ -170,7 +176,11 @@ static int load_kernel(struct vm *vm, char *err, size_t errlen)
 		return -1;
 	}
 	char cmdline[FERRY_CMDLINE_MAX];
-	snprintf(cmdline, sizeof(cmdline), "%s%svm=%s", vm->cfg->cmdline, vm->cfg->cmdline[0] ? " " : "", vm->name);
+	/* restarts=N tells a guest that it runs again after a failure. */
+	int n = snprintf(cmdline, sizeof(cmdline), "%s%svm=%s", vm->cfg->cmdline, vm->cfg->cmdline[0] ? " " : "",
+			 vm->name);
+	if (vm->restarts && n > 0 && (size_t)n < sizeof(cmdline))
+		snprintf(cmdline + n, sizeof(cmdline) - (size_t)n, " restarts=%u", vm->restarts);
 	uint32_t entry;
 	if (pvh_load(&vm->mem, vm->cfg->kernel, cmdline, FERRY_ACPI_GPA, &entry, err, errlen) < 0)
 		return -1;
@@ -199,7 +209,7 @@ static int kvm_vm_create(struct vm *vm, char *why, size_t whylen)
 	return 0;
 }
 
-struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
+struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id, unsigned restarts,
 		     const char *log_dir, bool console_to_terminal, char *err, size_t errlen)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
@@ -211,6 +221,7 @@ struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
 	vm->t_create_ns = clock_ns();
 	snprintf(vm->name, sizeof(vm->name), "%s", cfg->name);
 	vm->id = id;
+	vm->restarts = restarts;
 	vm->cfg = cfg;
 	vm->vmm = vmm;
 	vm->kvm = &vmm->kvm;

@@ -41,6 +41,7 @@ enum vm_exit_reason {
 	VM_EXIT_INTERRUPTED,     /* ferry got SIGINT or SIGTERM */
 	VM_EXIT_CREATE_FAILED,   /* the VM could not be built */
 	VM_EXIT_REMOVED,         /* removed through the control socket while it ran */
+	VM_EXIT_HUNG,            /* no exit to ferry for its "watchdog_ms" */
 };
 
 /* exit_code in the summary for reasons other than a power-off; negative so
@@ -50,10 +51,18 @@ const char *vm_exit_reason_name(enum vm_exit_reason reason);
 /* Whether the VM ended by a fault (of the guest or of ferry), not by a
  * power-off or an operator's request. */
 bool vm_exit_is_crash(enum vm_exit_reason reason);
+/* Whether "restart": "on-failure" restarts a VM that ended so: a crash, a
+ * hang, or a power-off with a non-zero status. */
+bool vm_exit_is_failure(enum vm_exit_reason reason, int guest_status);
 
 struct vm {
 	char name[CFG_NAME_MAX];
-	unsigned id;                  /* position in the run, from 0 */
+	unsigned id;                  /* position in the run, from 0; a restart keeps it */
+	unsigned restarts;            /* how many times this VM was restarted before this run of it */
+	/* Set (main thread, VM stopped) before a restart tears it down: its
+	 * devices keep its place among its peers (msgq: peers keep its id and
+	 * see dest_down until it is back). */
+	bool restarting;
 	const struct vm_config *cfg;
 	struct vmm *vmm;              /* the process-wide context */
 	struct kvm *kvm;
@@ -116,7 +125,7 @@ struct vm {
 
 /* Creates the VM, its memory and devices, and loads the kernel; nothing runs
  * yet. On failure writes a one-line reason and returns NULL. */
-struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id,
+struct vm *vm_create(struct vmm *vmm, const struct vm_config *cfg, unsigned id, unsigned restarts,
 		     const char *log_dir, bool console_to_terminal, char *err, size_t errlen);
 /* Starts one thread per vCPU. */
 int vm_start(struct vm *vm, char *err, size_t errlen);

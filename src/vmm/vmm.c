@@ -293,7 +293,7 @@ static int build(struct vmm *vmm, const struct vm_config *cfgs, unsigned n, bool
 	char why[1024];
 	int ret = 0;
 	for (unsigned i = 0; i < n; i++) {
-		e[i]->vm = vm_create(vmm, e[i]->cfg, e[i]->id, vmm->log_dir, vmm->opts.console, why, sizeof(why));
+		e[i]->vm = vm_create(vmm, e[i]->cfg, e[i]->id, 0, vmm->log_dir, vmm->opts.console, why, sizeof(why));
 		if (e[i]->vm)
 			continue;
 		if (all_or_none) {
@@ -339,11 +339,44 @@ static int build(struct vmm *vmm, const struct vm_config *cfgs, unsigned n, bool
 
 /* --- balloon events -------------------------------------------------------------- */
 
+/* On the event loop. A VM hangs if none of its vCPUs has exited to ferry
+ * (port or MMIO access, console byte, halt with no interrupt pending...) for
+ * its watchdog_ms. A vCPU the guest parked (cpu-reserve) or an operator's
+ * pause count as progress: the guest is not stuck, it was told to wait. */
+static void watchdog_check(struct vmm_entry *e, uint64_t now)
+{
+	struct vm *vm = e->vm;
+	if (vm_is_stopped(vm))
+		return;
+	uint64_t progress = 0;
+	for (unsigned k = 0; k < vm->nr_vcpus; k++)
+		progress += atomic_load(&vm->vcpus[k]->ctr.exits) + atomic_load(&vm->vcpus[k]->parked_ns);
+	pthread_mutex_lock(&vm->lock);
+	bool paused = vm->pause_requests; /* also while an operator holds it paused */
+	pthread_mutex_unlock(&vm->lock);
+	if (e->wd_vm != vm || progress != e->wd_progress || paused) {
+		e->wd_vm = vm;
+		e->wd_progress = progress;
+		e->wd_progress_ns = now;
+		return;
+	}
+	if (now - e->wd_progress_ns < e->cfg->watchdog_ms * 1000000ull)
+		return;
+	char detail[128];
+	snprintf(detail, sizeof(detail), "watchdog: no exit to ferry for %.0f ms (watchdog_ms %llu)",
+		 ns_to_ms(now - e->wd_progress_ns), (unsigned long long)e->cfg->watchdog_ms);
+	vm_stop(vm, VM_EXIT_HUNG, 0, detail);
+}
+
 /* On the event loop: a balloon that reached the target it was given. */
 static void watch_tick(void *arg, uint32_t events)
 {
 	struct vmm *vmm = arg;
 	(void)events;
+	uint64_t now = clock_ns();
+	for (unsigned i = 0; i < vmm->nr_entries; i++)
+		if (live(vmm->entries[i]) && vmm->entries[i]->vm && vmm->entries[i]->cfg->watchdog_ms)
+			watchdog_check(vmm->entries[i], now);
 	for (unsigned i = 0; i < vmm->nr_entries; i++) {
 		struct vmm_entry *e = vmm->entries[i];
 		struct balloon_status b;
@@ -499,10 +532,12 @@ static int check_room(struct vmm *vmm, const struct ferry_config *add, char *cod
 				 (unsigned long long)mins, (unsigned long long)budget);
 			return -1;
 		}
-		if (mem_scheduler_full(vmm->memsched)) {
-			set_code(code, "limit");
-			snprintf(err, errlen, "the memory scheduler has scheduled 64 VMs in this run, its most");
-			return -1;
+		for (unsigned i = 0; i < add->nr_vms; i++) {
+			if (mem_scheduler_full(vmm->memsched, add->vms[i].name)) {
+				set_code(code, "limit");
+				snprintf(err, errlen, "the memory scheduler has scheduled 64 VM names in this run, its most");
+				return -1;
+			}
 		}
 	}
 	if (vmm->cpusched && live_vms + add->nr_vms > vmm->vcpu_budget) {
@@ -579,6 +614,9 @@ static void remove_excl(void *arg)
 	pthread_mutex_lock(&vmm->lock);
 	r->e->removed = true;
 	r->e->vm = NULL;
+	/* Counted as it leaves the list: a status between the two would show
+	 * a VM neither listed nor removed. */
+	vmm->vms_removed++;
 	pthread_mutex_unlock(&vmm->lock);
 	if (vm) {
 		if (vmm->memsched)
@@ -616,7 +654,6 @@ int vmm_remove(struct vmm *vmm, const char *name, char *code, char *err, size_t 
 	e->t_removed_ns = clock_ns();
 	free(e->cfg);
 	e->cfg = NULL;
-	vmm->vms_removed++;
 	cJSON *f = cJSON_CreateObject();
 	cJSON_AddNumberToObject(f, "id", e->id);
 	events_emit("vm-removed", e->name, f);
@@ -753,15 +790,180 @@ static void execute(struct vmm *vmm, struct vmm_request *r)
 	}
 }
 
-/* Lock held. Every VM still in the run has stopped (or none is left). */
+/* Lock held. Every VM still in the run has stopped (or none is left), and
+ * none waits for a restart. */
 static bool all_stopped(struct vmm *vmm)
 {
 	for (unsigned i = 0; i < vmm->nr_entries; i++) {
 		struct vmm_entry *e = vmm->entries[i];
-		if (live(e) && e->vm && !vm_is_stopped(e->vm))
+		if (live(e) && e->vm && (!vm_is_stopped(e->vm) || e->restart_at_ns))
 			return false;
 	}
 	return true;
+}
+
+/* --- restarts ------------------------------------------------------------------------------ */
+
+/* The wait before a restart after n quick failures in a row: 100 ms,
+ * doubling, at most 10 s; so a guest that fails at once costs ferry a VM
+ * build every few seconds at most, and max_restarts ends it. A run that
+ * lasted RESTART_STABLE_NS or more starts the count again. */
+#define RESTART_STABLE_NS (10 * 1000000000ull)
+static uint64_t restart_backoff_ns(unsigned n)
+{
+	uint64_t ms = 100ull << (n < 7 ? n : 7);
+	return (ms < 10000 ? ms : 10000) * 1000000ull;
+}
+
+/* Lock held. Schedules a restart for each VM that has just failed and may
+ * be restarted (or gives up on it); returns the earliest restart due, 0 if
+ * none. */
+static uint64_t schedule_restarts(struct vmm *vmm)
+{
+	uint64_t next = 0;
+	for (unsigned i = 0; i < vmm->nr_entries; i++) {
+		struct vmm_entry *e = vmm->entries[i];
+		if (!live(e) || !e->vm || e->gave_up || e->cfg->restart != RESTART_ON_FAILURE)
+			continue;
+		if (e->restart_at_ns && vmm->no_restarts) {
+			e->restart_at_ns = 0; /* the run is stopping: its failure is final */
+			log_warn(e->name, "not restarted: ferry is stopping");
+			continue;
+		}
+		if (!e->restart_at_ns) {
+			struct vm *vm = e->vm;
+			pthread_mutex_lock(&vm->lock);
+			bool failed = vm->state == VM_STOPPED && vm_exit_is_failure(vm->exit_reason, vm->guest_status);
+			enum vm_exit_reason why = vm->exit_reason;
+			int status = vm->guest_status;
+			pthread_mutex_unlock(&vm->lock);
+			if (!failed || vmm->no_restarts)
+				continue;
+			if (why == VM_EXIT_POWEROFF)
+				snprintf(e->last_failure, sizeof(e->last_failure), "poweroff with status %d", status);
+			else
+				snprintf(e->last_failure, sizeof(e->last_failure), "%s", vm_exit_reason_name(why));
+			if (e->restarts >= e->cfg->max_restarts) {
+				e->gave_up = true;
+				log_error(e->name, "failed (%s) after %u restarts, its max_restarts; not restarted again",
+					  e->last_failure, e->restarts);
+				cJSON *f = cJSON_CreateObject();
+				cJSON_AddStringToObject(f, "reason", e->last_failure);
+				cJSON_AddNumberToObject(f, "restarts", e->restarts);
+				events_emit("vm-restart-given-up", e->name, f);
+				continue;
+			}
+			if (vm->t_stop_ns - vm->t_create_ns >= RESTART_STABLE_NS)
+				e->quick_failures = 0;
+			uint64_t wait = restart_backoff_ns(e->quick_failures++);
+			e->restart_at_ns = clock_ns() + wait;
+			log_warn(e->name, "failed (%s); restart %u of at most %llu in %.0f ms", e->last_failure,
+				 e->restarts + 1, (unsigned long long)e->cfg->max_restarts, ns_to_ms(wait));
+		}
+		if (!next || e->restart_at_ns < next)
+			next = e->restart_at_ns;
+	}
+	return next;
+}
+
+struct restart {
+	struct vmm *vmm;
+	struct vmm_entry *e;
+	struct vm *vm;
+};
+
+/* With no event-loop handler running, as a removal: out of the schedulers,
+ * then the VM and its devices, keeping its place among its peers. */
+static void restart_teardown(void *arg)
+{
+	struct restart *r = arg;
+	struct vmm *vmm = r->vmm;
+	struct vm *vm = r->e->vm;
+	pthread_mutex_lock(&vmm->lock);
+	r->e->vm = NULL;
+	pthread_mutex_unlock(&vmm->lock);
+	if (vmm->memsched)
+		mem_scheduler_remove(vmm->memsched, vm);
+	if (vmm->cpusched)
+		cpu_scheduler_remove(vmm->cpusched, vm);
+	vm->restarting = true;
+	vm_destroy(vm);
+}
+
+static void restart_publish(void *arg)
+{
+	struct restart *r = arg;
+	struct vmm *vmm = r->vmm;
+	pthread_mutex_lock(&vmm->lock);
+	r->e->vm = r->vm;
+	r->e->wd_vm = NULL; /* the watchdog starts afresh (the new VM may sit where the old one was) */
+	pthread_mutex_unlock(&vmm->lock);
+	if (vmm->memsched && mem_scheduler_add(vmm->memsched, r->vm) < 0)
+		log_error(r->vm->name, "the memory scheduler is full (64 VMs in a run); this VM is not scheduled");
+	if (vmm->cpusched && cpu_scheduler_add(vmm->cpusched, r->vm) < 0)
+		log_error(r->vm->name, "the CPU scheduler is full (64 VMs at once); this VM is not scheduled");
+}
+
+/* Main thread, lock not held: the failed VM goes as in a removal and comes
+ * back as in an addition, with its config, id and name. */
+static void restart_entry(struct vmm *vmm, struct vmm_entry *e)
+{
+	struct vm *old = e->vm;
+	vm_join(old);
+	log_outcome(old);
+	struct restart r = { vmm, e, NULL };
+	evl_run_exclusive(vmm->evl, restart_teardown, &r);
+	e->restart_at_ns = 0;
+	e->restarts++;
+	char why[1024];
+	r.vm = vm_create(vmm, e->cfg, e->id, e->restarts, vmm->log_dir, vmm->opts.console, why, sizeof(why));
+	if (!r.vm) {
+		/* Reported as a VM that could not be built; its peers lose it. */
+		log_error(e->name, "cannot be restarted: %s", why);
+		free(e->error);
+		e->error = strdup(why);
+		e->gave_up = true;
+		msgq_switch_forget(vmm->msgq, config_vm_id(e->id));
+		cJSON *f = cJSON_CreateObject();
+		cJSON_AddStringToObject(f, "reason", e->last_failure);
+		cJSON_AddStringToObject(f, "error", why);
+		cJSON_AddNumberToObject(f, "restarts", e->restarts);
+		events_emit("vm-restart-given-up", e->name, f);
+		vmm_notify_stopped(vmm);
+		return;
+	}
+	evl_run_exclusive(vmm->evl, restart_publish, &r);
+	pthread_mutex_lock(&vmm->lock);
+	vmm->restarts++;
+	pthread_mutex_unlock(&vmm->lock);
+	if (vm_start(r.vm, why, sizeof(why)) < 0) {
+		log_error(NULL, "%s", why);
+		return;
+	}
+	log_info(e->name, "restarted after %s (restart %u of at most %llu)", e->last_failure, e->restarts,
+		 (unsigned long long)e->cfg->max_restarts);
+	cJSON *f = cJSON_CreateObject();
+	cJSON_AddNumberToObject(f, "id", e->id);
+	cJSON_AddStringToObject(f, "reason", e->last_failure);
+	cJSON_AddNumberToObject(f, "restarts", e->restarts);
+	events_emit("vm-restarted", e->name, f);
+}
+
+/* Lock held; restarts every VM whose restart is due (dropping the lock for
+ * each). True if it did any. */
+static bool run_due_restarts(struct vmm *vmm)
+{
+	uint64_t now = clock_ns();
+	for (unsigned i = 0; i < vmm->nr_entries; i++) {
+		struct vmm_entry *e = vmm->entries[i];
+		if (!live(e) || !e->vm || !e->restart_at_ns || e->restart_at_ns > now)
+			continue;
+		pthread_mutex_unlock(&vmm->lock);
+		restart_entry(vmm, e);
+		pthread_mutex_lock(&vmm->lock);
+		return true; /* the list may have moved: look again */
+	}
+	return false;
 }
 
 static void stop_timed_out(void *arg)
@@ -802,13 +1004,20 @@ void vmm_run(struct vmm *vmm)
 				vmm_request_free(r);
 			pthread_mutex_lock(&vmm->lock);
 		}
+		uint64_t restart_ns = schedule_restarts(vmm);
+		if (restart_ns && run_due_restarts(vmm))
+			continue;
 		if (all_stopped(vmm))
 			break;
-		if (vmm->deadline_ns) {
-			uint64_t ns = vmm->deadline_ns;
+		uint64_t ns = vmm->deadline_ns;
+		if (restart_ns && (!ns || restart_ns < ns))
+			ns = restart_ns;
+		if (ns) {
 			struct timespec at = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
-			if (pthread_cond_timedwait(&vmm->vm_stopped, &vmm->lock, &at) == ETIMEDOUT) {
+			if (pthread_cond_timedwait(&vmm->vm_stopped, &vmm->lock, &at) == ETIMEDOUT && vmm->deadline_ns &&
+			    clock_ns() >= vmm->deadline_ns) {
 				vmm->deadline_ns = 0;
+				vmm->no_restarts = true;
 				pthread_mutex_unlock(&vmm->lock);
 				evl_run_exclusive(vmm->evl, stop_timed_out, vmm);
 				pthread_mutex_lock(&vmm->lock);
@@ -838,6 +1047,9 @@ void vmm_run(struct vmm *vmm)
 static void stop_all(void *arg)
 {
 	struct vmm *vmm = arg;
+	pthread_mutex_lock(&vmm->lock);
+	vmm->no_restarts = true;
+	pthread_mutex_unlock(&vmm->lock);
 	for (unsigned i = 0; i < vmm->nr_entries; i++) {
 		struct vmm_entry *e = vmm->entries[i];
 		if (live(e) && e->vm)
@@ -872,11 +1084,18 @@ cJSON *vmm_report(struct vmm *vmm, bool *all_ok)
 		if (entry) {
 			if (e->added)
 				cJSON_AddBoolToObject(entry, "added", true);
+			if (e->restarts || (e->cfg && e->cfg->restart == RESTART_ON_FAILURE))
+				cJSON_AddNumberToObject(entry, "restarts", e->restarts);
+			if (e->restarts || e->gave_up)
+				cJSON_AddStringToObject(entry, "last_failure", e->last_failure);
+			if (e->gave_up)
+				cJSON_AddBoolToObject(entry, "restart_given_up", true);
 			if (e->removed)
 				cJSON_AddBoolToObject(entry, "removed", true);
 			cJSON_AddItemToArray(vms, entry);
 		}
 	}
+	cJSON_AddNumberToObject(doc, "restarts", (double)vmm->restarts);
 	if (vmm->memsched)
 		cJSON_AddItemToObject(doc, "memory", mem_scheduler_report(vmm->memsched));
 	if (vmm->cpusched)

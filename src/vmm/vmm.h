@@ -11,7 +11,10 @@
  *                 endpoint, link end and switch ports released, its peers
  *                 told (main thread)
  *   vmm_run       the main thread's loop: requests (add, remove, budget)
- *                 until every VM has stopped or the deadline passes
+ *                 and restarts of failed VMs ("restart": "on-failure":
+ *                 the same teardown as a removal, then the same build as
+ *                 an addition, keeping the VM's id so its peers find it
+ *                 again) until every VM has stopped or the deadline passes
  *   vmm_stop_all  any thread
  *   vmm_destroy   everything started, newest first; safe after any failure
  *
@@ -58,6 +61,15 @@ struct vmm_entry {
 	uint64_t t_removed_ns;
 	/* events: the balloon target (pages) last seen reached */
 	uint64_t balloon_reached;
+	/* "restart": "on-failure" (main thread; read by reports under the lock) */
+	unsigned restarts;            /* done so far */
+	unsigned quick_failures;      /* failed runs in a row shorter than 10 s (the backoff) */
+	uint64_t restart_at_ns;       /* a restart is due then (0: none pending) */
+	bool gave_up;                 /* failed with max_restarts used up, or could not be rebuilt */
+	char last_failure[64];        /* how its last failed run ended */
+	/* watchdog (event loop): the VM's exits when last seen changing, and when */
+	const struct vm *wd_vm;
+	uint64_t wd_progress, wd_progress_ns;
 };
 
 /* Something that lives as long as the run: started after the config's VMs,
@@ -126,6 +138,8 @@ struct vmm {
 	unsigned nr_entries, cap_entries;
 	unsigned next_id;
 	unsigned long vms_added, vms_removed;
+	unsigned long restarts;          /* VMs restarted after a failure, in the run */
+	bool no_restarts;                /* the run is being stopped: failures are final */
 
 	pthread_mutex_t lock;
 	pthread_cond_t vm_stopped;   /* signalled when a VM stops or a request arrives */

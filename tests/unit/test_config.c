@@ -48,6 +48,31 @@ static void valid_config(void **state)
 	config_free(&cfg);
 }
 
+static void restart_keys(void **state)
+{
+	(void)state;
+	struct ferry_config cfg;
+	int r = parse("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\"},"
+		      " {\"name\": \"b\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"restart\": \"on-failure\","
+		      " \"max_restarts\": 7, \"watchdog_ms\": 250}]}",
+		      &cfg);
+	if (r)
+		fail_msg("%s", err);
+	assert_int_equal(cfg.vms[0].restart, RESTART_NEVER);
+	assert_int_equal(cfg.vms[0].max_restarts, CFG_MAX_RESTARTS_DEFAULT);
+	assert_int_equal(cfg.vms[0].watchdog_ms, 0);
+	assert_int_equal(cfg.vms[1].restart, RESTART_ON_FAILURE);
+	assert_int_equal(cfg.vms[1].max_restarts, 7);
+	assert_int_equal(cfg.vms[1].watchdog_ms, 250);
+	config_free(&cfg);
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"restart\": \"never \"}]}",
+		     "vms[0]: \"restart\" must be \"never\" or \"on-failure\"");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"max_restarts\": 1001}]}",
+		     "vms[0]: \"max_restarts\" must be between 1 and 1000");
+	expect_error("{\"vms\": [{\"name\": \"a\", \"memory_mib\": 64, \"kernel\": \"/dev/null\", \"watchdog_ms\": 99}]}",
+		     "vms[0]: \"watchdog_ms\" must be between 100 and 3600000");
+}
+
 static void syntax_error_has_position(void **state)
 {
 	(void)state;
@@ -322,7 +347,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(networks_and_nics), cmocka_unit_test(network_mistakes), cmocka_unit_test(links),
 		cmocka_unit_test(msgq_vm_id_limit),   cmocka_unit_test(additions),
-		cmocka_unit_test(valid_config),   cmocka_unit_test(syntax_error_has_position),
+		cmocka_unit_test(valid_config), cmocka_unit_test(restart_keys), cmocka_unit_test(syntax_error_has_position),
 		cmocka_unit_test(top_level_mistakes), cmocka_unit_test(vm_mistakes),
 		cmocka_unit_test(device_mistakes), cmocka_unit_test(names),
 	};
