@@ -899,9 +899,11 @@ static int read_config(struct fmq *q)
 
 static int fmq_probe(struct virtio_device *vdev)
 {
+	/* The first three queues: the fourth (MSGQ_QUEUE_RING_DOORBELL) is
+	 * only for drivers of direct rings (MSGQ_F_RINGS), which this is not. */
 	static const char * const names[] = { "send", "recv", "return" };
 	vq_callback_t *callbacks[] = { sendq_done, recvq_done, retq_done };
-	struct virtqueue *vqs[MSGQ_NUM_QUEUES];
+	struct virtqueue *vqs[ARRAY_SIZE(names)];
 	struct fmq *q;
 	unsigned int i;
 	int err;
@@ -930,7 +932,8 @@ static int fmq_probe(struct virtio_device *vdev)
 	err = read_config(q);
 	if (err)
 		goto fail;
-	err = virtio_find_vqs(vdev, MSGQ_NUM_QUEUES, vqs, callbacks, names, NULL);
+	BUILD_BUG_ON(ARRAY_SIZE(names) != MSGQ_QUEUE_RETURN + 1 || ARRAY_SIZE(callbacks) != ARRAY_SIZE(names));
+	err = virtio_find_vqs(vdev, ARRAY_SIZE(names), vqs, callbacks, names, NULL);
 	if (err)
 		goto fail;
 	q->sendq = vqs[MSGQ_QUEUE_SEND];

@@ -14,10 +14,20 @@
  * (docs/devices/msgq.md, "Compared with QEMU"). Runs that are compared
  * with each other take turns, repeat after repeat, so that a change in the
  * host's load falls on all of them; and each VM gets a CPU of its own, the
- * same way for ferry and for QEMU. */
+ * same way for ferry and for QEMU.
+ *
+ * The Linux column: the same transport between two Linux VMs (make
+ * linux-guest), ferry's ferry_msgq module and the ferry-msg tool at both ends
+ * (docs/GUESTS.md), which speaks msgbulk's and msgping's protocol and prints
+ * the same result lines. A Linux boot costs tens of seconds here, so one boot
+ * of a pair runs every 4 KiB-page measurement in turn and a second one (2 MiB
+ * pages) the 2 MiB messages; the runs are counted, not timed (ferry-msg has no
+ * time box), and are not repeated. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -31,7 +41,8 @@
 #include "vmm/config.h"
 
 static const char msg_help[] =
-	"usage: ferry bench msg [--count N] [--ms MS] [--repeat R] [--kernel IMAGE] [--no-qemu] [--no-pin] [--json]\n"
+	"usage: ferry bench msg [--count N] [--ms MS] [--repeat R] [--kernel IMAGE] [--linux IMAGE] [--no-linux]\n"
+	"                       [--no-qemu] [--no-pin] [--json]\n"
 	"\n"
 	"Runs pairs of VMs passing messages and reports throughput (MB/s, messages/s)\n"
 	"for 64 B, 4 KiB, 64 KiB (4 KiB pages) and 2 MiB (2 MiB pages) messages and\n"
@@ -51,12 +62,26 @@ static const char msg_help[] =
 	"use and the receiving VM on the second (QEMU: each VM's whole process;\n"
 	"ferry: each VM's vCPU thread). Targets on the project's machine: ferry's\n"
 	"best at least 0.5x qemu at every size, 1x from 64 KiB, 2x at 2 MiB; 64 B\n"
-	"immediate p50 at most 20 us; adaptive within 10% of the faster of its paths.\n";
+	"immediate p50 at most 20 us; adaptive within 10% of the faster of its paths.\n"
+	"\n"
+	"The linux column: adaptive, immediate throughput for 64 B, 4 KiB and 64 KiB\n"
+	"(4 KiB pages) and 2 MiB (2 MiB pages), and 64 B latency, between two Linux VMs,\n"
+	"sender and receiver being ferry-msg in user space through the ferry_msgq\n"
+	"module (docs/GUESTS.md): --count messages per size (2 MiB: a quarter, at least\n"
+	"10) and --count round trips (a Linux round trip takes milliseconds here), from\n"
+	"two boots of the pair, not repeated. --linux names the kernel; by default\n"
+	"make linux-guest's (linux/vmlinux beside the ferry binary or one directory up);\n"
+	"without one, or with --no-linux, no linux column.\n";
+
+/* What the test kernel needs on the project's hosts (linux/README.md; the
+ * tests' LINUX_CMDLINE). */
+#define LINUX_CMDLINE \
+	"console=ttyS0 reboot=t rodata=off noxsave clearcpuid=smap,popcnt,erms,fsrm tsc=reliable no-kvm-hypercalls"
 
 #define QEMU_SHM_MIB 64  /* two rings of 32 MiB: 15 messages of 2 MiB each */
 #define LINK_MIB QEMU_SHM_MIB  /* ferry's link: the same rings */
 
-static char self[PATH_MAX], kernel[PATH_MAX];
+static char self[PATH_MAX], kernel[PATH_MAX], linux_kernel[PATH_MAX];
 static char tmpdir[] = "/tmp/ferry-bench-msg-XXXXXX";
 static char shmdir[] = "/dev/shm/ferry-bench-msg-XXXXXX";
 
@@ -189,6 +214,92 @@ static cJSON *run_qemu_pair(const char *tx, const char *rx)
 		return NULL;
 	}
 	return results_in(c[1].buf);
+}
+
+/* A pair of Linux VMs running `tx` and `rx` (ferry.msg lists: ferry-msg
+ * commands separated by ';'), with 2 MiB pages if `huge`; the result
+ * objects on the sender's console, or NULL if the run failed. The consoles
+ * go to log files: a Linux boot log would crowd a pipe. */
+static cJSON *run_linux_pair(bool huge, const char *tx, const char *rx)
+{
+	char cfg[PATH_MAX + 32], log[PATH_MAX + 32];
+	snprintf(cfg, sizeof(cfg), "%s/linux.json", tmpdir);
+	snprintf(log, sizeof(log), "%s/tx.log", tmpdir);
+	FILE *f = fopen(cfg, "w");
+	if (!f) {
+		fprintf(stderr, "ferry bench msg: %s: %s\n", cfg, strerror(errno));
+		return NULL;
+	}
+	/* The same devices as ferry-guest's pairs (run_ferry_pair). */
+	const char *dev = huge ? ", \"send_slots\": 64, \"recv_slots\": 64, \"max_msg_pages\": 1"
+			       : ", \"send_slots\": 1024, \"recv_slots\": 1024";
+	const char *names[2] = { "tx", "rx" }, *cmds[2] = { tx, rx };
+	fprintf(f, "{\"vms\": [");
+	for (int i = 0; i < 2; i++)
+		fprintf(f,
+			"%s{\"name\": \"%s\", \"memory_mib\": 128, \"hugepages\": %s, \"kernel\": \"%s\","
+			" \"cmdline\": \"%s ferry.expect=msgq ferry.timeout=1200 ferry.msg=\\\"%s\\\"\","
+			" \"devices\": [{\"type\": \"msgq\", \"peers\": [\"%s\"]%s}]}",
+			i ? ", " : "", names[i], huge ? "true" : "false", linux_kernel, LINUX_CMDLINE, cmds[i],
+			names[1 - i], dev);
+	fprintf(f, "]}\n");
+	if (fclose(f) != 0) {
+		fprintf(stderr, "ferry bench msg: %s: %s\n", cfg, strerror(errno));
+		return NULL;
+	}
+	unlink(log);
+	char *argv[] = { self, "run", cfg, "--quiet", "--timeout", "1200", "--log-dir", tmpdir, NULL };
+	struct child c;
+	if (child_spawn(&c, argv) < 0) {
+		fprintf(stderr, "ferry bench msg: cannot start ferry: %s\n", strerror(errno));
+		return NULL;
+	}
+	if (pinned) {
+		static const char *const vcpus[] = { "vcpu0/tx", "vcpu0/rx" };
+		if (pin_threads(c.pid, vcpus, cpus, 2, 10) != 2)
+			pin_failures++;
+	}
+	int st = child_finish(&c, 1300);
+	FILE *in = fopen(log, "r");
+	static char text[1 << 20];
+	size_t n = in ? fread(text, 1, sizeof(text) - 1, in) : 0;
+	if (in)
+		fclose(in);
+	text[n] = '\0';
+	if (st != 0 || !in) {
+		fprintf(stderr, "ferry bench msg: the Linux pair failed (exit %d): tx \"%s\"; the end of its console:\n%s\n",
+			st, tx, tail_of(text));
+		return NULL;
+	}
+	return results_in(text);
+}
+
+/* The Linux kernel for the linux column: --linux (which must be readable),
+ * or make linux-guest's, beside the ferry binary (build/ferry) or one
+ * directory up (build/asan/ferry). False if there is none (said why). */
+static bool linux_usable(bool want, bool given)
+{
+	if (!want)
+		return false;
+	if (!given) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s", self);
+		char *d = dirname(dir);
+		snprintf(linux_kernel, sizeof(linux_kernel), "%s/linux/vmlinux", d);
+		if (access(linux_kernel, R_OK) != 0)
+			snprintf(linux_kernel, sizeof(linux_kernel), "%s/../linux/vmlinux", d);
+	}
+	char abs[PATH_MAX];
+	if (access(linux_kernel, R_OK) != 0 || !realpath(linux_kernel, abs)) {
+		if (given)
+			fprintf(stderr, "ferry bench msg: --linux %s: %s\n", linux_kernel, strerror(errno));
+		else
+			fprintf(stderr, "ferry bench msg: no Linux kernel at %s (make linux-guest): no linux column\n",
+				linux_kernel);
+		return false;
+	}
+	snprintf(linux_kernel, sizeof(linux_kernel), "%s", abs);
+	return true;
 }
 
 /* A measurement: who runs it, with which pages, and the two command lines. */
@@ -340,10 +451,11 @@ int bench_msg(int argc, char **argv)
 		{ "repeat", required_argument, 0, 'r' }, { "no-qemu", no_argument, 0, 'Q' },
 		{ "json", no_argument, 0, 'j' },         { "ms", required_argument, 0, 'm' },
 		{ "no-pin", no_argument, 0, 'P' },       { "help", no_argument, 0, 'h' },
+		{ "linux", required_argument, 0, 'L' },  { "no-linux", no_argument, 0, 'N' },
 		{ 0, 0, 0, 0 },
 	};
 	uint64_t count = 1000, count_r, ms = 250;
-	bool json = false, want_qemu = true, want_pin = true;
+	bool json = false, want_qemu = true, want_pin = true, want_linux = true, linux_given = false;
 	config_default_kernel(kernel, sizeof(kernel));
 	int c;
 	opterr = 0;
@@ -371,6 +483,13 @@ int bench_msg(int argc, char **argv)
 		case 'P':
 			want_pin = false;
 			break;
+		case 'L':
+			snprintf(linux_kernel, sizeof(linux_kernel), "%s", optarg);
+			linux_given = true;
+			break;
+		case 'N':
+			want_linux = false;
+			break;
 		case 'j':
 			json = true;
 			break;
@@ -385,6 +504,11 @@ int bench_msg(int argc, char **argv)
 		return usage_error("bench msg", "unexpected argument '%s'", argv[optind]);
 	if (bench_workspace("msg", self, sizeof(self), kernel, tmpdir))
 		return 1;
+	bool lx = linux_usable(want_linux, linux_given);
+	if (linux_given && want_linux && !lx) {
+		bench_remove_dir("msg", tmpdir);
+		return 1;
+	}
 	bool qemu = qemu_usable(want_qemu);
 	char affinity[200];
 	pinned = bench_pin_pair(want_pin, cpus, affinity, sizeof(affinity));
@@ -464,6 +588,42 @@ int bench_msg(int argc, char **argv)
 			snprintf(p.rx, sizeof(p.rx), "app=msgping role=pong post=%s%s", post, ivs ? " mode=copy" : "");
 			lat[s][t] = ping(&p);
 		}
+	}
+
+	/* The linux column: ping first (a pong takes one message per call, so
+	 * it never takes the bench sender's), then the bench sender; the
+	 * receiver takes its run as one session. */
+	struct bulk lxb[4] = { { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 } };
+	struct latency lxlat = { -1, -1 };
+	if (lx) {
+		char tx[512], rx[256];
+		snprintf(tx, sizeof(tx),
+			 "ping role=ping peer=rx count=%lu size=64;"
+			 "bench role=send peer=rx sizes=64,4K,64K count=%lu mode=adaptive check=header",
+			 (unsigned long)count, (unsigned long)count);
+		snprintf(rx, sizeof(rx), "ping role=pong;bench role=recv");
+		cJSON *r = run_linux_pair(false, tx, rx);
+		cJSON *o;
+		cJSON_ArrayForEach(o, r) {
+			if (cJSON_GetObjectItem(o, "rtt_ns_median"))
+				lxlat = (struct latency){ field(o, "rtt_ns_median") / 2000.0, field(o, "rtt_ns_p99") / 2000.0 };
+		}
+		for (int z = 0; z < 3; z++) {
+			static const double sz[3] = { 64, 4096, 65536 };
+			cJSON_ArrayForEach(o, r) {
+				if (field(o, "size") == sz[z] && cJSON_GetObjectItem(o, "mbps"))
+					lxb[z] = (struct bulk){ field(o, "mbps"), field(o, "msgs_per_s") };
+			}
+		}
+		cJSON_Delete(r);
+		unsigned long n2m = count / 4 < 10 ? 10 : (unsigned long)count / 4;
+		snprintf(tx, sizeof(tx), "bench role=send peer=rx sizes=2M count=%lu mode=adaptive check=header", n2m);
+		r = run_linux_pair(true, tx, "bench role=recv");
+		cJSON_ArrayForEach(o, r) {
+			if (field(o, "size") == 2u << 20 && cJSON_GetObjectItem(o, "mbps"))
+				lxb[3] = (struct bulk){ field(o, "mbps"), field(o, "msgs_per_s") };
+		}
+		cJSON_Delete(r);
 	}
 
 	/* The figures. */
@@ -570,6 +730,17 @@ int bench_msg(int argc, char **argv)
 				add_num(j, key, lat[s][T_QEMU].p99);
 			}
 		}
+		if (lx) {
+			/* Linux sender and receiver: ferry-msg through ferry_msgq,
+			 * adaptive, immediate. */
+			cJSON_AddStringToObject(j, "linux_transport", "msgq, Linux ferry_msgq + ferry-msg, adaptive");
+			add_num(j, "linux_64b_msgs", lxb[0].msgs);
+			add_num(j, "linux_4k_mbps", lxb[1].mbps);
+			add_num(j, "linux_64k_mbps", lxb[2].mbps);
+			add_num(j, "linux_2m_mbps", lxb[3].mbps);
+			add_num(j, "linux_latency_64b_us", lxlat.p50);
+			add_num(j, "linux_latency_64b_p99_us", lxlat.p99);
+		}
 		const char *bkeys[4] = { "64b", "4k", "64k", "2m" };
 		for (int z = 0; z < 4; z++) {
 			char key[64];
@@ -623,6 +794,28 @@ int bench_msg(int argc, char **argv)
 			for (int t = 0; t < T_N; t++)
 				if (t != T_QEMU || qemu)
 					printf("   %8.1f / %8.1f", lat[s][t].p50, lat[s][t].p99);
+			printf("\n");
+		}
+		if (lx) {
+			printf("linux (ferry-msg through ferry_msgq, adaptive, immediate; %lu messages a size) beside\n"
+			       "ferry-guest (adaptive)%s\n", (unsigned long)count, qemu ? " and qemu ivshmem" : "");
+			printf("  %-8s %22s %22s%s\n", "", "linux", "ferry-guest", qemu ? "            qemu ivshmem" : "");
+			printf("  %-8s %13.0f msgs/s %13.0f msgs/s", "64 B", lxb[0].msgs, sb[S_ADAPT][0].msgs);
+			if (qemu)
+				printf(" %17.0f msgs/s", sb[S_QEMU][0].msgs);
+			printf("\n");
+			const char *zn[3] = { "4 KiB", "64 KiB", "2 MiB" };
+			for (int z = 0; z < 3; z++) {
+				double fg = z < 2 ? sb[S_ADAPT][z + 1].mbps : lb[L_ADAPT].mbps;
+				printf("  %-8s %14.1f MB/s %14.1f MB/s", zn[z], lxb[z + 1].mbps, fg);
+				if (qemu)
+					printf(" %18.1f MB/s", z < 2 ? sb[S_QEMU][z + 1].mbps : lb[L_QEMU].mbps);
+				printf("\n");
+			}
+			printf("  64 B latency p50 / p99: linux %.1f / %.1f us, ferry-guest %.1f / %.1f us", lxlat.p50, lxlat.p99,
+			       lat[0][T_IMM].p50, lat[0][T_IMM].p99);
+			if (qemu)
+				printf(", qemu ivshmem %.1f / %.1f us", lat[0][T_QEMU].p50, lat[0][T_QEMU].p99);
 			printf("\n");
 		}
 		printf("targets\n");
