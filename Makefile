@@ -45,7 +45,7 @@ demo:
 	@$(MAKE) -s ferry guest
 	@BUILD=$(BUILD) scripts/demo.sh
 
-# 30 VMs exchanging numbered messages under a memory budget for
+# 30 VMs exchanging numbered messages (two pairs UDP datagrams) under a memory budget for
 # SOAK_SECONDS (default 300) while one is removed and added every few
 # seconds and another crashes and is restarted; then no leaked fd, thread
 # or mapping (from /proc) and no message lost or duplicated between the VMs
